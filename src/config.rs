@@ -1,0 +1,226 @@
+//! Store configuration: [`Config`], its builder [`DbBuilder`], and the durability and
+//! recovery policies.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::Db;
+use crate::error::{Error, Result};
+use crate::fs::{FileSystem, StdFs};
+
+/// When a write is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// Every write is fsynced before it is acknowledged (concurrent writers share one fsync).
+    /// Survives process crashes, kernel panics and power loss.
+    #[default]
+    Always,
+    /// Writes are handed to the operating system before they are acknowledged, and fsynced by
+    /// [`Db::sync`], [`Db::flush`], [`Db::close`] and when a WAL segment is sealed. Survives a
+    /// process crash; a power loss or kernel panic can lose writes since the last sync — but
+    /// never a write before one that survived (recovery yields a prefix of the history).
+    Buffered,
+}
+
+/// What recovery does with damaged WAL records (modelled on RocksDB's WAL recovery modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// Any damage, even a torn tail of the newest segment, fails the open.
+    AbsoluteConsistency,
+    /// A torn or damaged tail of the newest segment (the write in flight during a crash) is
+    /// cut off and reported; damage anywhere else fails the open with
+    /// [`Error::Corruption`]. The default.
+    #[default]
+    TolerateCorruptedTail,
+    /// Replay stops at the first damage anywhere; everything after it is dropped, so the
+    /// store opens at the last consistent point in time.
+    PointInTime,
+    /// Every intact record is replayed and damaged ones are skipped. Salvages the most data
+    /// but may leave holes in the history; for disaster recovery only.
+    SkipAnyCorruptedRecords,
+}
+
+/// How much history compaction keeps.
+///
+/// The newest `versions` versions of every key are kept (a tombstone counts as a version),
+/// plus, for every live [`Snapshot`](crate::Snapshot) and iterator, the version it sees.
+/// Older versions may disappear at any flush or compaction. A key whose newest version is a
+/// tombstone is removed entirely — tombstone and history — once compaction reaches the bottom
+/// level and no snapshot needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryRetention {
+    /// Versions kept per key (at least 1).
+    pub versions: usize,
+}
+
+impl Default for HistoryRetention {
+    fn default() -> Self {
+        HistoryRetention { versions: 1 }
+    }
+}
+
+/// Store settings. Build one with [`Db::builder`] or start from `Config::default()`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Memtable size at which it is frozen and flushed to a table. Default 32 MiB.
+    pub memtable_bytes: usize,
+    /// Frozen memtables allowed to wait for their flush before writes stall. Default 2.
+    pub max_immutable_memtables: usize,
+    /// Size at which the active WAL segment is sealed and a new one started. Default 16 MiB.
+    pub wal_segment_bytes: u64,
+    /// Durability of writes. Default [`SyncMode::Always`].
+    pub sync: SyncMode,
+    /// Target size of table data blocks. Default 4 KiB.
+    pub block_bytes: usize,
+    /// Entries between restart points in data blocks. Default 16.
+    pub block_restart_interval: usize,
+    /// Bloom filter bits per key (about 1% false positives at 10). Default 10.
+    pub filter_bits_per_key: u32,
+    /// History kept per key. Default: the newest version only.
+    pub history: HistoryRetention,
+    /// What to do with damaged WAL records on open.
+    pub recovery: RecoveryMode,
+    /// The filesystem used for every file operation.
+    pub fs: Arc<dyn FileSystem>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            memtable_bytes: 32 << 20,
+            max_immutable_memtables: 2,
+            wal_segment_bytes: 16 << 20,
+            sync: SyncMode::Always,
+            block_bytes: 4096,
+            block_restart_interval: 16,
+            filter_bits_per_key: 10,
+            history: HistoryRetention::default(),
+            recovery: RecoveryMode::default(),
+            fs: Arc::new(StdFs),
+        }
+    }
+}
+
+impl Config {
+    /// Checks every setting's range.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |s: &str| Err(Error::InvalidConfig(s.to_string()));
+        if self.memtable_bytes < 4096 {
+            return bad("memtable_bytes must be at least 4096");
+        }
+        if self.max_immutable_memtables == 0 {
+            return bad("max_immutable_memtables must be at least 1");
+        }
+        if self.wal_segment_bytes < 4096 {
+            return bad("wal_segment_bytes must be at least 4096");
+        }
+        if !(256..=(64 << 20)).contains(&self.block_bytes) {
+            return bad("block_bytes must be between 256 bytes and 64 MiB");
+        }
+        if !(1..=1024).contains(&self.block_restart_interval) {
+            return bad("block_restart_interval must be between 1 and 1024");
+        }
+        if self.filter_bits_per_key > 64 {
+            return bad("filter_bits_per_key must be at most 64");
+        }
+        if self.history.versions == 0 {
+            return bad("history.versions must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Builds a [`Config`] step by step and opens the store.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// use strata::{Db, SyncMode};
+/// let db = Db::builder(dir.path())
+///     .memtable_bytes(8 << 20)
+///     .sync_mode(SyncMode::Buffered)
+///     .history_versions(10)
+///     .open()?;
+/// db.put("k", "v")?;
+/// # Ok::<_, strata::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct DbBuilder {
+    path: PathBuf,
+    config: Config,
+}
+
+impl DbBuilder {
+    pub(crate) fn new(path: &Path) -> DbBuilder {
+        DbBuilder {
+            path: path.to_path_buf(),
+            config: Config::default(),
+        }
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// See [`Config::memtable_bytes`].
+    pub fn memtable_bytes(mut self, n: usize) -> Self {
+        self.config.memtable_bytes = n;
+        self
+    }
+
+    /// See [`Config::max_immutable_memtables`].
+    pub fn max_immutable_memtables(mut self, n: usize) -> Self {
+        self.config.max_immutable_memtables = n;
+        self
+    }
+
+    /// See [`Config::wal_segment_bytes`].
+    pub fn wal_segment_bytes(mut self, n: u64) -> Self {
+        self.config.wal_segment_bytes = n;
+        self
+    }
+
+    /// See [`Config::sync`].
+    pub fn sync_mode(mut self, mode: SyncMode) -> Self {
+        self.config.sync = mode;
+        self
+    }
+
+    /// See [`Config::block_bytes`].
+    pub fn block_bytes(mut self, n: usize) -> Self {
+        self.config.block_bytes = n;
+        self
+    }
+
+    /// See [`Config::filter_bits_per_key`].
+    pub fn filter_bits_per_key(mut self, n: u32) -> Self {
+        self.config.filter_bits_per_key = n;
+        self
+    }
+
+    /// Keep the newest `n` versions of every key; see [`HistoryRetention`].
+    pub fn history_versions(mut self, n: usize) -> Self {
+        self.config.history.versions = n;
+        self
+    }
+
+    /// See [`Config::recovery`].
+    pub fn recovery_mode(mut self, mode: RecoveryMode) -> Self {
+        self.config.recovery = mode;
+        self
+    }
+
+    /// See [`Config::fs`].
+    pub fn filesystem(mut self, fs: Arc<dyn FileSystem>) -> Self {
+        self.config.fs = fs;
+        self
+    }
+
+    /// Opens (or creates) the store.
+    pub fn open(self) -> Result<Db> {
+        Db::open_with(self.path, self.config)
+    }
+}

@@ -1,0 +1,189 @@
+//! The crate's error type.
+//!
+//! One `#[non_exhaustive]` enum for every fallible call. Decoders of on-disk bytes never
+//! panic: they return [`Corrupt`], a small internal error carrying a reason and a byte
+//! offset, which the layer that knows the file name turns into [`Error::Corruption`].
+
+use std::path::PathBuf;
+
+use crate::SeqNo;
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in strata.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O error.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+
+    /// Bytes read from disk failed a checksum or structural check.
+    #[error("corruption in {} at offset {offset}: {reason}", file.display())]
+    Corruption {
+        /// The file that holds the bad bytes.
+        file: PathBuf,
+        /// Byte offset of the first bad byte, as far as it is known.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// A previous write or fsync failed, so the store no longer knows what reached the disk.
+    ///
+    /// Every later write fails with this error (reads keep working). The documented recovery
+    /// is to drop the [`Db`](crate::Db) and open it again: recovery replays exactly what is
+    /// durable. Retrying an fsync after it failed is not safe on Linux ("fsyncgate").
+    #[error("the store is poisoned by an earlier I/O failure ({0}); reopen it to recover")]
+    Poisoned(String),
+
+    /// Another process (or another `Db` in this process) holds the directory's lock.
+    #[error("database directory {} is locked by another process", .0.display())]
+    Locked(PathBuf),
+
+    /// A key longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN).
+    #[error("key of {len} bytes exceeds the maximum of {max} bytes")]
+    KeyTooLarge {
+        /// Length of the rejected key.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+
+    /// A value longer than [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN).
+    #[error("value of {len} bytes exceeds the maximum of {max} bytes")]
+    ValueTooLarge {
+        /// Length of the rejected value.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+
+    /// A write batch whose encoding exceeds [`MAX_BATCH_BYTES`](crate::MAX_BATCH_BYTES).
+    #[error("write batch of {len} bytes exceeds the maximum of {max} bytes")]
+    BatchTooLarge {
+        /// Encoded size of the rejected batch.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+
+    /// A batch precondition (see [`WriteBatch::expect_version`](crate::WriteBatch::expect_version))
+    /// did not hold; nothing in the batch was applied.
+    #[error("{0}")]
+    Conflict(CasConflict),
+
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// The store was closed.
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// The outcome of a failed compare-and-set: the key's version did not match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CasConflict {
+    /// The key whose version did not match.
+    pub key: bytes::Bytes,
+    /// The version the caller expected (`None` = "absent").
+    pub expected: Option<SeqNo>,
+    /// The key's current version (`None` = absent or deleted).
+    pub current: Option<SeqNo>,
+}
+
+impl std::fmt::Display for CasConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: Option<SeqNo>| v.map_or_else(|| "absent".to_string(), |s| s.to_string());
+        write!(
+            f,
+            "version conflict: expected {}, current {}",
+            show(self.expected),
+            show(self.current)
+        )
+    }
+}
+
+impl std::error::Error for CasConflict {}
+
+/// A structural or checksum failure found while decoding bytes from disk.
+///
+/// Decoders return this; callers attach the file name with [`Corrupt::in_file`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corrupt {
+    /// Offset of the bad bytes relative to the start of the file, when known.
+    pub offset: u64,
+    /// What was wrong.
+    pub reason: String,
+}
+
+impl Corrupt {
+    /// A corruption at `offset` for `reason`.
+    pub fn new(offset: u64, reason: impl Into<String>) -> Self {
+        Self {
+            offset,
+            reason: reason.into(),
+        }
+    }
+
+    /// Turns this into an [`Error::Corruption`] naming `file`.
+    pub fn in_file(self, file: impl Into<PathBuf>) -> Error {
+        Error::Corruption {
+            file: file.into(),
+            offset: self.offset,
+            reason: self.reason,
+        }
+    }
+}
+
+impl std::fmt::Display for Corrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "at offset {}: {}", self.offset, self.reason)
+    }
+}
+
+impl std::error::Error for Corrupt {}
+
+impl Error {
+    /// True for [`Error::Corruption`].
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, Error::Corruption { .. })
+    }
+
+    /// A cheap copy for error paths that must report one failure to many waiters.
+    ///
+    /// `io::Error` is not `Clone`; the copy keeps its kind and message.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
+            Error::Corruption {
+                file,
+                offset,
+                reason,
+            } => Error::Corruption {
+                file: file.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            },
+            Error::Poisoned(s) => Error::Poisoned(s.clone()),
+            Error::Locked(p) => Error::Locked(p.clone()),
+            Error::KeyTooLarge { len, max } => Error::KeyTooLarge {
+                len: *len,
+                max: *max,
+            },
+            Error::ValueTooLarge { len, max } => Error::ValueTooLarge {
+                len: *len,
+                max: *max,
+            },
+            Error::BatchTooLarge { len, max } => Error::BatchTooLarge {
+                len: *len,
+                max: *max,
+            },
+            Error::Conflict(c) => Error::Conflict(c.clone()),
+            Error::InvalidConfig(s) => Error::InvalidConfig(s.clone()),
+            Error::Closed => Error::Closed,
+        }
+    }
+}

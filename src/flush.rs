@@ -1,0 +1,154 @@
+//! Flushing: writing the oldest frozen memtable to a level-0 table.
+//!
+//! The table is written and fsynced under a fresh file number, the directory is synced, the
+//! manifest records the new table and the new oldest-needed WAL segment, and only then is
+//! the new state published and the WAL segments the memtable covered deleted. A crash at any
+//! point leaves either the memtable's WAL segments or the table (or both) reachable.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::db::Core;
+use crate::error::Result;
+use crate::key;
+use crate::manifest::{Edit, TableMeta};
+use crate::retention::{Retention, RetentionFilter};
+use crate::sstable::format;
+use crate::sstable::table_builder::{TableBuilder, TableOptions};
+use crate::sstable::table_reader::Table;
+use crate::state::LsmState;
+use crate::stats::Counters;
+
+/// A manifest bigger than this is rewritten as a single snapshot edit.
+const MANIFEST_REWRITE_BYTES: u64 = 4 << 20;
+
+impl Core {
+    pub(crate) fn table_options(&self) -> TableOptions {
+        TableOptions {
+            block_bytes: self.config.block_bytes,
+            restart_interval: self.config.block_restart_interval,
+            filter_bits_per_key: self.config.filter_bits_per_key,
+        }
+    }
+
+    /// The retention rules as of now.
+    pub(crate) fn retention(&self) -> Retention {
+        let (horizon, snapshots) = self.snapshots.horizon_and_live(&self.visible);
+        Retention {
+            versions: self.config.history.versions,
+            horizon,
+            snapshots,
+        }
+    }
+
+    /// Flushes the oldest frozen memtable; false when there was none.
+    pub(crate) fn flush_oldest(&self) -> Result<bool> {
+        let state = self.current_state();
+        let Some(imm) = state.imms.last().cloned() else {
+            return Ok(false);
+        };
+        let number = self.allocate_file_number();
+        let path = self.dir.join(format::file_name(number));
+        let mut builder = TableBuilder::new(self.fs.create(&path)?, self.table_options());
+        let mut filter = RetentionFilter::new(self.retention());
+        for (k, v) in imm.iter() {
+            if let Some(p) = key::parse(&k)
+                && filter.keep(&p, false)
+            {
+                builder.add(&k, &v)?;
+            }
+        }
+        let (props, size) = builder.finish()?;
+        self.fs.sync_dir(&self.dir)?;
+        let table = Arc::new(Table::open(Arc::clone(&self.fs), &path, number)?);
+
+        let mut versions = self.versions.lock();
+        // The memtable frozen right after this one holds the oldest write still only in the WAL.
+        let now = self.current_state();
+        let pos = now.imms.iter().position(|m| Arc::ptr_eq(m, &imm));
+        let log_number = match pos {
+            Some(i) if i > 0 => now
+                .imms
+                .get(i - 1)
+                .map_or(now.mem.first_segment(), |m| m.first_segment()),
+            _ => now.mem.first_segment(),
+        };
+        let edit = Edit {
+            next_file: Some(self.next_file.load(Ordering::Acquire)),
+            last_seq: Some(imm.max_seq()),
+            log_number: Some(log_number),
+            added: vec![(
+                0,
+                TableMeta {
+                    number,
+                    size,
+                    entries: props.entries,
+                    min_seq: props.min_seq,
+                    max_seq: props.max_seq,
+                    smallest: props.smallest.clone(),
+                    largest: props.largest.clone(),
+                },
+            )],
+            removed: Vec::new(),
+        };
+        self.log_edit(&mut versions, &edit)?;
+        self.publish(|cur| LsmState {
+            mem: Arc::clone(&cur.mem),
+            imms: cur
+                .imms
+                .iter()
+                .filter(|m| !Arc::ptr_eq(m, &imm))
+                .cloned()
+                .collect(),
+            tables: Arc::new(cur.tables.apply(&[(0, Arc::clone(&table))], &[])),
+        });
+        drop(versions);
+        self.wal.lock().remove_below(log_number)?;
+        Counters::add(&self.counters.flushes, 1);
+        Counters::add(&self.counters.flush_bytes, size);
+        tracing::debug!(
+            table = number,
+            bytes = size,
+            entries = props.entries,
+            dropped = filter.dropped,
+            "flushed memtable"
+        );
+        Ok(true)
+    }
+
+    /// Records `edit` in the manifest (rewriting the manifest when it has grown large).
+    pub(crate) fn log_edit(
+        &self,
+        versions: &mut crate::db::VersionState,
+        edit: &Edit,
+    ) -> Result<()> {
+        versions
+            .state
+            .apply(edit)
+            .map_err(|r| crate::Error::Corruption {
+                file: self
+                    .dir
+                    .join(crate::manifest::file_name(versions.manifest.number())),
+                offset: 0,
+                reason: format!("refused manifest edit: {r}"),
+            })?;
+        if versions.manifest.size() > MANIFEST_REWRITE_BYTES {
+            let number = self.allocate_file_number();
+            versions.state.next_file = self.next_file.load(Ordering::Acquire);
+            let fresh = crate::manifest::ManifestWriter::create(
+                Arc::clone(&self.fs),
+                &self.dir,
+                number,
+                &versions.state,
+            )?;
+            let old = std::mem::replace(&mut versions.manifest, fresh);
+            let name = crate::manifest::file_name(old.number());
+            if let Err(e) = self.fs.remove_file(&self.dir.join(name)) {
+                tracing::warn!(error = %e, "could not delete old manifest");
+            }
+            Ok(())
+        } else {
+            versions.manifest.log(edit)
+        }
+    }
+}

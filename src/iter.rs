@@ -1,0 +1,355 @@
+//! User-facing iterators: [`Range`] (keys and their visible values, both directions) and
+//! [`Versions`] (one key's history).
+//!
+//! Both own everything they read — the LSM state (memtables and tables stay alive) and a
+//! snapshot registration (versions they see stay retained) — so they are `'static + Send`
+//! and read a fixed point in time while writes continue.
+
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::SeqNo;
+use crate::cursor::Cursor;
+use crate::error::{Error, Result};
+use crate::key::{self, KIND_SEEK, Kind};
+use crate::merge_iter::MergeCursor;
+use crate::snapshot::SnapshotGuard;
+use crate::state::LsmState;
+
+pub(crate) type Bounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// Copies a `RangeBounds` over byte strings into owned bounds.
+pub(crate) fn owned_bounds<K: AsRef<[u8]>, R: RangeBounds<K>>(range: &R) -> Bounds {
+    let own = |b: Bound<&K>| match b {
+        Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    (own(range.start_bound()), own(range.end_bound()))
+}
+
+/// Bounds covering every key that starts with `prefix`.
+pub(crate) fn prefix_bounds(prefix: &[u8]) -> Bounds {
+    let upper = key::prefix_successor(prefix).map_or(Bound::Unbounded, Bound::Excluded);
+    (Bound::Included(prefix.to_vec()), upper)
+}
+
+fn corrupt_key() -> Error {
+    Error::Corruption {
+        file: Default::default(),
+        offset: 0,
+        reason: "malformed internal key".into(),
+    }
+}
+
+/// An iterator over the live entries of a key range, as of one seqno.
+///
+/// Yields `Result<(key, value)>` in ascending key order, or descending with
+/// [`Iterator::rev`] / [`DoubleEndedIterator::next_back`]; both ends can be consumed and
+/// they stop where they meet. An error (damaged table) is yielded once and ends iteration.
+/// Created by [`Db::range`](crate::Db::range), [`Db::prefix`](crate::Db::prefix),
+/// [`Db::iter`](crate::Db::iter) and their [`Snapshot`](crate::Snapshot) counterparts.
+pub struct Range {
+    state: Arc<LsmState>,
+    guard: Arc<SnapshotGuard>,
+    lower: Bound<Vec<u8>>,
+    upper: Bound<Vec<u8>>,
+    front: Option<MergeCursor>,
+    back: Option<MergeCursor>,
+    front_last: Option<Bytes>,
+    back_last: Option<Bytes>,
+    done: bool,
+}
+
+impl std::fmt::Debug for Range {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Range")
+            .field("seqno", &self.guard.seq())
+            .field("lower", &self.lower)
+            .field("upper", &self.upper)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Range {
+    pub(crate) fn new(state: Arc<LsmState>, guard: Arc<SnapshotGuard>, bounds: Bounds) -> Range {
+        Range {
+            state,
+            guard,
+            lower: bounds.0,
+            upper: bounds.1,
+            front: None,
+            back: None,
+            front_last: None,
+            back_last: None,
+            done: false,
+        }
+    }
+
+    /// The seqno this iterator reads at.
+    pub fn seqno(&self) -> SeqNo {
+        SeqNo::new(self.guard.seq())
+    }
+
+    fn before_lower(&self, k: &[u8]) -> bool {
+        match &self.lower {
+            Bound::Included(l) => k < l.as_slice(),
+            Bound::Excluded(l) => k <= l.as_slice(),
+            Bound::Unbounded => false,
+        }
+    }
+
+    fn beyond_upper(&self, k: &[u8]) -> bool {
+        match &self.upper {
+            Bound::Included(u) => k > u.as_slice(),
+            Bound::Excluded(u) => k >= u.as_slice(),
+            Bound::Unbounded => false,
+        }
+    }
+
+    fn fail(&mut self, e: Error) -> Option<Result<(Bytes, Bytes)>> {
+        self.done = true;
+        Some(Err(e))
+    }
+
+    fn step_forward(&mut self) -> Option<Result<(Bytes, Bytes)>> {
+        let snap = self.guard.seq();
+        let mut c = match self.front.take() {
+            Some(c) => c,
+            None => {
+                let mut c = self.state.cursor();
+                match &self.lower {
+                    Bound::Included(l) | Bound::Excluded(l) => {
+                        c.seek(&key::encode(l, SeqNo::MAX, KIND_SEEK));
+                    }
+                    Bound::Unbounded => c.seek_to_first(),
+                }
+                c
+            }
+        };
+        let out = loop {
+            if !c.valid() {
+                break c.status().err().map(Err::<(Bytes, Bytes), Error>);
+            }
+            let Some(p) = key::parse(c.key()) else {
+                break Some(Err(corrupt_key()));
+            };
+            if self.beyond_upper(p.user_key) {
+                break None;
+            }
+            if p.seq > snap {
+                c.next();
+                continue;
+            }
+            let user = Bytes::copy_from_slice(p.user_key);
+            let kind = p.kind;
+            let value = c.value();
+            c.next();
+            while c.valid() && key::user_key(c.key()) == &user[..] {
+                c.next();
+            }
+            if kind == Kind::Delete || self.before_lower(&user) {
+                continue;
+            }
+            if self.back_last.as_ref().is_some_and(|b| user >= *b) {
+                break None;
+            }
+            self.front_last = Some(user.clone());
+            self.front = Some(c);
+            return Some(Ok((user, value)));
+        };
+        match out {
+            Some(Err(e)) => self.fail(e),
+            _ => {
+                self.done = true;
+                None
+            }
+        }
+    }
+
+    fn step_backward(&mut self) -> Option<Result<(Bytes, Bytes)>> {
+        let snap = self.guard.seq();
+        let mut c = match self.back.take() {
+            Some(c) => c,
+            None => {
+                let mut c = self.state.cursor();
+                match &self.upper {
+                    Bound::Included(u) => c.seek_for_prev(&key::encode(u, SeqNo::ZERO, 0)),
+                    Bound::Excluded(u) => c.seek_for_prev(&key::encode(u, SeqNo::MAX, KIND_SEEK)),
+                    Bound::Unbounded => c.seek_to_last(),
+                }
+                c
+            }
+        };
+        let out = loop {
+            if !c.valid() {
+                break c.status().err().map(Err::<(Bytes, Bytes), Error>);
+            }
+            let Some(p) = key::parse(c.key()) else {
+                break Some(Err(corrupt_key()));
+            };
+            if self.before_lower(p.user_key) {
+                break None;
+            }
+            let user = Bytes::copy_from_slice(p.user_key);
+            // Versions of one key arrive oldest first; the last one at or below the snapshot
+            // is the visible one.
+            let mut visible: Option<(Kind, Bytes)> = None;
+            let mut bad = false;
+            while c.valid() {
+                let Some(p) = key::parse(c.key()) else {
+                    bad = true;
+                    break;
+                };
+                if p.user_key != &user[..] {
+                    break;
+                }
+                if p.seq <= snap {
+                    visible = Some((p.kind, c.value()));
+                }
+                c.prev();
+            }
+            if bad {
+                break Some(Err(corrupt_key()));
+            }
+            let Some((Kind::Put, value)) = visible else {
+                continue;
+            };
+            if self.beyond_upper(&user) {
+                continue;
+            }
+            if self.front_last.as_ref().is_some_and(|f| user <= *f) {
+                break None;
+            }
+            self.back_last = Some(user.clone());
+            self.back = Some(c);
+            return Some(Ok((user, value)));
+        };
+        match out {
+            Some(Err(e)) => self.fail(e),
+            _ => {
+                self.done = true;
+                None
+            }
+        }
+    }
+}
+
+impl Iterator for Range {
+    type Item = Result<(Bytes, Bytes)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        self.step_forward()
+    }
+}
+
+impl DoubleEndedIterator for Range {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        self.step_backward()
+    }
+}
+
+/// A value together with its version, as returned by
+/// [`Db::get_versioned`](crate::Db::get_versioned).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionedValue {
+    /// The seqno of the write that stored the value.
+    pub version: SeqNo,
+    /// The value.
+    pub value: Bytes,
+}
+
+/// One version of a key: its seqno and value (`None` for a tombstone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    /// The seqno of the write (the version).
+    pub seqno: SeqNo,
+    /// The value written, or `None` if the write was a delete.
+    pub value: Option<Bytes>,
+}
+
+impl Version {
+    /// True when this version is a delete.
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none()
+    }
+}
+
+/// The retained versions of one key, newest first, as of one seqno.
+///
+/// Which versions are retained is set by [`HistoryRetention`](crate::HistoryRetention).
+/// Created by [`Db::versions`](crate::Db::versions) and
+/// [`Snapshot::versions`](crate::Snapshot::versions).
+pub struct Versions {
+    cursor: Option<MergeCursor>,
+    state: Arc<LsmState>,
+    guard: Arc<SnapshotGuard>,
+    key: Vec<u8>,
+    done: bool,
+}
+
+impl std::fmt::Debug for Versions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Versions")
+            .field("key", &self.key)
+            .field("seqno", &self.guard.seq())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Versions {
+    pub(crate) fn new(state: Arc<LsmState>, guard: Arc<SnapshotGuard>, key: &[u8]) -> Versions {
+        Versions {
+            cursor: None,
+            state,
+            guard,
+            key: key.to_vec(),
+            done: false,
+        }
+    }
+}
+
+impl Iterator for Versions {
+    type Item = Result<Version>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let c = self.cursor.get_or_insert_with(|| {
+            let mut c = self.state.cursor();
+            c.seek(&key::encode(
+                &self.key,
+                SeqNo::new(self.guard.seq()),
+                KIND_SEEK,
+            ));
+            c
+        });
+        if !c.valid() {
+            self.done = true;
+            return c.status().err().map(Err);
+        }
+        let Some(p) = key::parse(c.key()) else {
+            self.done = true;
+            return Some(Err(corrupt_key()));
+        };
+        if p.user_key != self.key.as_slice() {
+            self.done = true;
+            return None;
+        }
+        let v = Version {
+            seqno: SeqNo::new(p.seq),
+            value: (p.kind == Kind::Put).then(|| c.value()),
+        };
+        c.next();
+        Some(Ok(v))
+    }
+}

@@ -1,0 +1,188 @@
+//! Internal keys: a user key tagged with the sequence number and kind of the write.
+//!
+//! Byte layout (`docs/format.md`, "Internal key"):
+//!
+//! ```text
+//! user_key bytes | trailer: u64 little-endian = seqno << 8 | kind
+//! ```
+//!
+//! Ordering: user key ascending (bytewise), then trailer descending, so all versions of one
+//! key are contiguous and the newest comes first. A lookup "as of seqno S" seeks to
+//! `(key, S, KIND_SEEK)` and takes the first entry at or after it.
+#![deny(clippy::indexing_slicing)]
+
+use std::cmp::Ordering;
+
+use bytes::Bytes;
+
+use crate::SeqNo;
+
+/// Size of the trailer appended to every user key.
+pub const TRAILER_LEN: usize = 8;
+
+/// The largest sequence number: 56 bits, the rest of the trailer holds the kind.
+pub const MAX_SEQNO: u64 = (1 << 56) - 1;
+
+/// What a write did to its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    /// A tombstone.
+    Delete = 0,
+    /// A value.
+    Put = 1,
+}
+
+impl Kind {
+    /// Decodes a kind byte; anything else is corruption.
+    pub fn from_u8(b: u8) -> Option<Kind> {
+        match b {
+            0 => Some(Kind::Delete),
+            1 => Some(Kind::Put),
+            _ => None,
+        }
+    }
+}
+
+/// Kind byte used in seek targets: larger than every real kind, so a seek target sorts
+/// before every entry with the same user key and seqno.
+pub const KIND_SEEK: u8 = 0xff;
+
+/// Packs a seqno and kind byte into a trailer.
+pub fn trailer(seq: SeqNo, kind: u8) -> u64 {
+    (seq.get() << 8) | u64::from(kind)
+}
+
+/// Appends the internal key for `(user_key, seq, kind)` to `dst`.
+pub fn encode_into(dst: &mut Vec<u8>, user_key: &[u8], seq: SeqNo, kind: u8) {
+    dst.reserve(user_key.len() + TRAILER_LEN);
+    dst.extend_from_slice(user_key);
+    dst.extend_from_slice(&trailer(seq, kind).to_le_bytes());
+}
+
+/// The internal key for `(user_key, seq, kind)`.
+pub fn encode(user_key: &[u8], seq: SeqNo, kind: u8) -> Vec<u8> {
+    let mut v = Vec::with_capacity(user_key.len() + TRAILER_LEN);
+    encode_into(&mut v, user_key, seq, kind);
+    v
+}
+
+/// Splits an internal key into user key and trailer. Keys shorter than the trailer have
+/// no valid split; decoders reject them before they reach a comparator.
+pub fn split(ikey: &[u8]) -> Option<(&[u8], u64)> {
+    let cut = ikey.len().checked_sub(TRAILER_LEN)?;
+    let (user, t) = ikey.split_at_checked(cut)?;
+    Some((user, u64::from_le_bytes(t.try_into().ok()?)))
+}
+
+/// The user-key part (the whole slice if it is too short to carry a trailer).
+pub fn user_key(ikey: &[u8]) -> &[u8] {
+    split(ikey).map_or(ikey, |(u, _)| u)
+}
+
+/// A decoded internal key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parsed<'a> {
+    /// The user key.
+    pub user_key: &'a [u8],
+    /// The write's sequence number.
+    pub seq: u64,
+    /// Put or delete.
+    pub kind: Kind,
+}
+
+/// Decodes an internal key, rejecting short keys and unknown kinds.
+pub fn parse(ikey: &[u8]) -> Option<Parsed<'_>> {
+    let (user_key, t) = split(ikey)?;
+    let kind = Kind::from_u8((t & 0xff) as u8)?;
+    Some(Parsed {
+        user_key,
+        seq: t >> 8,
+        kind,
+    })
+}
+
+/// Compares two internal keys: user key ascending, then trailer descending.
+pub fn compare(a: &[u8], b: &[u8]) -> Ordering {
+    let (ua, ta) = split(a).unwrap_or((a, 0));
+    let (ub, tb) = split(b).unwrap_or((b, 0));
+    ua.cmp(ub).then_with(|| tb.cmp(&ta))
+}
+
+/// An owned internal key with the internal ordering; the memtable's key type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InternalKey(pub Bytes);
+
+impl Ord for InternalKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        compare(&self.0, &other.0)
+    }
+}
+
+impl PartialOrd for InternalKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The smallest byte string greater than every string that starts with `prefix`, or `None`
+/// when no such string exists (the prefix is empty or all `0xff`).
+pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut v = prefix.to_vec();
+    while let Some(last) = v.pop() {
+        if last != 0xff {
+            v.push(last + 1);
+            return Some(v);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ik(k: &[u8], s: u64, kind: Kind) -> Vec<u8> {
+        encode(k, SeqNo::new(s), kind as u8)
+    }
+
+    #[test]
+    fn newer_versions_sort_first_within_a_key() {
+        assert_eq!(
+            compare(&ik(b"a", 5, Kind::Put), &ik(b"a", 3, Kind::Put)),
+            Ordering::Less
+        );
+        assert_eq!(
+            compare(&ik(b"a", 1, Kind::Put), &ik(b"b", 9, Kind::Put)),
+            Ordering::Less
+        );
+        // A prefix user key sorts before its extension regardless of the trailer bytes.
+        assert_eq!(
+            compare(&ik(b"a", 0, Kind::Put), &ik(b"ab", 9, Kind::Put)),
+            Ordering::Less
+        );
+        let seek = encode(b"a", SeqNo::new(5), KIND_SEEK);
+        assert_eq!(compare(&seek, &ik(b"a", 5, Kind::Put)), Ordering::Less);
+        assert_eq!(compare(&seek, &ik(b"a", 6, Kind::Put)), Ordering::Greater);
+    }
+
+    #[test]
+    fn parse_round_trips_and_rejects_garbage() {
+        let k = ik(b"key", 77, Kind::Delete);
+        let p = parse(&k).unwrap();
+        assert_eq!((p.user_key, p.seq, p.kind), (&b"key"[..], 77, Kind::Delete));
+        assert!(parse(b"short").is_none());
+        let mut bad = k.clone();
+        let n = bad.len();
+        bad[n - 8] = 9; // unknown kind
+        assert!(parse(&bad).is_none());
+    }
+
+    #[test]
+    fn prefix_successor_handles_ff_bytes() {
+        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_successor(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_successor(b"\xff\xff"), None);
+        assert_eq!(prefix_successor(b""), None);
+    }
+}

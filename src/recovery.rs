@@ -1,0 +1,350 @@
+//! Opening a store: lock the directory, replay the manifest, open the tables, replay the WAL
+//! segments newer than the last flush, and start a fresh WAL segment and manifest.
+//!
+//! The recovered state is always a prefix of the acknowledged writes: WAL records carry
+//! consecutive seqnos, and a gap, a missing segment or damage before intact data is refused
+//! (or, under a salvaging [`RecoveryMode`], dropped and reported). A damaged tail of the
+//! newest segment — the write in flight during a crash — is cut off and reported.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::batch::BatchView;
+use crate::config::{Config, RecoveryMode};
+use crate::db::{Core, Recovered};
+use crate::error::{Corrupt, Error, Result};
+use crate::manifest::{self, ManifestState, ManifestWriter};
+use crate::memtable::Memtable;
+use crate::sstable::format as table_format;
+use crate::sstable::table_reader::Table;
+use crate::state::LsmState;
+use crate::stats::{RecoveryReport, TornTail};
+use crate::table_set::TableSet;
+use crate::wal::segment::{self, Scan, Wal};
+
+/// Largest WAL record recovery accepts: one maximal batch plus framing.
+const MAX_WAL_RECORD: usize = crate::MAX_BATCH_BYTES + 64;
+
+/// Opens the store in `dir`. The flag asks the caller to flush the recovered memtables at
+/// once, because recovery dropped damaged records that must not resurface later.
+pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
+    let fs = Arc::clone(&config.fs);
+    fs.create_dir_all(dir)?;
+    let lock = fs.lock(&dir.join("LOCK")).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            Error::Locked(dir.to_path_buf())
+        } else {
+            Error::Io(e)
+        }
+    })?;
+    let names = fs.list(dir)?;
+    let (mut mstate, existing) = match manifest::recover(&*fs, dir)? {
+        Some((s, _)) => (s, true),
+        None => (ManifestState::new(), false),
+    };
+    if !existing
+        && names.iter().any(|n| {
+            segment::parse_file_name(n).is_some() || table_format::parse_file_name(n).is_some()
+        })
+    {
+        return Err(
+            Corrupt::new(0, "store files present but CURRENT is missing")
+                .in_file(dir.join(manifest::CURRENT)),
+        );
+    }
+
+    // Tables named by the manifest.
+    let mut levels: Vec<Vec<Arc<Table>>> = vec![Vec::new(); mstate.levels.len()];
+    for (level, tables) in mstate.levels.iter().enumerate() {
+        for meta in tables.values() {
+            let path = dir.join(table_format::file_name(meta.number));
+            let table = Table::open(Arc::clone(&fs), &path, meta.number).map_err(|e| match e {
+                Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
+                    Corrupt::new(0, "table named by the manifest is missing").in_file(&path)
+                }
+                other => other,
+            })?;
+            if table.file_size() != meta.size || table.props().largest != meta.largest {
+                return Err(
+                    Corrupt::new(0, "table does not match its manifest entry").in_file(&path)
+                );
+            }
+            if let Some(l) = levels.get_mut(level) {
+                l.push(Arc::new(table));
+            }
+        }
+    }
+
+    let max_seen = names
+        .iter()
+        .filter_map(|n| {
+            segment::parse_file_name(n)
+                .or_else(|| table_format::parse_file_name(n))
+                .or_else(|| manifest::parse_file_name(n))
+        })
+        .max()
+        .unwrap_or(0);
+    let mut next_file = mstate.next_file.max(max_seen + 1);
+
+    // WAL replay.
+    let segments: Vec<u64> = names
+        .iter()
+        .filter_map(|n| segment::parse_file_name(n))
+        .filter(|&n| n >= mstate.log_number)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut replay = Replay::new(config.clone(), mstate.last_seq);
+    let mut sealed = Vec::new();
+    let mut last_segment = 0;
+    for (i, &number) in segments.iter().enumerate() {
+        let newest = i + 1 == segments.len();
+        let path = dir.join(segment::file_name(number));
+        if replay.stopped {
+            // Point-in-time recovery stopped earlier: this segment is not replayed. It stays in
+            // the sealed list so the flush that follows open deletes it.
+            replay.report.records_dropped += 1;
+            sealed.push((number, fs.file_size(&path)?));
+            last_segment = number;
+            continue;
+        }
+        let salvage = config.recovery == RecoveryMode::SkipAnyCorruptedRecords;
+        let scan = segment::scan(
+            &*fs,
+            &path,
+            number,
+            MAX_WAL_RECORD,
+            salvage,
+            |offset, batch| {
+                replay
+                    .apply(number, offset, batch)
+                    .map_err(|c| c.in_file(&path))
+            },
+        )?;
+        replay.report.segments_replayed += 1;
+        if let (Some(prev), true) = (scan.prev_number, i > 0)
+            && Some(&prev) != segments.get(i - 1)
+        {
+            let e = Corrupt::new(
+                20,
+                format!(
+                    "segment follows {prev}, but the previous live segment is {}",
+                    segments.get(i - 1).copied().unwrap_or(0)
+                ),
+            );
+            if salvage {
+                tracing::warn!(file = %path.display(), "{e}");
+            } else {
+                return Err(e.in_file(&path));
+            }
+        }
+        let keep_len = replay.classify(&path, newest, &scan)?;
+        if keep_len < scan.file_len {
+            fs.truncate(&path, keep_len)?;
+        }
+        sealed.push((number, keep_len));
+        last_segment = number;
+    }
+    let rewrite = replay.dropped_data;
+
+    // A fresh WAL segment for new writes.
+    let wal_number = next_file;
+    next_file += 1;
+    let wal = Wal::create(
+        Arc::clone(&fs),
+        dir,
+        wal_number,
+        last_segment,
+        config.wal_segment_bytes,
+        sealed,
+    )?;
+    let mut imms = std::mem::take(&mut replay.frozen);
+    let mem = match replay.mem.take() {
+        Some(m) => Arc::new(m),
+        None => Arc::new(Memtable::new(wal_number)),
+    };
+    imms.reverse(); // newest first
+
+    // A fresh manifest describing everything, then clean-up of files nobody needs.
+    let manifest_number = next_file;
+    next_file += 1;
+    mstate.next_file = next_file;
+    let writer = ManifestWriter::create(Arc::clone(&fs), dir, manifest_number, &mstate)?;
+    writer.remove_others(&names)?;
+    let live_tables: BTreeSet<u64> = mstate
+        .levels
+        .iter()
+        .flat_map(|l| l.keys().copied())
+        .collect();
+    let mut removed_any = false;
+    for name in &names {
+        let stale_table =
+            table_format::parse_file_name(name).is_some_and(|n| !live_tables.contains(&n));
+        let stale_wal = segment::parse_file_name(name).is_some_and(|n| n < mstate.log_number);
+        if stale_table || stale_wal || name == "CURRENT.tmp" {
+            fs.remove_file(&dir.join(name))?;
+            removed_any = true;
+        }
+    }
+    if removed_any {
+        fs.sync_dir(dir)?;
+    }
+
+    if let Some(t) = &replay.report.torn_tail {
+        tracing::warn!(
+            segment = %t.segment.display(),
+            offset = t.offset,
+            bytes = t.bytes_dropped,
+            reason = t.reason.as_str(),
+            "cut a torn tail off the newest WAL segment"
+        );
+    }
+    let state = LsmState {
+        mem,
+        imms,
+        tables: Arc::new(TableSet::from_levels(levels)),
+    };
+    let core = Core::assemble(Recovered {
+        dir: dir.to_path_buf(),
+        config,
+        lock,
+        state,
+        last_seq: replay.last_seq,
+        wal,
+        manifest: writer,
+        manifest_state: mstate,
+        next_file,
+        report: replay.report,
+    });
+    Ok((core, rewrite))
+}
+
+/// Replay bookkeeping.
+struct Replay {
+    config: Config,
+    /// Highest seqno recovered so far.
+    last_seq: u64,
+    mem: Option<Memtable>,
+    frozen: Vec<Arc<Memtable>>,
+    report: RecoveryReport,
+    /// Point-in-time recovery hit damage: nothing after it is replayed.
+    stopped: bool,
+    /// Records were dropped; the recovered state must be persisted before new writes.
+    dropped_data: bool,
+}
+
+impl Replay {
+    fn new(config: Config, last_seq: u64) -> Replay {
+        Replay {
+            config,
+            last_seq,
+            mem: None,
+            frozen: Vec::new(),
+            report: RecoveryReport::default(),
+            stopped: false,
+            dropped_data: false,
+        }
+    }
+
+    /// Applies one WAL record from segment `segment`.
+    fn apply(&mut self, segment: u64, offset: u64, batch: &[u8]) -> Result<(), Corrupt> {
+        if self.stopped {
+            self.report.records_dropped += 1;
+            return Ok(());
+        }
+        let view = BatchView::new(batch, offset)?;
+        let ops = view.ops()?;
+        let first = view.first_seq;
+        let count = u64::from(view.count);
+        self.report.records_replayed += 1;
+        if count == 0 || first + count - 1 <= self.last_seq {
+            return Ok(()); // already in a table
+        }
+        if first > self.last_seq + 1 {
+            let msg = format!("writes {} to {} are missing", self.last_seq + 1, first - 1);
+            match self.config.recovery {
+                RecoveryMode::SkipAnyCorruptedRecords => {
+                    tracing::warn!(offset, "{msg}; salvaging later records");
+                    self.dropped_data = true;
+                }
+                RecoveryMode::PointInTime => {
+                    tracing::warn!(offset, "{msg}; recovery stops here");
+                    self.report.records_dropped += 1;
+                    self.dropped_data = true;
+                    self.stopped = true;
+                    return Ok(());
+                }
+                _ => return Err(Corrupt::new(offset, msg)),
+            }
+        }
+        let skip = self.last_seq.saturating_sub(first - 1).min(count) as usize;
+        let fresh = ops.get(skip..).unwrap_or_default();
+        let mem = self.mem.get_or_insert_with(|| Memtable::new(segment));
+        mem.insert_ops(first + skip as u64, fresh);
+        self.report.writes_replayed += fresh.len() as u64;
+        self.last_seq = first + count - 1;
+        if mem.approximate_bytes() >= self.config.memtable_bytes
+            && let Some(full) = self.mem.take()
+        {
+            self.frozen.push(Arc::new(full));
+        }
+        Ok(())
+    }
+
+    /// Decides what a segment's damage means under the recovery mode; returns the length the
+    /// segment keeps.
+    fn classify(&mut self, path: &Path, newest: bool, scan: &Scan) -> Result<u64> {
+        if scan.clean() {
+            // Cut any unwritten (preallocated) tail; a segment whose header never reached the
+            // disk keeps nothing.
+            return Ok(if scan.prev_number.is_some() {
+                scan.valid_end
+            } else {
+                0
+            });
+        }
+        let Some(bad) = &scan.first_bad else {
+            return Ok(scan.file_len);
+        };
+        let corrupt = || Error::Corruption {
+            file: path.to_path_buf(),
+            offset: bad.offset,
+            reason: bad.reason.clone(),
+        };
+        let torn = TornTail {
+            segment: path.to_path_buf(),
+            offset: scan.valid_end,
+            bytes_dropped: scan.file_len.saturating_sub(scan.valid_end),
+            reason: bad.reason.clone(),
+        };
+        match self.config.recovery {
+            RecoveryMode::AbsoluteConsistency => Err(corrupt()),
+            RecoveryMode::TolerateCorruptedTail => {
+                if newest && !scan.bad_was_synced {
+                    self.report.torn_tail = Some(torn);
+                    Ok(scan.valid_end)
+                } else {
+                    Err(corrupt())
+                }
+            }
+            RecoveryMode::PointInTime => {
+                if newest && !scan.bad_was_synced {
+                    self.report.torn_tail = Some(torn);
+                } else {
+                    tracing::warn!(file = %path.display(), offset = bad.offset, "point-in-time recovery stops at damage");
+                    self.report.records_dropped += scan.records_after_bad;
+                    self.dropped_data = true;
+                    self.stopped = true;
+                }
+                Ok(scan.valid_end)
+            }
+            RecoveryMode::SkipAnyCorruptedRecords => {
+                tracing::warn!(file = %path.display(), offset = bad.offset, reason = bad.reason.as_str(), "skipped damaged WAL records");
+                self.report.records_dropped += 1;
+                self.dropped_data = true;
+                Ok(scan.file_len)
+            }
+        }
+    }
+}

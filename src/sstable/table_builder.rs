@@ -1,0 +1,159 @@
+//! Writes an SSTable from entries in internal-key order (layout in [`super::format`]).
+//!
+//! Data blocks are cut at the configured size; each gets an index entry keyed by its last
+//! internal key. The filter covers every distinct user key. Output is buffered and handed to
+//! the file in large appends; [`TableBuilder::finish`] writes the footer and fsyncs.
+
+use std::io;
+
+use super::block_builder::BlockBuilder;
+use super::filter::{self, hash64};
+use super::format::{BlockHandle, BlockType, Footer, Properties, block_crc};
+use crate::fs::WritableFile;
+use crate::key;
+
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// Options that shape a table.
+#[derive(Debug, Clone, Copy)]
+pub struct TableOptions {
+    /// Target size of a data block.
+    pub block_bytes: usize,
+    /// Entries between restart points in data blocks.
+    pub restart_interval: usize,
+    /// Bloom filter bits per key.
+    pub filter_bits_per_key: u32,
+}
+
+/// Streams entries into a new table file.
+#[derive(Debug)]
+pub struct TableBuilder {
+    file: Box<dyn WritableFile>,
+    opts: TableOptions,
+    offset: u64,
+    out: Vec<u8>,
+    data: BlockBuilder,
+    index: BlockBuilder,
+    hashes: Vec<u64>,
+    last_user_key: Vec<u8>,
+    props: Properties,
+}
+
+impl TableBuilder {
+    /// A builder writing to a new, empty `file`.
+    pub fn new(file: Box<dyn WritableFile>, opts: TableOptions) -> TableBuilder {
+        TableBuilder {
+            file,
+            opts,
+            offset: 0,
+            out: Vec::with_capacity(WRITE_BUFFER + opts.block_bytes),
+            data: BlockBuilder::new(opts.restart_interval),
+            index: BlockBuilder::new(1),
+            hashes: Vec::new(),
+            last_user_key: Vec::new(),
+            props: Properties {
+                min_seq: u64::MAX,
+                ..Properties::default()
+            },
+        }
+    }
+
+    /// Adds an entry; `ikey` must sort after every key added before.
+    pub fn add(&mut self, ikey: &[u8], value: &[u8]) -> io::Result<()> {
+        let parsed = key::parse(ikey).ok_or_else(|| io::Error::other("malformed internal key"))?;
+        debug_assert!(
+            self.props.entries == 0 || key::compare(&self.props.largest, ikey).is_lt(),
+            "table keys out of order"
+        );
+        if self.props.entries == 0 {
+            self.props.smallest = ikey.to_vec();
+        }
+        if self.props.entries == 0 || parsed.user_key != self.last_user_key.as_slice() {
+            self.hashes.push(hash64(parsed.user_key));
+            self.last_user_key.clear();
+            self.last_user_key.extend_from_slice(parsed.user_key);
+        }
+        self.props.largest.clear();
+        self.props.largest.extend_from_slice(ikey);
+        self.props.entries += 1;
+        if parsed.kind == key::Kind::Delete {
+            self.props.deletions += 1;
+        }
+        self.props.min_seq = self.props.min_seq.min(parsed.seq);
+        self.props.max_seq = self.props.max_seq.max(parsed.seq);
+        self.props.raw_key_bytes += parsed.user_key.len() as u64;
+        self.props.raw_value_bytes += value.len() as u64;
+        self.data.add(ikey, value);
+        if self.data.estimated_size() >= self.opts.block_bytes {
+            self.flush_data_block()?;
+        }
+        Ok(())
+    }
+
+    /// Entries added so far.
+    pub fn entries(&self) -> u64 {
+        self.props.entries
+    }
+
+    /// Bytes the file will have if finished now (approximately).
+    pub fn estimated_size(&self) -> u64 {
+        self.offset + self.data.estimated_size() as u64
+    }
+
+    fn flush_data_block(&mut self) -> io::Result<()> {
+        if self.data.is_empty() {
+            return Ok(());
+        }
+        let last = self.data.last_key().to_vec();
+        let contents = self.data.finish();
+        let handle = self.write_block(&contents, BlockType::Data)?;
+        let mut h = Vec::with_capacity(20);
+        handle.encode_to(&mut h);
+        self.index.add(&last, &h);
+        self.props.data_blocks += 1;
+        Ok(())
+    }
+
+    fn write_block(&mut self, contents: &[u8], kind: BlockType) -> io::Result<BlockHandle> {
+        let handle = BlockHandle {
+            offset: self.offset,
+            size: contents.len() as u64,
+        };
+        let crc = block_crc(handle.offset, contents, kind as u8);
+        self.out.extend_from_slice(contents);
+        self.out.push(kind as u8);
+        self.out.extend_from_slice(&crc.to_le_bytes());
+        self.offset += contents.len() as u64 + super::format::TRAILER_LEN as u64;
+        if self.out.len() >= WRITE_BUFFER {
+            self.file.append(&self.out)?;
+            self.out.clear();
+        }
+        Ok(handle)
+    }
+
+    /// Writes the remaining blocks and the footer, syncs the file and returns the table's
+    /// properties and size.
+    pub fn finish(mut self) -> io::Result<(Properties, u64)> {
+        self.flush_data_block()?;
+        let filter = filter::build(&self.hashes, self.opts.filter_bits_per_key);
+        let filter_handle = self.write_block(&filter, BlockType::Filter)?;
+        if self.props.entries == 0 {
+            self.props.min_seq = 0;
+        }
+        let props = self.props.encode();
+        let props_handle = self.write_block(&props, BlockType::Properties)?;
+        let index = self.index.finish();
+        let index_handle = self.write_block(&index, BlockType::Index)?;
+        let footer = Footer {
+            index: index_handle,
+            filter: filter_handle,
+            props: props_handle,
+        }
+        .encode();
+        self.out.extend_from_slice(&footer);
+        self.offset += footer.len() as u64;
+        self.file.append(&self.out)?;
+        self.file.sync()?;
+        Ok((self.props, self.offset))
+    }
+}

@@ -1,0 +1,393 @@
+//! Opens an SSTable from its bytes (a read-only memory map in production) and reads it:
+//! point lookups through the filter and index, and a two-level cursor for scans.
+//!
+//! Opening checks the footer, then the index, filter and properties blocks; every data
+//! block's checksum is verified each time it is read, so bytes that went bad on disk or in
+//! the page cache are reported as corruption rather than returned.
+#![deny(clippy::indexing_slicing)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+
+use super::block::{Block, BlockCursor};
+use super::filter::Filter;
+use super::format::{
+    BlockHandle, BlockType, FOOTER_LEN, Footer, Properties, TRAILER_LEN, block_crc,
+};
+use crate::SeqNo;
+use crate::coding::get_u32;
+use crate::cursor::Cursor;
+use crate::error::{Corrupt, Error, Result};
+use crate::fs::FileSystem;
+use crate::key::{self, KIND_SEEK};
+use crate::memtable::Hit;
+
+/// An open, immutable table.
+pub struct Table {
+    number: u64,
+    path: PathBuf,
+    data: Bytes,
+    index: Block,
+    filter: Filter,
+    props: Properties,
+    obsolete: AtomicBool,
+    fs: Option<Arc<dyn FileSystem>>,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("number", &self.number)
+            .field("size", &self.data.len())
+            .field("entries", &self.props.entries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Table {
+    /// Maps and opens table file `path`.
+    pub fn open(fs: Arc<dyn FileSystem>, path: &Path, number: u64) -> Result<Table> {
+        let data = fs.map(path)?;
+        let mut t = Table::from_bytes(data, number, path).map_err(|e| e.in_file(path))?;
+        t.fs = Some(fs);
+        Ok(t)
+    }
+
+    /// Opens a table held in memory (the file-system-free entry point fuzzers use).
+    pub fn from_bytes(data: Bytes, number: u64, path: &Path) -> Result<Table, Corrupt> {
+        let len = data.len() as u64;
+        let footer_at = data
+            .len()
+            .checked_sub(FOOTER_LEN)
+            .ok_or_else(|| Corrupt::new(0, "file too short to be a table"))?;
+        let footer = Footer::decode(data.get(footer_at..).unwrap_or_default(), len)?;
+        let read = |h: BlockHandle, t: BlockType| read_block(&data, footer_at as u64, h, t);
+        let index = Block::new(read(footer.index, BlockType::Index)?, footer.index.offset)?;
+        let filter = Filter::new(
+            read(footer.filter, BlockType::Filter)?,
+            footer.filter.offset,
+        )?;
+        let props = Properties::decode(
+            &read(footer.props, BlockType::Properties)?,
+            footer.props.offset,
+        )?;
+        if props.entries > 0
+            && (key::parse(&props.smallest).is_none() || key::parse(&props.largest).is_none())
+        {
+            return Err(Corrupt::new(
+                footer.props.offset,
+                "bad key range in properties",
+            ));
+        }
+        Ok(Table {
+            number,
+            path: path.to_path_buf(),
+            data,
+            index,
+            filter,
+            props,
+            obsolete: AtomicBool::new(false),
+            fs: None,
+        })
+    }
+
+    /// The file number.
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// The file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// File size in bytes.
+    pub fn file_size(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    /// The properties block.
+    pub fn props(&self) -> &Properties {
+        &self.props
+    }
+
+    /// The smallest user key.
+    pub fn smallest_user_key(&self) -> &[u8] {
+        key::user_key(&self.props.smallest)
+    }
+
+    /// The largest user key.
+    pub fn largest_user_key(&self) -> &[u8] {
+        key::user_key(&self.props.largest)
+    }
+
+    /// Bytes of filter held for this table.
+    pub fn filter_size(&self) -> usize {
+        self.filter.size()
+    }
+
+    /// Marks the table for deletion once the last reader drops it.
+    pub fn mark_obsolete(&self) {
+        self.obsolete.store(true, Ordering::Release);
+    }
+
+    fn footer_start(&self) -> u64 {
+        (self.data.len().saturating_sub(FOOTER_LEN)) as u64
+    }
+
+    fn corrupt(&self, e: Corrupt) -> Error {
+        e.in_file(&self.path)
+    }
+
+    fn block(&self, handle_bytes: &[u8], kind: BlockType) -> Result<Block, Corrupt> {
+        let h = BlockHandle::decode(handle_bytes)?;
+        let contents = read_block(&self.data, self.footer_start(), h, kind)?;
+        Block::new(contents, h.offset)
+    }
+
+    /// The newest version of `user_key` at or below `snap`; `hash` is `hash64(user_key)`.
+    pub fn get(&self, user_key: &[u8], hash: u64, snap: u64) -> Result<Option<Hit>> {
+        if !self.filter.may_contain(hash) {
+            return Ok(None);
+        }
+        if user_key < self.smallest_user_key() || user_key > self.largest_user_key() {
+            return Ok(None);
+        }
+        let target = key::encode(user_key, SeqNo::new(snap), KIND_SEEK);
+        let mut index = self.index.cursor();
+        index.seek(&target);
+        if !index.valid() {
+            return index
+                .corruption()
+                .map_or(Ok(None), |e| Err(self.corrupt(e.clone())));
+        }
+        let block = self
+            .block(&index.value(), BlockType::Data)
+            .map_err(|e| self.corrupt(e))?;
+        let mut c = block.cursor();
+        c.seek(&target);
+        if let Some(e) = c.corruption() {
+            return Err(self.corrupt(e.clone()));
+        }
+        if !c.valid() {
+            return Ok(None);
+        }
+        let parsed = key::parse(c.key())
+            .ok_or_else(|| self.corrupt(Corrupt::new(0, "malformed internal key")))?;
+        if parsed.user_key != user_key {
+            return Ok(None);
+        }
+        Ok(Some(Hit {
+            seq: parsed.seq,
+            kind: parsed.kind,
+            value: c.value(),
+        }))
+    }
+
+    /// An owned cursor over the whole table.
+    pub fn cursor(self: &Arc<Self>) -> TableCursor {
+        TableCursor {
+            index: self.index.cursor(),
+            table: Arc::clone(self),
+            data: None,
+            err: None,
+        }
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        if self.obsolete.load(Ordering::Acquire)
+            && let Some(fs) = &self.fs
+            && let Err(e) = fs.remove_file(&self.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not delete obsolete table");
+        }
+    }
+}
+
+/// Checks a block's bounds, trailer type and checksum; returns its contents.
+fn read_block(data: &Bytes, limit: u64, h: BlockHandle, kind: BlockType) -> Result<Bytes, Corrupt> {
+    let end = h
+        .offset
+        .checked_add(h.size)
+        .and_then(|e| e.checked_add(TRAILER_LEN as u64))
+        .filter(|&e| e <= limit)
+        .ok_or_else(|| Corrupt::new(h.offset, "block handle out of range"))?;
+    let (start, body_end) = (h.offset as usize, (h.offset + h.size) as usize);
+    let contents = data.get(start..body_end).unwrap_or_default();
+    let stored_type = data.get(body_end).copied().unwrap_or_default();
+    let stored_crc = get_u32(data, body_end + 1).unwrap_or_default();
+    debug_assert_eq!(end as usize, body_end + TRAILER_LEN);
+    if stored_type != kind as u8 {
+        return Err(Corrupt::new(
+            body_end as u64,
+            format!("expected block type {}, found {stored_type}", kind as u8),
+        ));
+    }
+    if block_crc(h.offset, contents, stored_type) != stored_crc {
+        return Err(Corrupt::new(h.offset, "block checksum mismatch"));
+    }
+    Ok(data.slice(start..body_end))
+}
+
+/// A two-level cursor: the index block picks data blocks, loaded as the cursor moves.
+#[derive(Debug)]
+pub struct TableCursor {
+    table: Arc<Table>,
+    index: BlockCursor,
+    data: Option<BlockCursor>,
+    err: Option<Error>,
+}
+
+impl TableCursor {
+    fn fail(&mut self, e: Corrupt) {
+        if self.err.is_none() {
+            self.err = Some(self.table.corrupt(e));
+        }
+        self.data = None;
+    }
+
+    /// Loads the data block the index cursor points at.
+    fn load(&mut self) -> bool {
+        if let Some(e) = self.index.corruption() {
+            let e = e.clone();
+            self.fail(e);
+            return false;
+        }
+        if !self.index.valid() {
+            self.data = None;
+            return false;
+        }
+        match self.table.block(&self.index.value(), BlockType::Data) {
+            Ok(b) => {
+                self.data = Some(b.cursor());
+                true
+            }
+            Err(e) => {
+                self.fail(e);
+                false
+            }
+        }
+    }
+
+    fn check_data(&mut self) -> bool {
+        if let Some(e) = self.data.as_ref().and_then(|d| d.corruption().cloned()) {
+            self.fail(e);
+            return false;
+        }
+        self.data.as_ref().is_some_and(|d| d.valid())
+    }
+
+    fn skip_forward(&mut self) {
+        while self.err.is_none() && !self.check_data() {
+            if self.data.is_none() && !self.index.valid() {
+                return;
+            }
+            self.index.next();
+            if !self.load() {
+                return;
+            }
+            if let Some(d) = &mut self.data {
+                d.seek_to_first();
+            }
+        }
+    }
+
+    fn skip_backward(&mut self) {
+        while self.err.is_none() && !self.check_data() {
+            if self.data.is_none() && !self.index.valid() {
+                return;
+            }
+            self.index.prev();
+            if !self.load() {
+                return;
+            }
+            if let Some(d) = &mut self.data {
+                d.seek_to_last();
+            }
+        }
+    }
+}
+
+impl Cursor for TableCursor {
+    fn seek(&mut self, target: &[u8]) {
+        self.index.seek(target);
+        if self.load()
+            && let Some(d) = &mut self.data
+        {
+            d.seek(target);
+        }
+        self.skip_forward();
+    }
+
+    fn seek_to_first(&mut self) {
+        self.index.seek_to_first();
+        if self.load()
+            && let Some(d) = &mut self.data
+        {
+            d.seek_to_first();
+        }
+        self.skip_forward();
+    }
+
+    fn seek_for_prev(&mut self, target: &[u8]) {
+        self.index.seek(target);
+        if !self.index.valid() && self.index.corruption().is_none() {
+            self.index.seek_to_last();
+        }
+        if self.load()
+            && let Some(d) = &mut self.data
+        {
+            d.seek_for_prev(target);
+        }
+        self.skip_backward();
+    }
+
+    fn seek_to_last(&mut self) {
+        self.index.seek_to_last();
+        if self.load()
+            && let Some(d) = &mut self.data
+        {
+            d.seek_to_last();
+        }
+        self.skip_backward();
+    }
+
+    fn next(&mut self) {
+        if let Some(d) = &mut self.data {
+            d.next();
+        }
+        self.skip_forward();
+    }
+
+    fn prev(&mut self) {
+        if let Some(d) = &mut self.data {
+            d.prev();
+        }
+        self.skip_backward();
+    }
+
+    fn valid(&self) -> bool {
+        self.err.is_none() && self.data.as_ref().is_some_and(|d| d.valid())
+    }
+
+    fn key(&self) -> &[u8] {
+        self.data.as_ref().map_or(&[][..], |d| d.key())
+    }
+
+    fn value(&self) -> Bytes {
+        self.data.as_ref().map(|d| d.value()).unwrap_or_default()
+    }
+
+    fn status(&self) -> Result<()> {
+        match &self.err {
+            None => Ok(()),
+            Some(e) => Err(e.duplicate()),
+        }
+    }
+}

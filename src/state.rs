@@ -1,0 +1,48 @@
+//! What a reader sees: the mutable memtable, the frozen memtables waiting for their flush,
+//! and the table set. Immutable; every change publishes a new `LsmState`, so a reader holds a
+//! consistent picture for as long as it likes by keeping an `Arc`.
+
+use std::sync::Arc;
+
+use crate::cursor::BoxCursor;
+use crate::error::Result;
+use crate::memtable::{Hit, Memtable};
+use crate::merge_iter::MergeCursor;
+use crate::table_set::TableSet;
+
+/// One published picture of the tree.
+#[derive(Debug, Clone)]
+pub(crate) struct LsmState {
+    /// The memtable receiving writes.
+    pub mem: Arc<Memtable>,
+    /// Frozen memtables, newest first.
+    pub imms: Vec<Arc<Memtable>>,
+    /// Tables.
+    pub tables: Arc<TableSet>,
+}
+
+impl LsmState {
+    /// The newest version of `key` at or below `snap`, searching newest data first.
+    pub(crate) fn get(&self, key: &[u8], snap: u64) -> Result<Option<Hit>> {
+        if let Some(hit) = self.mem.get(key, snap) {
+            return Ok(Some(hit));
+        }
+        for m in &self.imms {
+            if let Some(hit) = m.get(key, snap) {
+                return Ok(Some(hit));
+            }
+        }
+        self.tables.get(key, snap)
+    }
+
+    /// A cursor merging every source.
+    pub(crate) fn cursor(&self) -> MergeCursor {
+        let mut children: Vec<BoxCursor> = Vec::with_capacity(2 + self.imms.len() + 8);
+        children.push(Box::new(self.mem.cursor()));
+        for m in &self.imms {
+            children.push(Box::new(m.cursor()));
+        }
+        self.tables.add_cursors(&mut children);
+        MergeCursor::new(children)
+    }
+}

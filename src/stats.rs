@@ -1,0 +1,121 @@
+//! Figures about a running store: [`Stats`] (a plain snapshot of counters and sizes) and the
+//! atomic counters the engine bumps as it works.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::SeqNo;
+
+/// Sizes and counters of a store, as returned by [`Db::stats`](crate::Db::stats).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// The highest seqno visible to readers.
+    pub last_seqno: SeqNo,
+    /// Approximate bytes in the mutable memtable.
+    pub memtable_bytes: u64,
+    /// Frozen memtables waiting for their flush.
+    pub immutable_memtables: usize,
+    /// Approximate bytes in frozen memtables.
+    pub immutable_memtable_bytes: u64,
+    /// Per-level table figures, level 0 first.
+    pub levels: Vec<LevelStats>,
+    /// Live WAL segments.
+    pub wal_segments: usize,
+    /// Bytes in live WAL segments.
+    pub wal_bytes: u64,
+    /// Live snapshots and iterators.
+    pub live_snapshots: usize,
+    /// Key and value bytes accepted from callers.
+    pub user_bytes_written: u64,
+    /// Bytes appended to the WAL.
+    pub wal_bytes_written: u64,
+    /// Bytes written to tables by flushes.
+    pub flush_bytes_written: u64,
+    /// Puts applied.
+    pub puts: u64,
+    /// Deletes applied.
+    pub deletes: u64,
+    /// Batches committed (each `put`, `delete` and `write` is one).
+    pub batches: u64,
+    /// Commit groups (WAL records); `batches / write_groups` is the group-commit factor.
+    pub write_groups: u64,
+    /// WAL fsyncs.
+    pub wal_syncs: u64,
+    /// Memtables flushed to tables.
+    pub flushes: u64,
+    /// Times a writer waited for a flush because too many memtables were frozen.
+    pub write_stalls: u64,
+    /// Total time writers spent stalled, in microseconds.
+    pub write_stall_micros: u64,
+    /// Compare-and-set or precondition failures.
+    pub conflicts: u64,
+    /// What the last open recovered.
+    pub recovery: RecoveryReport,
+}
+
+/// Figures for one level.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LevelStats {
+    /// Tables in the level.
+    pub tables: usize,
+    /// Bytes of table files.
+    pub bytes: u64,
+}
+
+/// What recovery did when the store was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// WAL segments read.
+    pub segments_replayed: usize,
+    /// WAL records (commit groups) replayed.
+    pub records_replayed: u64,
+    /// Writes replayed into the memtable.
+    pub writes_replayed: u64,
+    /// A damaged tail cut from the newest segment, if any.
+    pub torn_tail: Option<TornTail>,
+    /// Records that could not be recovered under a salvaging [`RecoveryMode`](crate::RecoveryMode).
+    pub records_dropped: u64,
+}
+
+/// A torn or damaged tail cut off the newest WAL segment during recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// The segment file.
+    pub segment: PathBuf,
+    /// Offset where the damage starts (the segment was cut here).
+    pub offset: u64,
+    /// Bytes removed.
+    pub bytes_dropped: u64,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// Counters bumped by the engine.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub user_bytes: AtomicU64,
+    pub wal_bytes: AtomicU64,
+    pub flush_bytes: AtomicU64,
+    pub puts: AtomicU64,
+    pub deletes: AtomicU64,
+    pub batches: AtomicU64,
+    pub groups: AtomicU64,
+    pub syncs: AtomicU64,
+    pub flushes: AtomicU64,
+    pub stalls: AtomicU64,
+    pub stall_micros: AtomicU64,
+    pub conflicts: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}

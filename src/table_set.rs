@@ -1,0 +1,121 @@
+//! The live tables, by level: level 0 holds flushed tables that may overlap (newest first);
+//! levels 1 and up each hold sorted, non-overlapping tables, older data in deeper levels.
+//!
+//! A `TableSet` is immutable; changes build a new one, which readers pick up through the
+//! LSM state (`state.rs`) while readers of the old one finish undisturbed.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use crate::NUM_LEVELS;
+use crate::cursor::BoxCursor;
+use crate::error::Result;
+use crate::key;
+use crate::memtable::Hit;
+use crate::merge_iter::LevelCursor;
+use crate::sstable::filter::hash64;
+use crate::sstable::table_reader::Table;
+
+/// Tables per level.
+#[derive(Debug, Clone)]
+pub(crate) struct TableSet {
+    levels: Vec<Arc<[Arc<Table>]>>,
+}
+
+impl TableSet {
+    pub(crate) fn empty() -> TableSet {
+        TableSet {
+            levels: (0..NUM_LEVELS).map(|_| Arc::from(Vec::new())).collect(),
+        }
+    }
+
+    /// Builds a set from tables per level, putting each level in its canonical order.
+    pub(crate) fn from_levels(mut levels: Vec<Vec<Arc<Table>>>) -> TableSet {
+        levels.resize_with(NUM_LEVELS, Vec::new);
+        for (i, l) in levels.iter_mut().enumerate() {
+            if i == 0 {
+                l.sort_by(|a, b| b.props().max_seq.cmp(&a.props().max_seq));
+            } else {
+                l.sort_by(|a, b| key::compare(&a.props().smallest, &b.props().smallest));
+            }
+        }
+        TableSet {
+            levels: levels.into_iter().map(Arc::from).collect(),
+        }
+    }
+
+    /// A new set with `removed` (level, number) taken out and `added` put in.
+    pub(crate) fn apply(
+        &self,
+        added: &[(usize, Arc<Table>)],
+        removed: &[(usize, u64)],
+    ) -> TableSet {
+        let mut levels: Vec<Vec<Arc<Table>>> = self.levels.iter().map(|l| l.to_vec()).collect();
+        for &(level, number) in removed {
+            if let Some(l) = levels.get_mut(level) {
+                l.retain(|t| t.number() != number);
+            }
+        }
+        for (level, t) in added {
+            if let Some(l) = levels.get_mut(*level) {
+                l.push(Arc::clone(t));
+            }
+        }
+        TableSet::from_levels(levels)
+    }
+
+    /// The tables of `level`.
+    pub(crate) fn level(&self, level: usize) -> &[Arc<Table>] {
+        self.levels.get(level).map_or(&[], |l| l)
+    }
+
+    /// Every table, with its level.
+    pub(crate) fn all(&self) -> impl Iterator<Item = (usize, &Arc<Table>)> {
+        self.levels
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| l.iter().map(move |t| (i, t)))
+    }
+
+    /// The newest version of `user_key` at or below `snap`.
+    pub(crate) fn get(&self, user_key: &[u8], snap: u64) -> Result<Option<Hit>> {
+        let hash = hash64(user_key);
+        for t in self.level(0) {
+            if let Some(hit) = t.get(user_key, hash, snap)? {
+                return Ok(Some(hit));
+            }
+        }
+        for level in self.levels.iter().skip(1) {
+            let i = level.partition_point(|t| t.largest_user_key().cmp(user_key) == Ordering::Less);
+            if let Some(t) = level.get(i)
+                && t.smallest_user_key() <= user_key
+                && let Some(hit) = t.get(user_key, hash, snap)?
+            {
+                return Ok(Some(hit));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Adds one cursor per level-0 table and one per deeper non-empty level.
+    pub(crate) fn add_cursors(&self, out: &mut Vec<BoxCursor>) {
+        for t in self.level(0) {
+            out.push(Box::new(t.cursor()));
+        }
+        for level in self.levels.iter().skip(1) {
+            if !level.is_empty() {
+                out.push(Box::new(LevelCursor::new(Arc::clone(level))));
+            }
+        }
+    }
+
+    /// Total file bytes in `level`.
+    pub(crate) fn level_bytes(&self, level: usize) -> u64 {
+        self.level(level).iter().map(|t| t.file_size()).sum()
+    }
+
+    /// Number of levels (including empty ones).
+    pub(crate) fn num_levels(&self) -> usize {
+        self.levels.len()
+    }
+}

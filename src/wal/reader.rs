@@ -1,0 +1,513 @@
+//! Reads framed records back from a log file, reporting damage instead of failing.
+//!
+//! The reader yields [`LogEvent`]s: whole records with their file offsets, and bad regions
+//! (checksum failures, impossible lengths, orphaned fragments, unwritten zeros, a torn end).
+//! After a bad chunk it resynchronises at the next block boundary, so one damaged block costs
+//! at most that block. Deciding whether a bad region is a harmless torn tail or real
+//! corruption is the caller's job (see `wal::segment` and `manifest`), because only the caller
+//! knows which file is the newest and what was synced.
+#![deny(clippy::indexing_slicing)]
+
+use std::io::{self, Read};
+
+use super::format::{
+    BLOCK_SIZE, CHUNK_HEADER_LEN, FILE_HEADER_LEN, FIRST, FULL, FileHeader, LAST, MIDDLE, ZERO,
+    chunk_crc,
+};
+use crate::coding::get_u32;
+use crate::error::Corrupt;
+
+/// What the reader found next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogEvent {
+    /// A complete, checksummed record.
+    Record {
+        /// File offset of its first chunk header.
+        offset: u64,
+        /// File offset just past its last chunk.
+        end: u64,
+        /// The payload.
+        data: Vec<u8>,
+    },
+    /// A region that held no valid record.
+    Bad {
+        /// File offset where the region starts.
+        offset: u64,
+        /// Bytes skipped.
+        len: u64,
+        /// True when the region was all zeros (never written).
+        zeros: bool,
+        /// Why it was skipped.
+        reason: String,
+    },
+}
+
+/// Sequential reader over one log file.
+pub struct LogReader<R> {
+    src: R,
+    block: Vec<u8>,
+    /// Valid bytes in `block`.
+    block_len: usize,
+    /// Next unread byte in `block`.
+    pos: usize,
+    /// File offset of `block[0]`.
+    block_start: u64,
+    /// True once the source returned a short block.
+    eof: bool,
+    /// Largest logical record accepted; longer ones are reported bad.
+    max_record: usize,
+    header: FileHeader,
+    /// Partial record being assembled: (offset of its first chunk, bytes).
+    partial: Option<(u64, Vec<u8>)>,
+    /// Set when a partial record grew past `max_record`; its remaining chunks are skipped.
+    oversized_from: Option<u64>,
+}
+
+impl<R: Read> std::fmt::Debug for LogReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogReader")
+            .field("block_start", &self.block_start)
+            .field("pos", &self.pos)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Outcome of opening a log file.
+pub enum Opened<R> {
+    /// A valid header; records follow.
+    Reader(LogReader<R>),
+    /// The file is shorter than a header or its header is all zeros: it was created but never
+    /// made durable. Only acceptable for the newest file.
+    Empty,
+}
+
+impl<R: Read> LogReader<R> {
+    /// Reads and checks the file header.
+    pub fn open(
+        mut src: R,
+        magic: [u8; 8],
+        max_record: usize,
+    ) -> io::Result<Result<Opened<R>, Corrupt>> {
+        let mut block = vec![0u8; BLOCK_SIZE];
+        let n = read_full(&mut src, &mut block)?;
+        let Some(head) = block.get(..n.min(FILE_HEADER_LEN)) else {
+            return Ok(Ok(Opened::Empty));
+        };
+        if n < FILE_HEADER_LEN || head.iter().all(|&b| b == 0) {
+            return Ok(Ok(Opened::Empty));
+        }
+        let header = match FileHeader::decode(head, magic) {
+            Ok(h) => h,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(Ok(Opened::Reader(LogReader {
+            src,
+            block,
+            block_len: n,
+            pos: FILE_HEADER_LEN,
+            block_start: 0,
+            eof: n < BLOCK_SIZE,
+            max_record,
+            header,
+            partial: None,
+            oversized_from: None,
+        })))
+    }
+
+    /// The file header.
+    pub fn header(&self) -> &FileHeader {
+        &self.header
+    }
+
+    fn offset(&self) -> u64 {
+        self.block_start + self.pos as u64
+    }
+
+    /// Moves to the next block (called only before the end of the file).
+    fn next_block(&mut self) -> io::Result<()> {
+        self.block_start += self.block_len as u64;
+        let n = read_full(&mut self.src, &mut self.block)?;
+        self.block_len = n;
+        self.pos = 0;
+        if n < BLOCK_SIZE {
+            self.eof = true;
+        }
+        Ok(())
+    }
+
+    /// Reports the rest of the current block as bad and abandons any partial record.
+    fn skip_block(&mut self, zeros: bool, reason: String) -> LogEvent {
+        let start = self.partial.take().map_or(self.offset(), |(o, _)| o);
+        let len = self.block_start + self.block_len as u64 - start;
+        self.pos = self.block_len;
+        LogEvent::Bad {
+            offset: start,
+            len,
+            zeros,
+            reason,
+        }
+    }
+
+    /// The next event, or `None` at the end of the file.
+    pub fn next(&mut self) -> io::Result<Option<LogEvent>> {
+        loop {
+            let left = self.block_len.saturating_sub(self.pos);
+            if left < CHUNK_HEADER_LEN {
+                if !self.eof {
+                    // Zero padding at the end of a full block: move on.
+                    self.next_block()?;
+                    continue;
+                }
+                // The end of the file.
+                let tail_start = self.offset();
+                let tail = self.block.get(self.pos..self.block_len).unwrap_or_default();
+                let zeros = tail.iter().all(|&b| b == 0);
+                self.pos = self.block_len;
+                if let Some((offset, data)) = self.partial.take() {
+                    return Ok(Some(LogEvent::Bad {
+                        offset,
+                        len: data.len() as u64 + left as u64,
+                        zeros: false,
+                        reason: "record truncated at end of file".into(),
+                    }));
+                }
+                if left == 0 {
+                    return Ok(None);
+                }
+                return Ok(Some(LogEvent::Bad {
+                    offset: tail_start,
+                    len: left as u64,
+                    zeros,
+                    reason: "chunk header truncated at end of file".into(),
+                }));
+            }
+            let chunk_offset = self.offset();
+            let Some(header) = self.block.get(self.pos..self.pos + CHUNK_HEADER_LEN) else {
+                return Ok(Some(
+                    self.skip_block(false, "chunk header out of range".into()),
+                ));
+            };
+            let stored_crc = get_u32(header, 0).unwrap_or_default();
+            let len = usize::from(u16::from_le_bytes([
+                header.get(4).copied().unwrap_or_default(),
+                header.get(5).copied().unwrap_or_default(),
+            ]));
+            let kind = header.get(6).copied().unwrap_or_default();
+            if kind == ZERO && len == 0 && stored_crc == 0 {
+                return Ok(Some(self.skip_block(true, "unwritten (zero) space".into())));
+            }
+            let data_start = self.pos + CHUNK_HEADER_LEN;
+            let Some(payload) = self
+                .block
+                .get(data_start..data_start + len)
+                .filter(|_| data_start + len <= self.block_len)
+            else {
+                let reason = if self.eof {
+                    "chunk truncated at end of file"
+                } else {
+                    "chunk length runs past its block"
+                };
+                return Ok(Some(self.skip_block(false, reason.into())));
+            };
+            if chunk_crc(kind, payload) != stored_crc {
+                return Ok(Some(
+                    self.skip_block(false, "chunk checksum mismatch".into()),
+                ));
+            }
+            self.pos = data_start + len;
+            let end = self.offset();
+            match kind {
+                FULL => {
+                    let data = payload.to_vec();
+                    self.oversized_from = None;
+                    if let Some((o, partial)) = self.partial.take() {
+                        // Hand back the orphan first; the FULL record comes on the next call.
+                        self.pos = chunk_offset.saturating_sub(self.block_start) as usize;
+                        return Ok(Some(LogEvent::Bad {
+                            offset: o,
+                            len: partial.len() as u64,
+                            zeros: false,
+                            reason: "record start without an end".into(),
+                        }));
+                    }
+                    if data.len() > self.max_record {
+                        return Ok(Some(LogEvent::Bad {
+                            offset: chunk_offset,
+                            len: end - chunk_offset,
+                            zeros: false,
+                            reason: "record exceeds the size limit".into(),
+                        }));
+                    }
+                    return Ok(Some(LogEvent::Record {
+                        offset: chunk_offset,
+                        end,
+                        data,
+                    }));
+                }
+                FIRST => {
+                    self.oversized_from = None;
+                    let previous = self.partial.replace((chunk_offset, payload.to_vec()));
+                    if let Some((o, partial)) = previous {
+                        return Ok(Some(LogEvent::Bad {
+                            offset: o,
+                            len: partial.len() as u64,
+                            zeros: false,
+                            reason: "record start without an end".into(),
+                        }));
+                    }
+                }
+                MIDDLE | LAST => {
+                    if let Some(start) = self.oversized_from {
+                        if kind == LAST {
+                            self.oversized_from = None;
+                            return Ok(Some(LogEvent::Bad {
+                                offset: start,
+                                len: end - start,
+                                zeros: false,
+                                reason: "record exceeds the size limit".into(),
+                            }));
+                        }
+                        continue;
+                    }
+                    let Some((start, mut data)) = self.partial.take() else {
+                        return Ok(Some(LogEvent::Bad {
+                            offset: chunk_offset,
+                            len: end - chunk_offset,
+                            zeros: false,
+                            reason: "record continuation without a start".into(),
+                        }));
+                    };
+                    if data.len() + payload.len() > self.max_record {
+                        self.oversized_from = Some(start);
+                        if kind == LAST {
+                            self.oversized_from = None;
+                            return Ok(Some(LogEvent::Bad {
+                                offset: start,
+                                len: end - start,
+                                zeros: false,
+                                reason: "record exceeds the size limit".into(),
+                            }));
+                        }
+                        continue;
+                    }
+                    data.extend_from_slice(payload);
+                    if kind == LAST {
+                        return Ok(Some(LogEvent::Record {
+                            offset: start,
+                            end,
+                            data,
+                        }));
+                    }
+                    self.partial = Some((start, data));
+                }
+                other => {
+                    return Ok(Some(
+                        self.skip_block(false, format!("unknown chunk type {other}")),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Reads until `buf` is full or the source ends; returns the bytes read.
+fn read_full<R: Read>(src: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        let Some(rest) = buf.get_mut(n..) else { break };
+        match src.read(rest) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::format::{FileHeader, WAL_MAGIC};
+    use super::super::writer::LogWriter;
+    use super::*;
+    use crate::fs::WritableFile;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Debug, Clone, Default)]
+    struct MemFile(Arc<Mutex<Vec<u8>>>);
+
+    impl WritableFile for MemFile {
+        fn append(&mut self, data: &[u8]) -> io::Result<()> {
+            self.0.lock().unwrap().extend_from_slice(data);
+            Ok(())
+        }
+        fn sync(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn truncate(&mut self, len: u64) -> io::Result<()> {
+            self.0.lock().unwrap().truncate(len as usize);
+            Ok(())
+        }
+    }
+
+    fn write_log(records: &[Vec<u8>]) -> (Vec<u8>, Vec<(u64, u64)>) {
+        let file = MemFile::default();
+        let header = FileHeader {
+            magic: WAL_MAGIC,
+            file_number: 1,
+            prev_number: 0,
+        };
+        let mut w = LogWriter::new(Box::new(file.clone()), &header).unwrap();
+        let mut spans = Vec::new();
+        for r in records {
+            let start = w.offset();
+            w.add_record(r).unwrap();
+            spans.push((start, w.offset()));
+        }
+        let bytes = file.0.lock().unwrap().clone();
+        (bytes, spans)
+    }
+
+    fn read_all(bytes: &[u8]) -> Vec<LogEvent> {
+        let Opened::Reader(mut r) = LogReader::open(bytes, WAL_MAGIC, 1 << 24).unwrap().unwrap()
+        else {
+            panic!("expected a reader");
+        };
+        let mut out = Vec::new();
+        while let Some(e) = r.next().unwrap() {
+            out.push(e);
+        }
+        out
+    }
+
+    fn records(events: &[LogEvent]) -> Vec<Vec<u8>> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                LogEvent::Record { data, .. } => Some(data.clone()),
+                LogEvent::Bad { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_of_every_size_round_trip() {
+        let sizes = [
+            0usize,
+            1,
+            100,
+            BLOCK_SIZE - 39,
+            BLOCK_SIZE - 7,
+            BLOCK_SIZE,
+            3 * BLOCK_SIZE + 5,
+            10,
+        ];
+        let recs: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|j| (i * 31 + j) as u8).collect())
+            .collect();
+        let (bytes, spans) = write_log(&recs);
+        let events = read_all(&bytes);
+        assert_eq!(records(&events), recs);
+        for (e, span) in events.iter().zip(&spans) {
+            let LogEvent::Record { offset, end, .. } = e else {
+                panic!()
+            };
+            assert_eq!((*offset, *end), *span);
+        }
+    }
+
+    #[test]
+    fn block_tail_shorter_than_a_header_is_padded() {
+        // Leave exactly 6 bytes in block 0, forcing padding.
+        let first = vec![7u8; BLOCK_SIZE - FILE_HEADER_LEN - CHUNK_HEADER_LEN - 6];
+        let recs = vec![first, b"next".to_vec()];
+        let (bytes, spans) = write_log(&recs);
+        assert_eq!(spans[1].0, (BLOCK_SIZE - 6) as u64);
+        assert_eq!(records(&read_all(&bytes)), recs);
+    }
+
+    #[test]
+    fn torn_tail_is_reported_after_the_good_records() {
+        let recs: Vec<Vec<u8>> = (0..5).map(|i| vec![i as u8; 5000]).collect();
+        let (bytes, spans) = write_log(&recs);
+        let cut = spans[4].0 as usize + 100;
+        let events = read_all(&bytes[..cut]);
+        assert_eq!(records(&events), recs[..4].to_vec());
+        let LogEvent::Bad { offset, .. } = events.last().unwrap() else {
+            panic!()
+        };
+        assert_eq!(*offset, spans[4].0);
+    }
+
+    #[test]
+    fn a_flipped_byte_loses_only_its_block() {
+        let recs: Vec<Vec<u8>> = (0..40).map(|i| vec![i as u8; 3000]).collect();
+        let (mut bytes, spans) = write_log(&recs);
+        let victim = spans[3].0 as usize + 10;
+        bytes[victim] ^= 0xff;
+        let events = read_all(&bytes);
+        let got = records(&events);
+        assert!(!got.contains(&recs[3]));
+        // Records wholly in later blocks survive.
+        assert!(got.contains(&recs[39]));
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, LogEvent::Bad { zeros: false, .. }))
+        );
+    }
+
+    #[test]
+    fn zeros_after_the_data_read_as_unwritten_space() {
+        let recs = vec![b"a".to_vec(), b"b".to_vec()];
+        let (mut bytes, _) = write_log(&recs);
+        bytes.resize(BLOCK_SIZE * 2 + 100, 0);
+        let events = read_all(&bytes);
+        assert_eq!(records(&events), recs);
+        assert!(
+            events
+                .iter()
+                .skip(2)
+                .all(|e| matches!(e, LogEvent::Bad { zeros: true, .. }))
+        );
+    }
+
+    #[test]
+    fn oversized_records_are_refused_without_allocating_them() {
+        let recs = vec![vec![1u8; 100_000], b"small".to_vec()];
+        let (bytes, _) = write_log(&recs);
+        let Opened::Reader(mut r) = LogReader::open(&bytes[..], WAL_MAGIC, 50_000)
+            .unwrap()
+            .unwrap()
+        else {
+            panic!()
+        };
+        let mut events = Vec::new();
+        while let Some(e) = r.next().unwrap() {
+            events.push(e);
+        }
+        assert!(matches!(events[0], LogEvent::Bad { .. }));
+        assert_eq!(records(&events), vec![b"small".to_vec()]);
+    }
+
+    #[test]
+    fn short_or_zero_header_means_empty() {
+        assert!(matches!(
+            LogReader::open(&[0u8; 10][..], WAL_MAGIC, 10)
+                .unwrap()
+                .unwrap(),
+            Opened::Empty
+        ));
+        assert!(matches!(
+            LogReader::open(&[0u8; 64][..], WAL_MAGIC, 10)
+                .unwrap()
+                .unwrap(),
+            Opened::Empty
+        ));
+        let mut bad = vec![0u8; 64];
+        bad[3] = 1;
+        assert!(LogReader::open(&bad[..], WAL_MAGIC, 10).unwrap().is_err());
+    }
+}

@@ -1,0 +1,345 @@
+//! WAL segments: numbered log files that together hold every write not yet in a table.
+//!
+//! File name: `NNNNNN.wal` (the number is from the store-wide file-number counter, so
+//! segment numbers increase but are not contiguous). Each segment is a log file
+//! ([`super::format`]) whose header names the previous segment, so a missing segment is
+//! detected. Each record is `synced_to: u64 | batch` (see [`crate::batch`]): `synced_to` is
+//! the segment offset known durable when the record was written. On recovery, a damaged
+//! region followed by a record whose `synced_to` lies beyond it was once durable, so it is
+//! corruption, not a torn tail (the approach Pebble takes).
+//!
+//! The active segment is pre-sized to the segment limit (a sparse file), so an fsync need
+//! not update the file size; the unused tail reads as zeros and is cut when the segment is
+//! sealed or recovered.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::format::{FileHeader, WAL_MAGIC};
+use super::reader::{LogEvent, LogReader, Opened};
+use super::writer::LogWriter;
+use crate::error::{Corrupt, Error, Result};
+use crate::fs::FileSystem;
+
+/// Bytes in front of each WAL record's batch.
+pub const RECORD_PREFIX_LEN: usize = 8;
+
+/// The name of segment `number`.
+pub fn file_name(number: u64) -> String {
+    format!("{number:06}.wal")
+}
+
+/// The number in a segment file name.
+pub fn parse_file_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".wal")?;
+    if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// One WAL segment file, as reported by [`Db::wal_segments`](crate::Db::wal_segments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalSegment {
+    /// The segment's number.
+    pub number: u64,
+    /// Its path.
+    pub path: PathBuf,
+    /// Bytes written to it (its logical size).
+    pub size: u64,
+    /// True for the segment currently receiving writes.
+    pub active: bool,
+}
+
+/// The write side of the WAL: the active segment plus the sealed ones still needed.
+#[derive(Debug)]
+pub struct Wal {
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    writer: LogWriter,
+    active: u64,
+    sealed: Vec<(u64, u64)>,
+    segment_bytes: u64,
+}
+
+impl Wal {
+    /// Creates segment `number` (whose predecessor is `prev`) and makes it durable.
+    /// `sealed` lists older segments still on disk, with their sizes.
+    pub fn create(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        number: u64,
+        prev: u64,
+        segment_bytes: u64,
+        sealed: Vec<(u64, u64)>,
+    ) -> io::Result<Wal> {
+        let writer = Self::new_segment(&*fs, dir, number, prev, segment_bytes)?;
+        Ok(Wal {
+            fs,
+            dir: dir.to_path_buf(),
+            writer,
+            active: number,
+            sealed,
+            segment_bytes,
+        })
+    }
+
+    fn new_segment(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        number: u64,
+        prev: u64,
+        segment_bytes: u64,
+    ) -> io::Result<LogWriter> {
+        let file = fs.create(&dir.join(file_name(number)))?;
+        let header = FileHeader {
+            magic: WAL_MAGIC,
+            file_number: number,
+            prev_number: prev,
+        };
+        let mut writer = LogWriter::new(file, &header)?;
+        writer.preallocate(segment_bytes)?;
+        fs.sync_dir(dir)?;
+        Ok(writer)
+    }
+
+    /// Appends one record. `record` starts with [`RECORD_PREFIX_LEN`] reserved bytes, which
+    /// this fills with the synced offset. With `sync`, the record is durable on return.
+    pub fn append(&mut self, record: &mut [u8], sync: bool) -> io::Result<()> {
+        if let Some(prefix) = record.get_mut(..RECORD_PREFIX_LEN) {
+            prefix.copy_from_slice(&self.writer.synced_offset().to_le_bytes());
+        }
+        self.writer.add_record(record)?;
+        if sync {
+            self.writer.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything appended durable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.writer.sync()
+    }
+
+    /// True once the active segment has reached the size limit.
+    pub fn needs_roll(&self) -> bool {
+        self.writer.offset() >= self.segment_bytes
+    }
+
+    /// Seals the active segment (trimming and syncing it) and starts segment `number`.
+    pub fn roll(&mut self, number: u64) -> io::Result<()> {
+        self.writer.finish()?;
+        let writer = Self::new_segment(
+            &*self.fs,
+            &self.dir,
+            number,
+            self.active,
+            self.segment_bytes,
+        )?;
+        let old = std::mem::replace(&mut self.writer, writer);
+        self.sealed.push((self.active, old.offset()));
+        self.active = number;
+        Ok(())
+    }
+
+    /// The active segment's number.
+    pub fn active_number(&self) -> u64 {
+        self.active
+    }
+
+    /// Deletes sealed segments numbered below `number`; returns how many.
+    pub fn remove_below(&mut self, number: u64) -> io::Result<usize> {
+        let mut removed = 0;
+        while let Some(&(n, _)) = self.sealed.first() {
+            if n >= number {
+                break;
+            }
+            match self.fs.remove_file(&self.dir.join(file_name(n))) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            self.sealed.remove(0);
+            removed += 1;
+        }
+        if removed > 0 {
+            self.fs.sync_dir(&self.dir)?;
+        }
+        Ok(removed)
+    }
+
+    /// Every live segment, oldest first.
+    pub fn segments(&self) -> Vec<WalSegment> {
+        let mut out: Vec<WalSegment> = self
+            .sealed
+            .iter()
+            .map(|&(number, size)| WalSegment {
+                number,
+                path: self.dir.join(file_name(number)),
+                size,
+                active: false,
+            })
+            .collect();
+        out.push(WalSegment {
+            number: self.active,
+            path: self.dir.join(file_name(self.active)),
+            size: self.writer.offset(),
+            active: true,
+        });
+        out
+    }
+
+    /// Total logical bytes in live segments.
+    pub fn total_bytes(&self) -> u64 {
+        self.sealed.iter().map(|&(_, s)| s).sum::<u64>() + self.writer.offset()
+    }
+
+    /// Syncs and trims the active segment; used on close.
+    pub fn finish(&mut self) -> io::Result<()> {
+        self.writer.finish()
+    }
+}
+
+/// A region of a segment that held no valid record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRegion {
+    /// Where it starts.
+    pub offset: u64,
+    /// Why it is bad.
+    pub reason: String,
+    /// True when it is unwritten (zero) space.
+    pub zeros: bool,
+}
+
+/// What scanning one segment found.
+#[derive(Debug, Clone, Default)]
+pub struct Scan {
+    /// The header's previous-segment number; `None` for a segment that was never made durable.
+    pub prev_number: Option<u64>,
+    /// End of the last record handed to the callback (the length to truncate to).
+    pub valid_end: u64,
+    /// The first bad region after which records stopped being applied.
+    pub first_bad: Option<BadRegion>,
+    /// True when a record after `first_bad` proves the bad bytes were once durable.
+    pub bad_was_synced: bool,
+    /// Valid records seen after `first_bad` (applied only in salvage mode).
+    pub records_after_bad: u64,
+    /// Physical file length.
+    pub file_len: u64,
+}
+
+impl Scan {
+    /// True when everything after `valid_end` is unwritten space or nothing at all.
+    pub fn clean(&self) -> bool {
+        match &self.first_bad {
+            None => true,
+            Some(b) => b.zeros && self.records_after_bad == 0,
+        }
+    }
+}
+
+/// Reads segment `number` at `path`, handing each record's batch bytes (and its offset) to
+/// `apply`. After the first bad region, records are handed over only if `salvage` is set;
+/// otherwise they are only inspected to tell a torn tail from corruption.
+pub fn scan(
+    fs: &dyn FileSystem,
+    path: &Path,
+    number: u64,
+    max_record: usize,
+    salvage: bool,
+    mut apply: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<Scan> {
+    let file_len = fs.file_size(path)?;
+    let src = fs.open_read(path)?;
+    let mut out = Scan {
+        file_len,
+        ..Scan::default()
+    };
+    let mut reader = match LogReader::open(src, WAL_MAGIC, max_record)? {
+        Ok(Opened::Reader(r)) => r,
+        Ok(Opened::Empty) => {
+            out.first_bad = (file_len > 0).then(|| BadRegion {
+                offset: 0,
+                reason: "segment header never written".into(),
+                zeros: true,
+            });
+            return Ok(out);
+        }
+        Err(e) => return Err(e.in_file(path)),
+    };
+    if reader.header().file_number != number {
+        return Err(Corrupt::new(
+            12,
+            format!(
+                "segment header names file {}, expected {number}",
+                reader.header().file_number
+            ),
+        )
+        .in_file(path));
+    }
+    out.prev_number = Some(reader.header().prev_number);
+    out.valid_end = super::format::FILE_HEADER_LEN as u64;
+    while let Some(event) = reader.next()? {
+        match event {
+            LogEvent::Record { offset, end, data } => {
+                let Some((prefix, batch)) = data.split_at_checked(RECORD_PREFIX_LEN) else {
+                    return Err(
+                        Corrupt::new(offset, "WAL record shorter than its prefix").in_file(path)
+                    );
+                };
+                let synced_to = u64::from_le_bytes(prefix.try_into().unwrap_or_default());
+                if let Some(bad) = &out.first_bad {
+                    out.records_after_bad += 1;
+                    if synced_to > bad.offset {
+                        out.bad_was_synced = true;
+                    }
+                    if !salvage {
+                        continue;
+                    }
+                }
+                apply(offset + RECORD_PREFIX_LEN as u64, batch)?;
+                if out.first_bad.is_none() {
+                    out.valid_end = end;
+                }
+            }
+            LogEvent::Bad {
+                offset,
+                zeros,
+                reason,
+                ..
+            } => {
+                if out.first_bad.is_none() {
+                    out.first_bad = Some(BadRegion {
+                        offset,
+                        reason,
+                        zeros,
+                    });
+                } else if !zeros && let Some(first) = &mut out.first_bad {
+                    first.zeros = false;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Wraps a scan failure of an unexpected kind.
+pub fn corrupt_segment(path: &Path, offset: u64, reason: impl Into<String>) -> Error {
+    Corrupt::new(offset, reason).in_file(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip() {
+        assert_eq!(file_name(7), "000007.wal");
+        assert_eq!(parse_file_name("000007.wal"), Some(7));
+        assert_eq!(parse_file_name("12345678.wal"), Some(12_345_678));
+        assert_eq!(parse_file_name("x.wal"), None);
+        assert_eq!(parse_file_name(".wal"), None);
+        assert_eq!(parse_file_name("000007.sst"), None);
+    }
+}

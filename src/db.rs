@@ -540,6 +540,25 @@ impl Core {
         Ok(())
     }
 
+    /// Records in the manifest that no sealed WAL segment is needed any more and deletes them.
+    /// Only valid when every frozen memtable is flushed and the mutable one started in the
+    /// active segment.
+    fn retire_wal_before_active(&self) -> Result<()> {
+        let active = self.wal.lock().active_number();
+        let mut versions = self.versions.lock();
+        if versions.state.log_number < active {
+            let edit = crate::manifest::Edit {
+                log_number: Some(active),
+                next_file: Some(self.next_file.load(Ordering::Acquire)),
+                ..Default::default()
+            };
+            self.log_edit(&mut versions, &edit)?;
+        }
+        drop(versions);
+        self.wal.lock().remove_below(active)?;
+        Ok(())
+    }
+
     /// Freezes the memtable (if it holds anything) and waits until every frozen memtable is
     /// in a table.
     fn flush_all(&self) -> Result<()> {
@@ -724,6 +743,7 @@ impl Db {
                 core.freeze_memtable()?;
             }
             while core.flush_oldest()? {}
+            core.retire_wal_before_active()?;
         }
         let worker_core = Arc::clone(&core);
         let worker = std::thread::Builder::new()

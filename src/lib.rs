@@ -106,4 +106,4 @@ pub const MAX_BATCH_BYTES: usize = 256 << 20;
 /// Levels in the tree (level 0 plus six sorted levels).
 pub const NUM_LEVELS: usize = 7;
 
-const _: () = assert!(MAX_VALUE_LEN < u32::MAX as usize && MAX_BATCH_BYTES < u32::MAX as usize);
+const _: () = assert!(MAX_BATCH_BYTES < u32::MAX as usize);

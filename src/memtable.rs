@@ -68,6 +68,7 @@ impl Memtable {
     }
 
     /// Number of entries (versions).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
     }
@@ -144,12 +145,15 @@ impl Memtable {
             buf: VecDeque::new(),
             forward: true,
             exhausted: true,
+            chunk: FIRST_CHUNK,
         }
     }
 }
 
-/// Entries fetched per skiplist walk; a cursor re-seeks once per chunk, not per step.
-const CHUNK: usize = 64;
+/// Entries fetched by the first skiplist walk after a seek; each refill doubles it up to
+/// [`MAX_CHUNK`], so short scans copy little and long scans re-seek rarely.
+const FIRST_CHUNK: usize = 8;
+const MAX_CHUNK: usize = 256;
 
 /// An owned cursor over a memtable.
 ///
@@ -163,14 +167,17 @@ pub struct MemCursor {
     forward: bool,
     /// True when the map has nothing beyond the buffer in the current direction.
     exhausted: bool,
+    /// Entries the next walk fetches.
+    chunk: usize,
 }
 
 impl MemCursor {
     fn fill_forward(&mut self, from: Bound<&InternalKey>) {
         self.forward = true;
+        let chunk = self.next_chunk();
         let mut entry = self.mem.map.lower_bound(from);
         while let Some(e) = entry {
-            if self.buf.len() == CHUNK {
+            if self.buf.len() == chunk {
                 self.exhausted = false;
                 return;
             }
@@ -180,11 +187,18 @@ impl MemCursor {
         self.exhausted = true;
     }
 
+    fn next_chunk(&mut self) -> usize {
+        let n = self.chunk;
+        self.chunk = (n * 2).min(MAX_CHUNK);
+        n
+    }
+
     fn fill_backward(&mut self, from: Bound<&InternalKey>) {
         self.forward = false;
+        let chunk = self.next_chunk();
         let mut entry = self.mem.map.upper_bound(from);
         while let Some(e) = entry {
-            if self.buf.len() == CHUNK {
+            if self.buf.len() == chunk {
                 self.exhausted = false;
                 return;
             }
@@ -226,23 +240,27 @@ impl MemCursor {
 impl Cursor for MemCursor {
     fn seek(&mut self, target: &[u8]) {
         self.buf.clear();
+        self.chunk = FIRST_CHUNK;
         let t = InternalKey(Bytes::copy_from_slice(target));
         self.fill_forward(Bound::Included(&t));
     }
 
     fn seek_to_first(&mut self) {
         self.buf.clear();
+        self.chunk = FIRST_CHUNK;
         self.fill_forward(Bound::Unbounded);
     }
 
     fn seek_for_prev(&mut self, target: &[u8]) {
         self.buf.clear();
+        self.chunk = FIRST_CHUNK;
         let t = InternalKey(Bytes::copy_from_slice(target));
         self.fill_backward(Bound::Included(&t));
     }
 
     fn seek_to_last(&mut self) {
         self.buf.clear();
+        self.chunk = FIRST_CHUNK;
         self.fill_backward(Bound::Unbounded);
     }
 

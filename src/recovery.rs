@@ -148,9 +148,14 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
     }
     let rewrite = replay.dropped_data;
 
-    // A fresh WAL segment for new writes.
+    // A fresh manifest describing everything, written before the new WAL segment so that a
+    // crash in between never leaves a segment without a manifest; then the new segment.
     let wal_number = next_file;
-    next_file += 1;
+    let manifest_number = next_file + 1;
+    next_file += 2;
+    mstate.next_file = next_file;
+    let writer = ManifestWriter::create(Arc::clone(&fs), dir, manifest_number, &mstate)?;
+    writer.remove_others(&names)?;
     let wal = Wal::create(
         Arc::clone(&fs),
         dir,
@@ -166,12 +171,7 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
     };
     imms.reverse(); // newest first
 
-    // A fresh manifest describing everything, then clean-up of files nobody needs.
-    let manifest_number = next_file;
-    next_file += 1;
-    mstate.next_file = next_file;
-    let writer = ManifestWriter::create(Arc::clone(&fs), dir, manifest_number, &mstate)?;
-    writer.remove_others(&names)?;
+    // Clean-up of files nobody needs.
     let live_tables: BTreeSet<u64> = mstate
         .levels
         .iter()

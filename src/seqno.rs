@@ -32,11 +32,6 @@ impl SeqNo {
     pub const fn get(self) -> u64 {
         self.0
     }
-
-    /// The next sequence number.
-    pub(crate) const fn next(self) -> SeqNo {
-        SeqNo::new(self.0 + 1)
-    }
 }
 
 impl fmt::Display for SeqNo {

@@ -49,11 +49,6 @@ impl SnapshotList {
     pub(crate) fn count(&self) -> usize {
         self.live.lock().values().sum()
     }
-
-    /// The oldest live snapshot.
-    pub(crate) fn oldest(&self) -> Option<u64> {
-        self.live.lock().keys().next().copied()
-    }
 }
 
 /// Keeps one snapshot registered until dropped.

@@ -23,18 +23,12 @@ pub(crate) struct TableSet {
 }
 
 impl TableSet {
-    pub(crate) fn empty() -> TableSet {
-        TableSet {
-            levels: (0..NUM_LEVELS).map(|_| Arc::from(Vec::new())).collect(),
-        }
-    }
-
     /// Builds a set from tables per level, putting each level in its canonical order.
     pub(crate) fn from_levels(mut levels: Vec<Vec<Arc<Table>>>) -> TableSet {
         levels.resize_with(NUM_LEVELS, Vec::new);
         for (i, l) in levels.iter_mut().enumerate() {
             if i == 0 {
-                l.sort_by(|a, b| b.props().max_seq.cmp(&a.props().max_seq));
+                l.sort_by_key(|t| std::cmp::Reverse(t.props().max_seq));
             } else {
                 l.sort_by(|a, b| key::compare(&a.props().smallest, &b.props().smallest));
             }
@@ -67,14 +61,6 @@ impl TableSet {
     /// The tables of `level`.
     pub(crate) fn level(&self, level: usize) -> &[Arc<Table>] {
         self.levels.get(level).map_or(&[], |l| l)
-    }
-
-    /// Every table, with its level.
-    pub(crate) fn all(&self) -> impl Iterator<Item = (usize, &Arc<Table>)> {
-        self.levels
-            .iter()
-            .enumerate()
-            .flat_map(|(i, l)| l.iter().map(move |t| (i, t)))
     }
 
     /// The newest version of `user_key` at or below `snap`.

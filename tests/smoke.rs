@@ -1,4 +1,5 @@
 //! Smoke test: the write, flush, iterate and reopen paths end to end.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failing test should panic
 
 use strata::{Db, WriteBatch};
 

@@ -58,6 +58,7 @@ impl Block {
     }
 
     /// The raw contents.
+    #[cfg(test)]
     pub fn data(&self) -> &Bytes {
         &self.data
     }

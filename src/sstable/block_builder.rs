@@ -67,11 +67,6 @@ impl BlockBuilder {
         self.buf.len() + 4 * self.restarts.len() + 4
     }
 
-    /// Number of entries added.
-    pub fn entries(&self) -> usize {
-        self.entries
-    }
-
     /// True when no entry was added.
     pub fn is_empty(&self) -> bool {
         self.entries == 0

@@ -130,11 +130,6 @@ impl Filter {
                 .is_some_and(|b| b & (1 << (bit % 8)) != 0)
         })
     }
-
-    /// Bytes of filter bits.
-    pub fn size(&self) -> usize {
-        self.bits.len()
-    }
 }
 
 #[cfg(test)]

@@ -99,11 +99,6 @@ impl Table {
         self.number
     }
 
-    /// The file path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// File size in bytes.
     pub fn file_size(&self) -> u64 {
         self.data.len() as u64
@@ -122,16 +117,6 @@ impl Table {
     /// The largest user key.
     pub fn largest_user_key(&self) -> &[u8] {
         key::user_key(&self.props.largest)
-    }
-
-    /// Bytes of filter held for this table.
-    pub fn filter_size(&self) -> usize {
-        self.filter.size()
-    }
-
-    /// Marks the table for deletion once the last reader drops it.
-    pub fn mark_obsolete(&self) {
-        self.obsolete.store(true, Ordering::Release);
     }
 
     fn footer_start(&self) -> u64 {

@@ -210,9 +210,19 @@ impl<R: Read> LogReader<R> {
                 return Ok(Some(self.skip_block(false, reason.into())));
             };
             if chunk_crc(kind, payload) != stored_crc {
-                return Ok(Some(
-                    self.skip_block(false, "chunk checksum mismatch".into()),
-                ));
+                // The length fits the block, so skip just this chunk: intact records behind
+                // it in the same block are still found, which lets the caller tell damage to
+                // synced data from a torn tail. A damaged length lands on garbage and ends
+                // in a block skip soon after.
+                let start = self.partial.take().map_or(chunk_offset, |(o, _)| o);
+                self.oversized_from = None;
+                self.pos = data_start + len;
+                return Ok(Some(LogEvent::Bad {
+                    offset: start,
+                    len: self.offset() - start,
+                    zeros: false,
+                    reason: "chunk checksum mismatch".into(),
+                }));
             }
             self.pos = data_start + len;
             let end = self.offset();
@@ -442,7 +452,7 @@ mod tests {
     }
 
     #[test]
-    fn a_flipped_byte_loses_only_its_block() {
+    fn a_flipped_byte_loses_only_its_record() {
         let recs: Vec<Vec<u8>> = (0..40).map(|i| vec![i as u8; 3000]).collect();
         let (mut bytes, spans) = write_log(&recs);
         let victim = spans[3].0 as usize + 10;
@@ -450,8 +460,9 @@ mod tests {
         let events = read_all(&bytes);
         let got = records(&events);
         assert!(!got.contains(&recs[3]));
-        // Records wholly in later blocks survive.
-        assert!(got.contains(&recs[39]));
+        // Every other record survives, including its neighbours in the same block.
+        assert_eq!(got.len(), 39);
+        assert!(got.contains(&recs[4]) && got.contains(&recs[39]));
         assert!(
             events
                 .iter()
@@ -506,7 +517,7 @@ mod tests {
                 .unwrap(),
             Opened::Empty
         ));
-        let mut bad = vec![0u8; 64];
+        let mut bad = [0u8; 64];
         bad[3] = 1;
         assert!(LogReader::open(&bad[..], WAL_MAGIC, 10).unwrap().is_err());
     }

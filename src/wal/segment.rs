@@ -19,7 +19,7 @@ use std::sync::Arc;
 use super::format::{FileHeader, WAL_MAGIC};
 use super::reader::{LogEvent, LogReader, Opened};
 use super::writer::LogWriter;
-use crate::error::{Corrupt, Error, Result};
+use crate::error::{Corrupt, Result};
 use crate::fs::FileSystem;
 
 /// Bytes in front of each WAL record's batch.
@@ -322,11 +322,6 @@ pub fn scan(
         }
     }
     Ok(out)
-}
-
-/// Wraps a scan failure of an unexpected kind.
-pub fn corrupt_segment(path: &Path, offset: u64, reason: impl Into<String>) -> Error {
-    Corrupt::new(offset, reason).in_file(path)
 }
 
 #[cfg(test)]

@@ -1,0 +1,378 @@
+//! db_bench-style workloads against strata (after LevelDB's `db_bench`).
+//!
+//! `cargo run --release --example db_bench -- [--num N] [--value-size B] [--benchmarks a,b,..]`
+//!
+//! Keys are 16 bytes, values 100 bytes by default. The fill workloads write with
+//! `SyncMode::Buffered` (as db_bench's default, no fsync per write); `fillsync` and
+//! `fillsync8` fsync every write (1 and 8 threads, group commit). Each line prints ops/s,
+//! µs/op and the p50/p99 latency of single operations.
+#![allow(clippy::expect_used)] // a benchmark aborts on the first failure
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use strata::{Db, SyncMode, WriteBatch};
+
+#[derive(Parser, Debug)]
+#[command(about = "db_bench-style workloads on strata")]
+struct Args {
+    /// Number of keys.
+    #[arg(long, default_value_t = 1_000_000)]
+    num: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Comma-separated workloads, run in order.
+    #[arg(
+        long,
+        default_value = "fillseq,fillrandom,overwrite,readrandom,readmissing,seekrandom,fillbatch,fillsync,fillsync8,reopen"
+    )]
+    benchmarks: String,
+    /// Directory for the stores (wiped first).
+    #[arg(long, default_value = "data/db_bench")]
+    dir: PathBuf,
+    /// Operations for fillsync/fillsync8 (fsyncs are slow).
+    #[arg(long, default_value_t = 20_000)]
+    sync_ops: u64,
+    /// Operations for read workloads (default: --num).
+    #[arg(long)]
+    reads: Option<u64>,
+    /// Memtable size in MiB.
+    #[arg(long, default_value_t = 32)]
+    memtable_mib: usize,
+}
+
+/// xorshift64*: a small deterministic generator, enough to pick keys.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+fn key(i: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    let s = format!("{i:016}");
+    k.copy_from_slice(s.as_bytes());
+    k
+}
+
+struct Report {
+    name: &'static str,
+    ops: u64,
+    elapsed: Duration,
+    lat_ns: Vec<u64>,
+    note: String,
+}
+
+impl Report {
+    fn print(mut self) {
+        self.lat_ns.sort_unstable();
+        let pct = |p: f64| {
+            if self.lat_ns.is_empty() {
+                0.0
+            } else {
+                let i = ((self.lat_ns.len() as f64 - 1.0) * p).round() as usize;
+                self.lat_ns[i] as f64 / 1000.0
+            }
+        };
+        let secs = self.elapsed.as_secs_f64();
+        println!(
+            "{:<12} : {:>10.3} µs/op {:>11.0} ops/s  p50 {:>8.2} µs  p99 {:>8.2} µs  {}",
+            self.name,
+            secs * 1e6 / self.ops as f64,
+            self.ops as f64 / secs,
+            pct(0.50),
+            pct(0.99),
+            self.note
+        );
+    }
+}
+
+struct Bench {
+    args: Args,
+    value: Vec<u8>,
+    db: Option<Db>,
+    path: PathBuf,
+}
+
+impl Bench {
+    fn fresh(&mut self, name: &str, sync: SyncMode) -> Db {
+        if let Some(db) = self.db.take() {
+            db.close().expect("close");
+        }
+        let path = self.args.dir.join(name);
+        let _ = std::fs::remove_dir_all(&path);
+        let db = open(&path, sync, self.args.memtable_mib);
+        self.path = path;
+        self.db = Some(db.clone());
+        db
+    }
+
+    fn current(&mut self) -> Db {
+        match &self.db {
+            Some(db) => db.clone(),
+            None => {
+                eprintln!("no store yet; running fillrandom first");
+                self.fill("fillrandom", true).print();
+                self.current()
+            }
+        }
+    }
+
+    fn fill(&mut self, name: &'static str, random: bool) -> Report {
+        let db = self.fresh(name, SyncMode::Buffered);
+        let n = self.args.num;
+        self.write_keys(&db, name, n, random, 1)
+    }
+
+    fn write_keys(&self, db: &Db, name: &'static str, n: u64, random: bool, seed: u64) -> Report {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ seed);
+        let mut lat = Vec::with_capacity(n as usize);
+        let start = Instant::now();
+        for i in 0..n {
+            let k = if random {
+                rng.next() % self.args.num
+            } else {
+                i
+            };
+            let t = Instant::now();
+            db.put(key(k), &self.value).expect("put");
+            lat.push(t.elapsed().as_nanos() as u64);
+        }
+        Report {
+            name,
+            ops: n,
+            elapsed: start.elapsed(),
+            lat_ns: lat,
+            note: String::new(),
+        }
+    }
+}
+
+fn open(path: &Path, sync: SyncMode, memtable_mib: usize) -> Db {
+    Db::builder(path)
+        .sync_mode(sync)
+        .memtable_bytes(memtable_mib << 20)
+        .open()
+        .expect("open")
+}
+
+fn main() {
+    let args = Args::parse();
+    let value: Vec<u8> = (0..args.value_size)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect();
+    std::fs::create_dir_all(&args.dir).expect("create bench dir");
+    println!(
+        "strata db_bench: {} keys, 16-byte keys, {}-byte values, memtable {} MiB",
+        args.num, args.value_size, args.memtable_mib
+    );
+    let names: Vec<String> = args
+        .benchmarks
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
+    let mut b = Bench {
+        args,
+        value,
+        db: None,
+        path: PathBuf::new(),
+    };
+    for name in names {
+        let report = match name.as_str() {
+            "fillseq" => b.fill("fillseq", false),
+            "fillrandom" => b.fill("fillrandom", true),
+            "overwrite" => {
+                let db = b.current();
+                let n = b.args.num;
+                b.write_keys(&db, "overwrite", n, true, 7)
+            }
+            "readrandom" | "readmissing" => {
+                let db = b.current();
+                let missing = name == "readmissing";
+                let n = b.args.reads.unwrap_or(b.args.num);
+                let mut rng = Rng(42);
+                let mut found = 0u64;
+                let mut lat = Vec::with_capacity(n as usize);
+                let start = Instant::now();
+                for _ in 0..n {
+                    let i = rng.next() % b.args.num;
+                    let t = Instant::now();
+                    let hit = if missing {
+                        let mut k = key(i).to_vec();
+                        k.push(b'.');
+                        db.get(&k).expect("get")
+                    } else {
+                        db.get(key(i)).expect("get")
+                    };
+                    lat.push(t.elapsed().as_nanos() as u64);
+                    found += u64::from(hit.is_some());
+                }
+                Report {
+                    name: if missing { "readmissing" } else { "readrandom" },
+                    ops: n,
+                    elapsed: start.elapsed(),
+                    lat_ns: lat,
+                    note: format!("({found} of {n} found)"),
+                }
+            }
+            "seekrandom" => {
+                let db = b.current();
+                let n = (b.args.reads.unwrap_or(b.args.num) / 10).max(1);
+                let mut rng = Rng(43);
+                let mut lat = Vec::with_capacity(n as usize);
+                let mut entries = 0u64;
+                let start = Instant::now();
+                for _ in 0..n {
+                    let i = rng.next() % b.args.num;
+                    let t = Instant::now();
+                    for item in db.range(key(i)..).take(100) {
+                        item.expect("scan");
+                        entries += 1;
+                    }
+                    lat.push(t.elapsed().as_nanos() as u64);
+                }
+                Report {
+                    name: "seekrandom",
+                    ops: n,
+                    elapsed: start.elapsed(),
+                    lat_ns: lat,
+                    note: format!("(seek + 100 nexts; {entries} entries read)"),
+                }
+            }
+            "fillbatch" => {
+                let db = b.fresh("fillbatch", SyncMode::Buffered);
+                let n = b.args.num;
+                let mut rng = Rng(5);
+                let mut lat = Vec::new();
+                let start = Instant::now();
+                let mut i = 0;
+                while i < n {
+                    let mut batch = WriteBatch::new();
+                    for _ in 0..100.min(n - i) {
+                        batch.put(key(rng.next() % b.args.num), &b.value);
+                    }
+                    i += batch.len() as u64;
+                    let t = Instant::now();
+                    db.write(batch).expect("write");
+                    lat.push(t.elapsed().as_nanos() as u64);
+                }
+                Report {
+                    name: "fillbatch",
+                    ops: n,
+                    elapsed: start.elapsed(),
+                    lat_ns: lat,
+                    note: "(items/s; batches of 100, latency per batch)".into(),
+                }
+            }
+            "fillsync" => {
+                let db = b.fresh("fillsync", SyncMode::Always);
+                let n = b.args.sync_ops;
+                let mut r = b.write_keys(&db, "fillsync", n, true, 3);
+                r.note = "(fsync per write, 1 thread)".into();
+                r
+            }
+            "fillsync8" => {
+                let db = b.fresh("fillsync8", SyncMode::Always);
+                let n = b.args.sync_ops;
+                let threads = 8;
+                let value = Arc::new(b.value.clone());
+                let start = Instant::now();
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let db = db.clone();
+                        let value = Arc::clone(&value);
+                        let num = b.args.num;
+                        std::thread::spawn(move || {
+                            let mut rng = Rng(100 + t);
+                            let mut lat = Vec::new();
+                            for _ in 0..n / threads {
+                                let tt = Instant::now();
+                                db.put(key(rng.next() % num), &*value).expect("put");
+                                lat.push(tt.elapsed().as_nanos() as u64);
+                            }
+                            lat
+                        })
+                    })
+                    .collect();
+                let lat: Vec<u64> = handles
+                    .into_iter()
+                    .flat_map(|h| h.join().expect("join"))
+                    .collect();
+                let s = db.stats();
+                Report {
+                    name: "fillsync8",
+                    ops: lat.len() as u64,
+                    elapsed: start.elapsed(),
+                    lat_ns: lat,
+                    note: format!(
+                        "(fsync per commit group, 8 threads; {:.1} writes per group)",
+                        s.batches as f64 / s.write_groups.max(1) as f64
+                    ),
+                }
+            }
+            "flush" => {
+                let db = b.current();
+                let start = Instant::now();
+                db.flush().expect("flush");
+                let elapsed = start.elapsed();
+                Report {
+                    name: "flush",
+                    ops: 1,
+                    elapsed,
+                    lat_ns: vec![elapsed.as_nanos() as u64],
+                    note: "(memtable written to a table)".into(),
+                }
+            }
+            "reopen" => {
+                let db = b.current();
+                let path = b.path.clone();
+                db.close().expect("close");
+                b.db = None;
+                let start = Instant::now();
+                let db = open(&path, SyncMode::Buffered, b.args.memtable_mib);
+                let elapsed = start.elapsed();
+                let rec = db.stats().recovery;
+                b.db = Some(db);
+                Report {
+                    name: "reopen",
+                    ops: 1,
+                    elapsed,
+                    lat_ns: vec![elapsed.as_nanos() as u64],
+                    note: format!(
+                        "({} WAL writes replayed from {} segment(s))",
+                        rec.writes_replayed, rec.segments_replayed
+                    ),
+                }
+            }
+            other => {
+                eprintln!("unknown benchmark {other}");
+                continue;
+            }
+        };
+        report.print();
+        if let Some(db) = &b.db {
+            let s = db.stats();
+            let tables: Vec<String> = s.levels.iter().map(|l| l.tables.to_string()).collect();
+            println!(
+                "{:<12}   tables per level [{}], {:.1} MiB in tables, {} WAL segment(s), {} stall(s) {:.1} ms",
+                "",
+                tables.join(" "),
+                s.levels.iter().map(|l| l.bytes).sum::<u64>() as f64 / (1 << 20) as f64,
+                s.wal_segments,
+                s.write_stalls,
+                s.write_stall_micros as f64 / 1000.0
+            );
+        }
+    }
+    if let Some(db) = b.db.take() {
+        db.close().expect("close");
+    }
+}

@@ -1,0 +1,142 @@
+//! Reopening: after a clean close, after dropping the handle without closing, and a
+//! 200,000-key write, reopen, read-all check.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failing test should panic
+
+mod common;
+
+use strata::{Db, SyncMode, WriteBatch};
+
+#[test]
+fn reopen_after_clean_close_keeps_data_and_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v_a, last) = {
+        let db = Db::builder(dir.path()).history_versions(5).open().unwrap();
+        let v_a = db.put("a", "1").unwrap();
+        db.put("a", "2").unwrap();
+        db.put("b", "x").unwrap();
+        db.flush().unwrap();
+        db.put("c", "mem").unwrap();
+        db.delete("b").unwrap();
+        let last = db.last_seqno();
+        db.close().unwrap();
+        (v_a, last)
+    };
+    let db = Db::builder(dir.path()).history_versions(5).open().unwrap();
+    assert_eq!(db.last_seqno(), last, "the seqno counter continues");
+    assert_eq!(db.get("a").unwrap().as_deref(), Some(&b"2"[..]));
+    assert_eq!(db.get("b").unwrap(), None);
+    assert_eq!(db.get("c").unwrap().as_deref(), Some(&b"mem"[..]));
+    assert_eq!(db.get_at("a", v_a).unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(db.versions("a").count(), 2);
+    let next = db.put("d", "after").unwrap();
+    assert!(next > last);
+    let rec = db.stats().recovery;
+    assert_eq!(rec.writes_replayed, 2);
+    assert!(rec.torn_tail.is_none());
+}
+
+#[test]
+fn reopen_after_drop_without_close_in_both_sync_modes() {
+    for mode in [SyncMode::Always, SyncMode::Buffered] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Db::builder(dir.path())
+                .sync_mode(mode)
+                .memtable_bytes(32 << 10)
+                .open()
+                .unwrap();
+            for i in 0..2000 {
+                db.put(common::k(i), format!("v{i}")).unwrap();
+            }
+            for i in (0..2000).step_by(10) {
+                db.delete(common::k(i)).unwrap();
+            }
+            // No close: the handle is dropped with writes still in the memtable and WAL.
+        }
+        let db = Db::builder(dir.path()).sync_mode(mode).open().unwrap();
+        for i in 0..2000 {
+            let want = (i % 10 != 0).then(|| format!("v{i}"));
+            let got = db
+                .get(common::k(i))
+                .unwrap()
+                .map(|b| String::from_utf8(b.to_vec()).unwrap());
+            assert_eq!(got, want, "{mode:?} key {i}");
+        }
+        assert_eq!(db.iter().count(), 1800);
+    }
+}
+
+#[test]
+fn many_reopens_accumulate_no_stale_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..8u64 {
+        let db = Db::builder(dir.path())
+            .memtable_bytes(8 << 10)
+            .open()
+            .unwrap();
+        for i in 0..200 {
+            db.put(common::k(round * 1000 + i), "v").unwrap();
+        }
+        if round % 2 == 0 {
+            db.close().unwrap();
+        }
+    }
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(db.iter().count(), 1600);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let manifests = names.iter().filter(|n| n.starts_with("MANIFEST-")).count();
+    assert_eq!(manifests, 1, "{names:?}");
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    let wal_files = names.iter().filter(|n| n.ends_with(".wal")).count();
+    assert_eq!(wal_files, db.wal_segments().len(), "{names:?}");
+    let tables = names.iter().filter(|n| n.ends_with(".sst")).count();
+    assert_eq!(
+        tables,
+        db.stats().levels.iter().map(|l| l.tables).sum::<usize>()
+    );
+}
+
+#[test]
+fn two_hundred_thousand_keys_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 200_000u64;
+    let value = |i: u64| format!("value-{i}-{}", "x".repeat((i % 50) as usize));
+    {
+        let db = Db::builder(dir.path())
+            .sync_mode(SyncMode::Buffered)
+            .memtable_bytes(4 << 20)
+            .open()
+            .unwrap();
+        let mut b = WriteBatch::new();
+        for i in 0..n {
+            // Scatter the keys so tables overlap.
+            let key = common::k((i * 7919) % n);
+            b.put(key, value((i * 7919) % n));
+            if b.len() == 1000 {
+                db.write(std::mem::take(&mut b)).unwrap();
+            }
+        }
+        db.write(b).unwrap();
+        assert!(db.stats().flushes >= 3);
+        db.close().unwrap();
+    }
+    let db = Db::open(dir.path()).unwrap();
+    let mut count = 0u64;
+    for (i, item) in db.iter().enumerate() {
+        let (k, v) = item.unwrap();
+        let i = i as u64;
+        assert_eq!(&k[..], common::k(i).as_bytes());
+        assert_eq!(&v[..], value(i).as_bytes());
+        count += 1;
+    }
+    assert_eq!(count, n);
+    for i in (0..n).step_by(997) {
+        assert_eq!(
+            db.get(common::k(i)).unwrap().as_deref(),
+            Some(value(i).as_bytes())
+        );
+    }
+}

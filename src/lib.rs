@@ -68,6 +68,8 @@ mod db;
 mod error;
 mod flush;
 mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 mod iter;
 mod key;
 mod manifest;

@@ -339,13 +339,19 @@ pub fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<Option<(ManifestState,
         })?;
     let number = parse_file_name(name).unwrap_or_default();
     let path = dir.join(name);
-    let mut reader = match LogReader::open(fs.open_read(&path)?, MANIFEST_MAGIC, MAX_EDIT_BYTES)? {
+    let state = replay(fs.open_read(&path)?, &path, number)?;
+    Ok(Some((state, number)))
+}
+
+/// Replays the manifest file `number` read from `src` (`path` names it in errors).
+pub fn replay(src: impl Read, path: &Path, number: u64) -> Result<ManifestState> {
+    let mut reader = match LogReader::open(src, MANIFEST_MAGIC, MAX_EDIT_BYTES)? {
         Ok(Opened::Reader(r)) => r,
-        Ok(Opened::Empty) => return Err(Corrupt::new(0, "manifest is empty").in_file(&path)),
-        Err(e) => return Err(e.in_file(&path)),
+        Ok(Opened::Empty) => return Err(Corrupt::new(0, "manifest is empty").in_file(path)),
+        Err(e) => return Err(e.in_file(path)),
     };
     if reader.header().file_number != number {
-        return Err(Corrupt::new(12, "manifest header names another file").in_file(&path));
+        return Err(Corrupt::new(12, "manifest header names another file").in_file(path));
     }
     let mut state = ManifestState::new();
     let mut records = 0u64;
@@ -355,15 +361,15 @@ pub fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<Option<(ManifestState,
             LogEvent::Record { offset, data, .. } => {
                 if let Some((o, reason)) = torn {
                     return Err(Error::Corruption {
-                        file: path,
+                        file: path.to_path_buf(),
                         offset: o,
                         reason: format!("damaged manifest record before intact ones: {reason}"),
                     });
                 }
-                let edit = Edit::decode(&data, offset).map_err(|e| e.in_file(&path))?;
+                let edit = Edit::decode(&data, offset).map_err(|e| e.in_file(path))?;
                 state
                     .apply(&edit)
-                    .map_err(|r| Corrupt::new(offset, r).in_file(&path))?;
+                    .map_err(|r| Corrupt::new(offset, r).in_file(path))?;
                 records += 1;
             }
             LogEvent::Bad { offset, reason, .. } => {
@@ -372,12 +378,12 @@ pub fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<Option<(ManifestState,
         }
     }
     if records == 0 {
-        return Err(Corrupt::new(0, "manifest holds no edit").in_file(&path));
+        return Err(Corrupt::new(0, "manifest holds no edit").in_file(path));
     }
     if let Some((offset, reason)) = torn {
         tracing::warn!(file = %path.display(), offset, %reason, "ignored torn manifest tail");
     }
-    Ok(Some((state, number)))
+    Ok(state)
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use crate::table_set::TableSet;
 use crate::wal::segment::{self, Scan, Wal};
 
 /// Largest WAL record recovery accepts: one maximal batch plus framing.
-const MAX_WAL_RECORD: usize = crate::MAX_BATCH_BYTES + 64;
+pub(crate) const MAX_WAL_RECORD: usize = crate::MAX_BATCH_BYTES + 64;
 
 /// Opens the store in `dir`. The flag asks the caller to flush the recovered memtables at
 /// once, because recovery dropped damaged records that must not resurface later.
@@ -221,7 +221,7 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
 }
 
 /// Replay bookkeeping.
-struct Replay {
+pub(crate) struct Replay {
     config: Config,
     /// Highest seqno recovered so far.
     last_seq: u64,
@@ -235,7 +235,7 @@ struct Replay {
 }
 
 impl Replay {
-    fn new(config: Config, last_seq: u64) -> Replay {
+    pub(crate) fn new(config: Config, last_seq: u64) -> Replay {
         Replay {
             config,
             last_seq,
@@ -248,7 +248,7 @@ impl Replay {
     }
 
     /// Applies one WAL record from segment `segment`.
-    fn apply(&mut self, segment: u64, offset: u64, batch: &[u8]) -> Result<(), Corrupt> {
+    pub(crate) fn apply(&mut self, segment: u64, offset: u64, batch: &[u8]) -> Result<(), Corrupt> {
         if self.stopped {
             self.report.records_dropped += 1;
             return Ok(());
@@ -294,7 +294,7 @@ impl Replay {
 
     /// Decides what a segment's damage means under the recovery mode; returns the length the
     /// segment keeps.
-    fn classify(&mut self, path: &Path, newest: bool, scan: &Scan) -> Result<u64> {
+    pub(crate) fn classify(&mut self, path: &Path, newest: bool, scan: &Scan) -> Result<u64> {
         if scan.clean() {
             // Cut any unwritten (preallocated) tail; a segment whose header never reached the
             // disk keeps nothing.

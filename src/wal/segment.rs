@@ -248,10 +248,23 @@ pub fn scan(
     number: u64,
     max_record: usize,
     salvage: bool,
-    mut apply: impl FnMut(u64, &[u8]) -> Result<()>,
+    apply: impl FnMut(u64, &[u8]) -> Result<()>,
 ) -> Result<Scan> {
     let file_len = fs.file_size(path)?;
     let src = fs.open_read(path)?;
+    scan_from(src, file_len, path, number, max_record, salvage, apply)
+}
+
+/// [`scan`] over an already opened source of `file_len` bytes; `path` names it in errors.
+pub fn scan_from(
+    src: impl io::Read,
+    file_len: u64,
+    path: &Path,
+    number: u64,
+    max_record: usize,
+    salvage: bool,
+    mut apply: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<Scan> {
     let mut out = Scan {
         file_len,
         ..Scan::default()

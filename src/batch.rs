@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use crate::coding::{Reader, put_len_prefixed, put_u32, put_u64, varint_len};
 use crate::error::{Corrupt, Error};
-use crate::key::Kind;
+use crate::key::{Kind, MAX_SEQNO};
 use crate::{MAX_BATCH_BYTES, MAX_KEY_LEN, MAX_VALUE_LEN, SeqNo};
 
 /// Size of the batch header (first seqno and count).
@@ -198,6 +198,14 @@ impl<'a> BatchView<'a> {
         if count as usize > r.remaining() / 2 + 1 {
             return Err(r.corrupt(format!("batch count {count} exceeds its bytes")));
         }
+        // Seqnos start at 1 and must fit the 56 bits of an internal-key trailer.
+        let last = first_seq.checked_add(u64::from(count).saturating_sub(1));
+        if count > 0 && (first_seq == 0 || last.is_none_or(|l| l > MAX_SEQNO)) {
+            return Err(Corrupt::new(
+                base,
+                format!("batch seqnos {first_seq}+{count} out of range"),
+            ));
+        }
         Ok(BatchView {
             first_seq,
             count,
@@ -296,5 +304,19 @@ mod tests {
         let mut huge = buf;
         huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(BatchView::new(&huge, 0).is_err());
+    }
+
+    #[test]
+    fn seqnos_outside_the_valid_range_are_corruption() {
+        let mut b = WriteBatch::new();
+        b.put("a", "1").put("b", "2");
+        // Seqno 0 is never written: a batch starting there would make replay compute
+        // `first - 1` below zero.
+        assert!(BatchView::new(&encode(&b, 0), 0).is_err());
+        // The last op's seqno must fit the 56-bit trailer.
+        assert!(BatchView::new(&encode(&b, MAX_SEQNO), 0).is_err());
+        assert!(BatchView::new(&encode(&b, u64::MAX), 0).is_err());
+        assert!(BatchView::new(&encode(&b, MAX_SEQNO - 1), 0).is_ok());
+        assert!(BatchView::new(&encode(&b, 1), 0).is_ok());
     }
 }

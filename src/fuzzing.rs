@@ -321,6 +321,9 @@ pub fn table_blocks(file: &[u8]) -> Vec<Vec<u8>> {
 /// every new manifest.
 fn check_state(state: &ManifestState) {
     assert_eq!(state.levels.len(), NUM_LEVELS);
+    assert!(state.last_seq <= MAX_SEQNO);
+    assert!(state.next_file <= crate::manifest::MAX_FILE_NUMBER);
+    assert!(state.log_number <= crate::manifest::MAX_FILE_NUMBER);
     let snap = state.snapshot_edit().encode();
     let edit = Edit::decode(&snap, 0);
     let Ok(edit) = edit else {

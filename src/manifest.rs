@@ -29,6 +29,7 @@ use std::sync::Arc;
 use crate::coding::{Reader, put_len_prefixed, put_varint};
 use crate::error::{Corrupt, Error, Result};
 use crate::fs::FileSystem;
+use crate::key::MAX_SEQNO;
 use crate::wal::format::{FileHeader, MANIFEST_MAGIC};
 use crate::wal::reader::{LogEvent, LogReader, Opened};
 use crate::wal::writer::LogWriter;
@@ -36,6 +37,9 @@ use crate::{MAX_KEY_LEN, NUM_LEVELS};
 
 /// Name of the file that points at the live manifest.
 pub const CURRENT: &str = "CURRENT";
+/// File numbers stay below this, so the counter can never overflow; larger numbers on disk
+/// are corruption.
+pub const MAX_FILE_NUMBER: u64 = 1 << 62;
 const MAX_EDIT_BYTES: usize = 256 << 20;
 
 /// The manifest file name for `number`.
@@ -134,26 +138,43 @@ impl Edit {
             }
             Ok(l)
         };
+        let file_number = |r: &mut Reader<'_>, what: &str| -> Result<u64, Corrupt> {
+            let n = r.varint(what)?;
+            if n > MAX_FILE_NUMBER {
+                return Err(r.corrupt(format!("{what} {n} out of range")));
+            }
+            Ok(n)
+        };
+        let seqno = |r: &mut Reader<'_>, what: &str| -> Result<u64, Corrupt> {
+            let s = r.varint(what)?;
+            if s > MAX_SEQNO {
+                return Err(r.corrupt(format!("{what} {s} out of range")));
+            }
+            Ok(s)
+        };
         while !r.is_empty() {
             match r.u8("edit tag")? {
-                TAG_NEXT_FILE => e.next_file = Some(r.varint("next file number")?),
-                TAG_LAST_SEQ => e.last_seq = Some(r.varint("last seqno")?),
-                TAG_LOG_NUMBER => e.log_number = Some(r.varint("log number")?),
+                TAG_NEXT_FILE => e.next_file = Some(file_number(&mut r, "next file number")?),
+                TAG_LAST_SEQ => e.last_seq = Some(seqno(&mut r, "last seqno")?),
+                TAG_LOG_NUMBER => e.log_number = Some(file_number(&mut r, "log number")?),
                 TAG_REMOVE => {
                     let l = level(&mut r)?;
-                    e.removed.push((l, r.varint("table number")?));
+                    e.removed.push((l, file_number(&mut r, "table number")?));
                 }
                 TAG_ADD => {
                     let l = level(&mut r)?;
                     let mut t = TableMeta {
-                        number: r.varint("table number")?,
+                        number: file_number(&mut r, "table number")?,
                         size: r.varint("table size")?,
                         entries: r.varint("entries")?,
-                        min_seq: r.varint("min seqno")?,
-                        max_seq: r.varint("max seqno")?,
+                        min_seq: seqno(&mut r, "min seqno")?,
+                        max_seq: seqno(&mut r, "max seqno")?,
                         smallest: Vec::new(),
                         largest: Vec::new(),
                     };
+                    if t.min_seq > t.max_seq {
+                        return Err(r.corrupt("table seqno range is inverted"));
+                    }
                     let limit = MAX_KEY_LEN + crate::key::TRAILER_LEN;
                     t.smallest = r.len_prefixed(limit, "smallest key")?.to_vec();
                     t.largest = r.len_prefixed(limit, "largest key")?.to_vec();
@@ -427,6 +448,42 @@ mod tests {
         }
         assert!(Edit::decode(&[99], 0).is_err());
         assert!(Edit::decode(&[TAG_REMOVE, NUM_LEVELS as u8, 1], 0).is_err());
+    }
+
+    #[test]
+    fn counters_that_could_overflow_are_rejected() {
+        let decode = |e: Edit| Edit::decode(&e.encode(), 0);
+        // Recovery adds to the seqno and file counters; values near u64::MAX would overflow.
+        let last_seq = |s| Edit {
+            last_seq: Some(s),
+            ..Edit::default()
+        };
+        assert!(decode(last_seq(MAX_SEQNO)).is_ok());
+        assert!(decode(last_seq(MAX_SEQNO + 1)).is_err());
+        assert!(decode(last_seq(u64::MAX)).is_err());
+        let next_file = |n| Edit {
+            next_file: Some(n),
+            ..Edit::default()
+        };
+        assert!(decode(next_file(MAX_FILE_NUMBER)).is_ok());
+        assert!(decode(next_file(u64::MAX)).is_err());
+        let log_number = Edit {
+            log_number: Some(u64::MAX),
+            ..Edit::default()
+        };
+        assert!(decode(log_number).is_err());
+        let table = |f: fn(&mut TableMeta)| {
+            let mut t = meta(5);
+            f(&mut t);
+            Edit {
+                added: vec![(0, t)],
+                ..Edit::default()
+            }
+        };
+        assert!(decode(table(|_| {})).is_ok());
+        assert!(decode(table(|t| t.number = u64::MAX)).is_err());
+        assert!(decode(table(|t| t.max_seq = u64::MAX)).is_err());
+        assert!(decode(table(|t| t.min_seq = t.max_seq + 1)).is_err());
     }
 
     #[test]

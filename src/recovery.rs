@@ -85,6 +85,9 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
         })
         .max()
         .unwrap_or(0);
+    if max_seen > manifest::MAX_FILE_NUMBER {
+        return Err(Corrupt::new(0, format!("file number {max_seen} out of range")).in_file(dir));
+    }
     let mut next_file = mstate.next_file.max(max_seen + 1);
 
     // WAL replay.

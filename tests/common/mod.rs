@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod faultfs;
+
 use std::io;
 use std::path::Path;
 use std::sync::Arc;

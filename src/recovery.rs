@@ -185,7 +185,9 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
         let stale_table =
             table_format::parse_file_name(name).is_some_and(|n| !live_tables.contains(&n));
         let stale_wal = segment::parse_file_name(name).is_some_and(|n| n < mstate.log_number);
-        if stale_table || stale_wal || name == "CURRENT.tmp" {
+        // A `CURRENT.tmp` left by an interrupted switch is gone already: pointing `CURRENT`
+        // at the new manifest above wrote and renamed that name.
+        if stale_table || stale_wal {
             fs.remove_file(&dir.join(name))?;
             removed_any = true;
         }

@@ -276,3 +276,18 @@ fn fault_fs_tears_the_last_write_and_keeps_random_parts() {
     }
     assert!(seen_torn && seen_partial);
 }
+
+#[test]
+fn a_current_tmp_left_by_a_crash_does_not_fail_the_next_open() {
+    // A crash between writing CURRENT.tmp and renaming it over CURRENT leaves the temporary
+    // file behind; the next open must still succeed, with everything intact.
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    db.put("k", "v").unwrap();
+    db.close().unwrap();
+    std::fs::write(dir.path().join("CURRENT.tmp"), b"MANIFEST-0000").unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(db.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+    db.close().unwrap();
+    assert!(!dir.path().join("CURRENT.tmp").exists());
+}

@@ -132,17 +132,19 @@ fn run_seed(seed: u64) {
     let mut history = History::default();
     let mut n = 0u64;
     for round in 0..4 {
-        let crash = match rng.below(3) {
+        let crash = match rng.below(4) {
             0 => Crash::DropUnsynced,
             1 => Crash::KeepRandom,
-            _ => Crash::TearLastWrite,
+            2 => Crash::TearLastWrite,
+            _ => Crash::Process,
         };
         let cut_rng = Rng::new(rng.next_u64());
         fs.crash_at(rng.below(1500), crash, cut_rng);
         let db = open(&fs, dir, mode, versions).unwrap_or_else(|e| {
             panic!(
-                "seed {seed} round {round}: open failed: {e}; files (path, size, durable \
-                 size): {:?}",
+                "seed {seed} round {round}: open failed: {e}; CURRENT: {:?}; files (path, \
+                 size, durable size): {:?}",
+                fs.map(&dir.join("CURRENT")),
                 fs.listing()
             )
         });

@@ -59,6 +59,9 @@ pub enum Crash {
     /// Everything reached the disk except the end of the very last write (a crash in the
     /// middle of a `write`).
     TearLastWrite,
+    /// Not a power cut but a process crash: the operating system keeps every write, and
+    /// what was not durable stays not durable (a later power cut can still lose it).
+    Process,
 }
 
 /// The operations failures can be injected into.
@@ -131,7 +134,7 @@ enum Change {
     SetLen(usize),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Inode {
     data: Vec<u8>,
     durable: Vec<u8>,
@@ -304,12 +307,23 @@ impl State {
     /// What a reboot after a power cut now would find.
     fn image(&self, mode: Crash, rng: &mut Rng) -> State {
         let s = self;
+        if mode == Crash::Process {
+            return State {
+                inodes: s.inodes.clone(),
+                next_ino: s.next_ino,
+                entries: s.entries.clone(),
+                durable_entries: s.durable_entries.clone(),
+                dir_pending: s.dir_pending.clone(),
+                dirs: s.dirs.clone(),
+                ..State::default()
+            };
+        }
         let mut entries = s.durable_entries.clone();
         for change in &s.dir_pending {
             let survives = match mode {
                 Crash::DropUnsynced => false,
                 Crash::KeepRandom => rng.chance(50),
-                Crash::TearLastWrite => true,
+                Crash::TearLastWrite | Crash::Process => true,
             };
             if survives {
                 change.apply(&mut entries);
@@ -324,7 +338,7 @@ impl State {
             let inode = &s.inodes[&ino];
             let mut data = inode.durable.clone();
             match mode {
-                Crash::DropUnsynced => {}
+                Crash::DropUnsynced | Crash::Process => {}
                 Crash::KeepRandom => {
                     let torn = rng.below(inode.pending.len() as u64 + 1) as usize;
                     for (i, c) in inode.pending.iter().enumerate() {

@@ -76,8 +76,9 @@ impl<R: Read> std::fmt::Debug for LogReader<R> {
 pub enum Opened<R> {
     /// A valid header; records follow.
     Reader(LogReader<R>),
-    /// The file is shorter than a header or its header is all zeros: it was created but never
-    /// made durable. Only acceptable for the newest file.
+    /// The file is shorter than a header, or its header is zeros or torn and nothing but
+    /// zeros follows: it was created but its header never became durable (writers sync the
+    /// header before the first record). Only acceptable for the newest file.
     Empty,
 }
 
@@ -93,12 +94,30 @@ impl<R: Read> LogReader<R> {
         let Some(head) = block.get(..n.min(FILE_HEADER_LEN)) else {
             return Ok(Ok(Opened::Empty));
         };
-        if n < FILE_HEADER_LEN || head.iter().all(|&b| b == 0) {
+        if n < FILE_HEADER_LEN {
             return Ok(Ok(Opened::Empty));
         }
         let header = match FileHeader::decode(head, magic) {
             Ok(h) => h,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => {
+                // A header that is zeros or torn is harmless only when no record follows it:
+                // records are written after the header was synced, so data behind a bad
+                // header means the header was damaged after the fact.
+                let zero_head = head.iter().all(|&b| b == 0);
+                let rest = block.get(FILE_HEADER_LEN..n).unwrap_or_default();
+                let mut unwritten = rest.iter().all(|&b| b == 0);
+                let mut more = n == BLOCK_SIZE;
+                while unwritten && more {
+                    let k = read_full(&mut src, &mut block)?;
+                    unwritten = block.get(..k).unwrap_or_default().iter().all(|&b| b == 0);
+                    more = k == BLOCK_SIZE;
+                }
+                return Ok(match (unwritten, zero_head) {
+                    (true, _) => Ok(Opened::Empty),
+                    (false, true) => Err(Corrupt::new(0, "file header lost before its records")),
+                    (false, false) => Err(e),
+                });
+            }
         };
         Ok(Ok(Opened::Reader(LogReader {
             src,
@@ -519,6 +538,38 @@ mod tests {
         ));
         let mut bad = [0u8; 64];
         bad[3] = 1;
+        bad[40] = 1;
         assert!(LogReader::open(&bad[..], WAL_MAGIC, 10).unwrap().is_err());
+    }
+
+    fn opens_empty(bytes: &[u8]) -> bool {
+        matches!(
+            LogReader::open(bytes, WAL_MAGIC, 1 << 20).unwrap(),
+            Ok(Opened::Empty)
+        )
+    }
+
+    #[test]
+    fn a_torn_header_with_nothing_behind_it_means_empty() {
+        let (full, _) = write_log(&[b"record".to_vec()]);
+        // A pre-sized file whose header write was torn: a header prefix, then zeros.
+        for keep in 1..FILE_HEADER_LEN {
+            let mut torn = full[..keep].to_vec();
+            torn.resize(3 * BLOCK_SIZE, 0);
+            assert!(opens_empty(&torn), "header torn after {keep} bytes");
+        }
+        // Records behind a damaged or lost header: the header was damaged later.
+        let mut damaged = full.clone();
+        damaged[5] ^= 1;
+        assert!(!opens_empty(&damaged));
+        let mut lost = full.clone();
+        lost[..FILE_HEADER_LEN].fill(0);
+        assert!(!opens_empty(&lost));
+        // ... also when the data starts only in a later block.
+        let mut far = vec![0u8; 2 * BLOCK_SIZE + 10];
+        far[2 * BLOCK_SIZE + 3] = 9;
+        assert!(!opens_empty(&far));
+        far[2 * BLOCK_SIZE + 3] = 0;
+        assert!(opens_empty(&far));
     }
 }

@@ -290,6 +290,8 @@ impl ManifestWriter {
         let mut writer = LogWriter::new(file, &header)?;
         writer.add_record(&state.snapshot_edit().encode())?;
         writer.sync()?;
+        // The manifest's directory entry must be durable before CURRENT names it.
+        fs.sync_dir(dir)?;
         set_current(&*fs, dir, number)?;
         Ok(ManifestWriter {
             fs,

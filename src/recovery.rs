@@ -143,9 +143,10 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
             }
         }
         let keep_len = replay.classify(&path, newest, &scan)?;
-        if keep_len < scan.file_len {
-            fs.truncate(&path, keep_len)?;
-        }
+        // Cut what is not kept, and sync what is: after a process crash the replayed records
+        // may have reached only the operating system, and writes acknowledged from now on
+        // must not outlive them in a later power cut.
+        fs.truncate(&path, keep_len)?;
         sealed.push((number, keep_len));
         last_segment = number;
     }

@@ -52,7 +52,7 @@ fn overwrites_and_deletes_are_reclaimed_by_compaction() {
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1_442_695_040_888_963_407);
             let k = (x >> 20) % keys;
-            if (x >> 8) % 5 == 0 {
+            if (x >> 8).is_multiple_of(5) {
                 db.delete(common::k(k)).unwrap();
                 live.remove(&k);
             } else {
@@ -161,7 +161,7 @@ fn retention_keeps_exactly_the_newest_n_and_what_snapshots_see() {
                 want.push(seen.clone());
             }
         }
-        want.sort_by(|a, b| b.0.cmp(&a.0));
+        want.sort_by_key(|v| std::cmp::Reverse(v.0));
         if newest_deleted {
             // A deleted key's history may go entirely, but only down to what snapshots need.
             let needed: Vec<_> = snapshots

@@ -84,7 +84,7 @@ fn writers_readers_iterators_and_compactions_agree_with_the_model() {
             let mut i = 0u64;
             // At least four rounds, however fast the writers are.
             while !(done.load(Ordering::Acquire) && runs >= 4) {
-                if i % 3 == 0 {
+                if i.is_multiple_of(3) {
                     db.compact().unwrap();
                 } else {
                     let lo = (i * 37) % keys;

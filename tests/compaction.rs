@@ -162,6 +162,13 @@ fn retention_keeps_exactly_the_newest_n_and_what_snapshots_see() {
             }
         }
         want.sort_by_key(|v| std::cmp::Reverse(v.0));
+        for (seq, v) in &got {
+            let at = db
+                .get_at(common::k(*k), *seq)
+                .unwrap()
+                .map(|b| String::from_utf8(b.to_vec()).unwrap());
+            assert_eq!(&at, v, "get_at({seq}) of key {k}");
+        }
         if newest_deleted {
             // A deleted key's history may go entirely, but only down to what snapshots need.
             let needed: Vec<_> = snapshots
@@ -241,6 +248,57 @@ fn a_snapshot_taken_before_compaction_reads_its_view_after() {
     assert_eq!(from_iter.len(), 1000);
     assert!(from_iter.iter().all(|v| v.starts_with(b"old")));
     assert_eq!(db.iter().count(), 1500);
+}
+
+#[test]
+fn obsolete_tables_live_exactly_as_long_as_their_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder(dir.path())
+        .l0_limits(100, 200, 300)
+        .open()
+        .unwrap();
+    for i in 0..1000 {
+        db.put(common::k(i), "first").unwrap();
+    }
+    db.flush().unwrap();
+    let tables = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".sst"))
+            .collect();
+        v.sort();
+        v
+    };
+    let old = tables(dir.path());
+    assert_eq!(old.len(), 1);
+    let mut reader = db.iter();
+    assert!(reader.next().is_some());
+    for i in 0..1000 {
+        db.put(common::k(i), "second").unwrap();
+    }
+    db.compact().unwrap();
+    let now = tables(dir.path());
+    assert!(
+        now.contains(&old[0]),
+        "a table still read by an iterator was deleted"
+    );
+    // The iterator still reads its snapshot from the old table.
+    assert!(
+        reader
+            .by_ref()
+            .take(10)
+            .all(|r| &r.unwrap().1[..] == b"first")
+    );
+    drop(reader);
+    assert!(
+        !tables(dir.path()).contains(&old[0]),
+        "the old table outlived its last reader"
+    );
+    assert_eq!(
+        db.get(common::k(5)).unwrap().as_deref(),
+        Some(&b"second"[..])
+    );
 }
 
 #[test]

@@ -401,6 +401,50 @@ fn compact_range_touches_only_overlapping_tables() {
 }
 
 #[test]
+fn range_compaction_never_leaves_older_level0_data_above_newer() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder(dir.path())
+        .l0_limits(100, 200, 300)
+        .open()
+        .unwrap();
+    // Three level-0 tables: A = {a, b, c}, D = {m, n} (newer), B = {b .. z} (newest).
+    for k in ["a", "b", "c"] {
+        db.put(k, "A").unwrap();
+    }
+    db.flush().unwrap();
+    for k in ["m", "n"] {
+        db.put(k, "D").unwrap();
+    }
+    db.flush().unwrap();
+    for k in ["b", "m", "n", "z"] {
+        db.put(k, "B").unwrap();
+    }
+    db.flush().unwrap();
+    assert_eq!(db.stats().levels[0].tables, 3);
+    // Compacting just "a" pulls in A, then B (it overlaps A), then D (it overlaps B).
+    db.compact_range("a"..="a").unwrap();
+    for (k, want) in [
+        ("a", "A"),
+        ("b", "B"),
+        ("c", "A"),
+        ("m", "B"),
+        ("n", "B"),
+        ("z", "B"),
+    ] {
+        assert_eq!(
+            db.get(k).unwrap().as_deref(),
+            Some(want.as_bytes()),
+            "key {k}"
+        );
+    }
+    let scan: Vec<_> = common::collect(db.iter())
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(scan, ["A", "B", "A", "B", "B", "B"]);
+}
+
+#[test]
 fn try_compact_honours_the_minimum_interval_unless_forced() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::builder(dir.path())

@@ -151,11 +151,18 @@ pub(crate) fn range_job(
     if inputs.is_empty() {
         return None;
     }
-    // Level 0 tables overlap each other: take every level-0 table that overlaps the ones
-    // chosen, so older versions never end up above newer ones.
+    // Level-0 tables overlap each other: widen the choice until no other level-0 table
+    // overlaps it, or an older table left behind would shadow newer data moved below.
     let inputs = if level == 0 {
-        let (lo, hi) = user_range(&inputs)?;
-        overlapping(tables, 0, &lo, Some(&hi))
+        let mut chosen = inputs;
+        loop {
+            let (lo, hi) = user_range(&chosen)?;
+            let wider = overlapping(tables, 0, &lo, Some(&hi));
+            if wider.len() == chosen.len() {
+                break chosen;
+            }
+            chosen = wider;
+        }
     } else {
         inputs
     };

@@ -48,6 +48,9 @@ struct Args {
     /// Memtable size in MiB.
     #[arg(long, default_value_t = 32)]
     memtable_mib: usize,
+    /// Store reopened by the `open` workload (a subdirectory of --dir).
+    #[arg(long, default_value = "fillrandom")]
+    store: String,
 }
 
 /// xorshift64*: a small deterministic generator, enough to pick keys.
@@ -421,6 +424,25 @@ fn main() {
                         "(fsync per commit group, 8 threads; {:.1} writes per group)",
                         s.batches as f64 / s.write_groups.max(1) as f64
                     ),
+                }
+            }
+            "open" => {
+                // Reopen the store a previous run left in `<dir>/<store>`, without wiping it.
+                if let Some(db) = b.db.take() {
+                    db.close().expect("close");
+                }
+                let path = b.args.dir.join(&b.args.store);
+                let start = Instant::now();
+                let db = open(&path, SyncMode::Buffered, b.args.memtable_mib);
+                let elapsed = start.elapsed();
+                b.path = path;
+                b.db = Some(db);
+                Report {
+                    name: "open",
+                    ops: 1,
+                    elapsed,
+                    lat_ns: vec![elapsed.as_nanos() as u64],
+                    note: "(existing store)".into(),
                 }
             }
             "flush" => {

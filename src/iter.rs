@@ -4,6 +4,7 @@
 //! Both own everything they read — the LSM state (memtables and tables stay alive) and a
 //! snapshot registration (versions they see stay retained) — so they are `'static + Send`
 //! and read a fixed point in time while writes continue.
+#![deny(clippy::indexing_slicing)]
 
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;

@@ -62,6 +62,7 @@
 
 mod batch;
 mod coding;
+mod compaction;
 mod config;
 mod cursor;
 mod db;
@@ -89,6 +90,7 @@ mod wal;
 pub use bytes::Bytes;
 
 pub use batch::WriteBatch;
+pub use compaction::{CompactionReason, CompactionRun, CompactionStatus, PeriodicCompaction};
 pub use config::{Config, DbBuilder, HistoryRetention, RecoveryMode, SyncMode};
 pub use db::Db;
 pub use error::{CasConflict, Error, Result};

@@ -400,13 +400,11 @@ fn check_cursor(c: &mut dyn Cursor, entries: &[(Vec<u8>, Vec<u8>)]) {
 /// value-length byte (0..64) and the value; kinds and seqnos come from the length bytes.
 /// Returns them sorted in internal order without duplicates, and a restart interval.
 fn recipe(data: &[u8]) -> (Entries, usize) {
-    let mut entries = BTreeMap::new();
+    let mut entries: Entries = Vec::new();
     let mut rest = data;
     let mut seq = 1u64;
     while let Some((&kl, r)) = rest.split_first() {
-        let Some((user, r)) = r.split_at_checked(usize::from(kl % 16).min(r.len())) else {
-            break;
-        };
+        let (user, r) = r.split_at(usize::from(kl % 16).min(r.len()));
         let (vl, r) = r.split_first().map_or((0, r), |(&b, r)| (b, r));
         let (value, r) = r.split_at(usize::from(vl % 64).min(r.len()));
         let kind = if kl & 0x80 == 0 {
@@ -417,14 +415,12 @@ fn recipe(data: &[u8]) -> (Entries, usize) {
         seq += u64::from(vl >> 6) * 1000 + 1;
         let ikey = key::encode(user, SeqNo::new(seq), kind as u8);
         let value = if kind == Kind::Put { value } else { &[] };
-        entries.insert(key::InternalKey(Bytes::from(ikey)), value.to_vec());
+        entries.push((ikey, value.to_vec()));
         rest = r;
     }
+    // Seqnos only grow, so no two entries share an internal key.
+    entries.sort_by(|a, b| key::compare(&a.0, &b.0));
     let interval = data.first().map_or(1, |&b| usize::from(b % 16) + 1);
-    let entries = entries
-        .into_iter()
-        .map(|(k, v)| (k.0.to_vec(), v))
-        .collect();
     (entries, interval)
 }
 

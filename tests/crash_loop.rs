@@ -1,7 +1,8 @@
 //! Crash loop: a child process writes synced batches and reports each acknowledgement on
 //! its stdout; the parent kills it with SIGKILL at a random moment (in the middle of writes,
-//! flushes and the open itself), reopens the store and checks that every acknowledged batch
-//! is there and that the contents are exactly those of a prefix of the batch sequence.
+//! flushes, background and manual compactions, and the open itself), reopens the store and
+//! checks that every acknowledged batch is there and that the contents are exactly those of
+//! a prefix of the batch sequence.
 //!
 //! `STRATA_CRASH_CYCLES=1000 cargo test --release --test crash_loop` runs a long loop;
 //! `STRATA_CRASH_SEED=<n>` repeats a run's kill timings.
@@ -30,10 +31,13 @@ const PACE: Duration = Duration::from_micros(250);
 const CHILD_LIFETIME: Duration = Duration::from_secs(60);
 
 fn open(dir: &Path) -> Db {
+    // Small levels, so that background compactions run all the time.
     Db::builder(dir)
         .memtable_bytes(64 << 10)
         .wal_segment_bytes(32 << 10)
         .block_bytes(1024)
+        .l0_limits(2, 8, 16)
+        .level_sizes(256 << 10, 4, 64 << 10)
         .sync_mode(SyncMode::Always)
         .open()
         .unwrap()
@@ -85,8 +89,15 @@ fn crash_loop_child() {
         if next.is_multiple_of(150) {
             db.flush().unwrap();
         }
+        if next.is_multiple_of(400) {
+            writeln!(out, "compacting").unwrap();
+            out.flush().unwrap();
+            db.compact().unwrap();
+            writeln!(out, "compacted").unwrap();
+            out.flush().unwrap();
+        }
         // Pace the writes so that a cycle writes a few hundred batches, even where fsync
-        // costs nothing: without compaction the tables of a long run would pile up.
+        // costs nothing, and kills spread over writes, flushes and compactions.
         std::thread::sleep(PACE);
     }
 }
@@ -116,6 +127,8 @@ impl Model {
 struct Cycle {
     opened: bool,
     last_ack: Option<u64>,
+    /// The child was inside a manual compaction when it was killed.
+    in_compaction: bool,
 }
 
 fn run_child(exe: &Path, dir: &Path, rng: &mut Rng, stderr_log: &Path) -> Cycle {
@@ -141,6 +154,7 @@ fn run_child(exe: &Path, dir: &Path, rng: &mut Rng, stderr_log: &Path) -> Cycle 
     let mut cycle = Cycle {
         opened: false,
         last_ack: None,
+        in_compaction: false,
     };
     let note = |cycle: &mut Cycle, line: &str| {
         if line.starts_with("open ") {
@@ -148,6 +162,11 @@ fn run_child(exe: &Path, dir: &Path, rng: &mut Rng, stderr_log: &Path) -> Cycle 
         } else if let Some(n) = line.strip_prefix("ack ") {
             cycle.last_ack = Some(n.parse().unwrap());
         }
+        cycle.in_compaction = match line {
+            "compacting" => true,
+            "compacted" => false,
+            _ => cycle.in_compaction,
+        };
     };
     // Kill during start-up and open, after a random number of acknowledged batches, or
     // after a random time of writing; the data written per cycle stays small either way.
@@ -212,8 +231,10 @@ fn kill_9_loses_no_acknowledged_write() {
     let exe = std::env::current_exe().unwrap();
     let mut model = Model::default();
     let mut acked_total = 0;
+    let mut killed_compacting = 0;
     for cycle in 0..cycles {
         let report = run_child(&exe, &dir, &mut rng, &stderr_log);
+        killed_compacting += u64::from(report.in_compaction);
         let ctx = format!("seed {seed} cycle {cycle}");
         if !report.opened && !dir.join("CURRENT").exists() {
             continue; // killed before the store was ever created
@@ -248,6 +269,10 @@ fn kill_9_loses_no_acknowledged_write() {
         );
         db.close().unwrap();
     }
+    eprintln!(
+        "crash loop seed {seed}: {cycles} kills, {acked_total} batches acknowledged, \
+         {killed_compacting} kills inside a manual compaction"
+    );
     assert!(
         acked_total > cycles,
         "seed {seed}: only {acked_total} batches acknowledged in {cycles} cycles"

@@ -124,6 +124,16 @@ impl Core {
                 offset: 0,
                 reason: format!("refused manifest edit: {r}"),
             })?;
+        let written = self.write_edit(versions, edit);
+        if let Err(e) = &written {
+            // The edit is applied in memory but maybe not on disk, and a torn record may end
+            // the manifest: nothing more may be logged behind it.
+            self.poison("manifest write", e);
+        }
+        written
+    }
+
+    fn write_edit(&self, versions: &mut crate::db::VersionState, edit: &Edit) -> Result<()> {
         if versions.manifest.size() > MANIFEST_REWRITE_BYTES {
             let number = self.allocate_file_number();
             versions.state.next_file = self.next_file.load(Ordering::Acquire);

@@ -26,6 +26,8 @@ fn open(fs: &Arc<FaultFs>, dir: &Path) -> strata::Result<Db> {
         .memtable_bytes(4096)
         .wal_segment_bytes(4096)
         .block_bytes(256)
+        .l0_limits(2, 6, 12)
+        .level_sizes(16 << 10, 4, 8 << 10)
         .sync_mode(SyncMode::Always)
         .open()
 }
@@ -111,6 +113,7 @@ fn run_seed(seed: u64) -> bool {
         let result = match rng.below(20) {
             0 => db.flush().map(|()| None),
             1 => db.sync().map(|()| None),
+            2 => db.compact().map(|_| None),
             _ => db.write(batch).map(Some),
         };
         match (result, &first_error) {
@@ -209,4 +212,27 @@ fn a_read_error_at_open_is_an_io_error_and_changes_nothing() {
         assert_eq!(db.iter().count(), 200, "{op:?}");
         drop(db);
     }
+}
+
+#[test]
+fn a_failed_manifest_write_in_a_compaction_poisons_the_store() {
+    // The half-written manifest record a failed append leaves behind must be the last one:
+    // an edit appended after it would turn a torn tail into corruption at the next open.
+    let dir = Path::new("/db");
+    let fs = FaultFs::new();
+    let db = open(&fs, dir).unwrap();
+    for round in 0..3 {
+        for i in 0..100 {
+            db.put(format!("k{i:03}"), format!("v{round}-{i}")).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    fs.fail(&[Op::Append], "MANIFEST", 0, Fault::NoSpace);
+    assert!(db.compact().is_err());
+    assert!(matches!(db.put("after", "x"), Err(Error::Poisoned(_))));
+    assert!(matches!(db.flush(), Err(Error::Poisoned(_))));
+    drop(db);
+    let db = open(&fs, dir).unwrap();
+    assert_eq!(db.get("k099").unwrap().as_deref(), Some(&b"v2-99"[..]));
+    assert_eq!(db.iter().count(), 100);
 }

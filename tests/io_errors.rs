@@ -236,3 +236,25 @@ fn a_failed_manifest_write_in_a_compaction_poisons_the_store() {
     assert_eq!(db.get("k099").unwrap().as_deref(), Some(&b"v2-99"[..]));
     assert_eq!(db.iter().count(), 100);
 }
+
+#[test]
+fn a_failed_manual_compaction_poisons_writes_like_a_background_one() {
+    let dir = Path::new("/db");
+    let fs = FaultFs::new();
+    let db = open(&fs, dir).unwrap();
+    for round in 0..3 {
+        for i in 0..100 {
+            db.put(format!("k{i:03}"), format!("v{round}-{i}")).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    fs.fail(&[Op::Create], ".sst", 0, Fault::NoSpace);
+    assert!(matches!(db.compact(), Err(Error::Io(_))));
+    assert!(matches!(db.put("after", "x"), Err(Error::Poisoned(_))));
+    assert_eq!(db.get("k050").unwrap().as_deref(), Some(&b"v2-50"[..]));
+    drop(db);
+    let db = open(&fs, dir).unwrap();
+    assert_eq!(db.iter().count(), 100);
+    db.compact().unwrap();
+    assert_eq!(db.iter().count(), 100);
+}

@@ -229,7 +229,15 @@ impl Core {
         let level = job.output_level.saturating_sub(1);
         let result = self.run_job(job, reason);
         self.compaction.running.store(false, Ordering::Release);
-        let run = result?;
+        let run = match result {
+            Ok(run) => run,
+            Err(Error::Closed) => return Err(Error::Closed),
+            Err(e) => {
+                // A failed manual compaction poisons the store as a background one does.
+                self.poison("compaction", &e);
+                return Err(e);
+            }
+        };
         if reason == CompactionReason::Automatic
             && let Some(k) = last_key
             && let Some(c) = self.compaction.inner.lock().cursor.get_mut(level)

@@ -58,6 +58,8 @@ fn open(fs: &Arc<FaultFs>, dir: &Path, mode: SyncMode, versions: usize) -> strat
         .max_immutable_memtables(2)
         .wal_segment_bytes(4096)
         .block_bytes(256)
+        .l0_limits(2, 6, 12)
+        .level_sizes(16 << 10, 4, 8 << 10)
         .sync_mode(mode)
         .history_versions(versions)
         .open()
@@ -118,7 +120,8 @@ fn verify(db: &Db, history: &mut History, seed: u64, round: usize) {
 }
 
 /// Runs one seed: several rounds of random writes, each ended by a power cut at a random
-/// filesystem operation — in the middle of a write, a flush, a WAL roll or the open itself.
+/// filesystem operation — in the middle of a write, a flush, a compaction (background ones
+/// run all the time with these small levels), a WAL roll or the open itself.
 fn run_seed(seed: u64) {
     let mut rng = Rng::new(seed);
     let dir = Path::new("/db");
@@ -183,6 +186,13 @@ fn run_seed(seed: u64) {
             let synced = match rng.below(100) {
                 0..=2 => db.flush().map(|()| true).unwrap(),
                 3..=5 => db.sync().map(|()| true).unwrap(),
+                // A full compaction flushes the memtables first, so it also makes every
+                // earlier write durable.
+                6 => db.compact().map(|_| true).unwrap(),
+                7 => {
+                    let from = format!("k{:03}", rng.below(60));
+                    db.compact_range(from.as_str()..).map(|_| true).unwrap()
+                }
                 _ => false,
             };
             if synced && !fs.crashed() {

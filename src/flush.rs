@@ -114,6 +114,9 @@ impl Core {
         versions: &mut crate::db::VersionState,
         edit: &Edit,
     ) -> Result<()> {
+        // A job that started before the store was poisoned must not log its edit: after a
+        // failed manifest write the in-memory state may be ahead of the manifest.
+        self.check_writable()?;
         versions
             .state
             .apply(edit)

@@ -174,7 +174,7 @@ fn io_errors_fail_the_operation_poison_writes_and_recover_on_reopen() {
         run_seed(seed);
         return;
     }
-    let iters = env_u64("STRATA_IO_ERROR_ITERS").unwrap_or(60);
+    let iters = env_u64("STRATA_IO_ERROR_ITERS").unwrap_or(200);
     let mut surfaced = 0;
     for i in 0..iters {
         let seed = 0x10e0_0000 + i;

@@ -222,7 +222,7 @@ fn power_cuts_lose_nothing_acknowledged() {
         run_seed(seed);
         return;
     }
-    let iters = env_u64("STRATA_POWER_CUT_ITERS").unwrap_or(40);
+    let iters = env_u64("STRATA_POWER_CUT_ITERS").unwrap_or(100);
     let base = env_u64("STRATA_POWER_CUT_BASE").unwrap_or(0x5eed_0000);
     for i in 0..iters {
         let seed = base + i;

@@ -199,6 +199,16 @@ fn run_seed(seed: u64) {
                 history.durable = history.batches.len();
             }
         }
+        // A clean close makes every acknowledged write durable.
+        let db = if !fs.crashed() && rng.chance(20) {
+            db.close().unwrap();
+            if !fs.crashed() {
+                history.durable = history.batches.len();
+            }
+            None
+        } else {
+            Some(db)
+        };
         // The cut happens now unless it already did; the old store keeps running on the old
         // filesystem until it is dropped, which changes nothing on the new one.
         let after = fs

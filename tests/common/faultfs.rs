@@ -5,9 +5,10 @@
 //! renames, removals) made durable by the last `sync_dir`, plus the changes since. A power
 //! cut ([`FaultFs::crash`]) builds the filesystem a machine would find on reboot: the durable
 //! images, plus — depending on the [`Crash`] mode — nothing, a random part, or all but a torn
-//! end of what was not yet durable. Injected failures ([`FaultFs::fail`]) return EIO or
-//! ENOSPC from a chosen operation; a failing append may leave part of its bytes behind, as a
-//! short write does.
+//! end of what was not yet durable; a process crash keeps everything, still not durable. A
+//! cut can also be planned at the n-th operation ([`FaultFs::crash_at`]), whichever thread
+//! performs it. Injected failures ([`FaultFs::fail`]) return EIO or ENOSPC from a chosen
+//! operation; a failing append may leave part of its bytes behind, as a short write does.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

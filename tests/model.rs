@@ -1,6 +1,7 @@
-//! Model test: random sequences of puts, deletes, batches, reads, ranges both ways,
-//! snapshots, version histories, reads as of a version, compare-and-set, flushes,
-//! compactions and reopens, checked against an in-memory model that keeps every version.
+//! Model test: random sequences of puts, deletes, batches, reads, ranges both ways (and
+//! from both ends at once), prefixes, snapshots, version histories, reads as of a version,
+//! compare-and-set, flushes, compactions and reopens, checked against an in-memory model
+//! that keeps every version.
 //!
 //! Reads of the current state and of snapshots must match the model exactly. Histories may
 //! lose versions only as `HistoryRetention` allows: the newest `versions` versions of a key
@@ -30,6 +31,9 @@ enum Op {
     Batch(Vec<(u8, Option<u16>)>),
     Get(u8),
     Range(u8, u8, bool),
+    /// A range consumed from both ends, the bits choosing the end of each step.
+    RangeBothEnds(u8, u8, u32),
+    Prefix(u8),
     Versions(u8),
     GetAt(u8, u8),
     Cas(u8, u8, Option<u16>),
@@ -66,6 +70,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(Op::Batch),
         3 => k().prop_map(Op::Get),
         2 => (k(), k(), any::<bool>()).prop_map(|(a, b, r)| Op::Range(a, b, r)),
+        1 => (k(), k(), any::<u32>()).prop_map(|(a, b, bits)| Op::RangeBothEnds(a, b, bits)),
+        1 => k().prop_map(Op::Prefix),
         3 => k().prop_map(Op::Versions),
         3 => (k(), any::<u8>()).prop_map(|(k, v)| Op::GetAt(k, v)),
         3 => (k(), any::<u8>(), prop::option::of(any::<u16>()))
@@ -269,6 +275,43 @@ impl Harness {
                 let want = self.model.range(lo, hi, self.model.last_seq);
                 let it = self.db().range(lo..hi);
                 check_range(it, want, *rev, "range");
+            }
+            Op::RangeBothEnds(a, b, bits) => {
+                let (lo, hi) = (key(*a), key(*b));
+                let want = self.model.range(lo, hi, self.model.last_seq);
+                let mut it = self.db().range(lo..hi);
+                let (mut front, mut back) = (Vec::new(), Vec::new());
+                for step in 0.. {
+                    let item = if bits >> (step % 32) & 1 == 0 {
+                        it.next().map(|r| (r, &mut front))
+                    } else {
+                        it.next_back().map(|r| (r, &mut back))
+                    };
+                    let Some((r, side)) = item else { break };
+                    let (k, v) = r.unwrap();
+                    side.push((
+                        String::from_utf8(k.to_vec()).unwrap(),
+                        String::from_utf8(v.to_vec()).unwrap(),
+                    ));
+                }
+                // Both ends stop where they meet: together they yield each entry once.
+                assert!(
+                    it.next().is_none() && it.next_back().is_none(),
+                    "not exhausted"
+                );
+                back.reverse();
+                front.extend(back);
+                assert_eq!(front, want, "range from both ends");
+            }
+            Op::Prefix(k) => {
+                let p = key(*k);
+                let want: Vec<(String, String)> = self
+                    .model
+                    .range("", "\u{10ffff}", self.model.last_seq)
+                    .into_iter()
+                    .filter(|(k, _)| k.starts_with(p))
+                    .collect();
+                check_range(self.db().prefix(p), want, false, "prefix");
             }
             Op::Versions(k) => {
                 let listed = versions(self.db().versions(key(*k)));

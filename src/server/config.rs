@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub sync: SyncMode,
     /// Most items one `/range` answer carries, whatever `limit` asks. Default 100,000.
     pub max_range_items: usize,
+    /// Threads that run the server's store reads. Default 4.
+    pub reader_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +57,7 @@ impl Default for ServerConfig {
             history_versions: 100,
             sync: SyncMode::Always,
             max_range_items: 100_000,
+            reader_threads: 4,
         }
     }
 }
@@ -91,6 +94,9 @@ impl ServerConfig {
         }
         if self.dedup_expiry.is_zero() {
             return Err("dedup expiry must be positive".into());
+        }
+        if !(1..=256).contains(&self.reader_threads) {
+            return Err("reader threads must be between 1 and 256".into());
         }
         if self.max_range_items == 0 {
             return Err("max range items must be at least 1".into());

@@ -276,18 +276,14 @@ impl Dedup {
         self.other_op.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Adds the record of `id` (answered with `outcome`) to `batch`, on the condition that the
-    /// stored record is still the one the lookup saw.
-    pub(crate) fn add_record(
-        batch: &mut WriteBatch,
-        id: &RecordId,
-        record_seq: Option<SeqNo>,
-        outcome: &Outcome,
-        now_ms: u64,
-    ) {
-        let key = id.stored_key();
-        batch.expect_version(&key, record_seq);
-        batch.put(&key, Record::encode(now_ms, outcome));
+    /// The stored value of a record answering `outcome`, made at `now_ms`.
+    pub(crate) fn record_value(now_ms: u64, outcome: &Outcome) -> Vec<u8> {
+        Record::encode(now_ms, outcome)
+    }
+
+    /// Counts a retried request answered from a record.
+    pub(crate) fn count_duplicate(&self) {
+        self.same_op.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a record written.
@@ -467,7 +463,8 @@ mod tests {
         let mut b = WriteBatch::new();
         b.put("uk", "v");
         let o = Outcome::with_id(json!({"id": 0}));
-        Dedup::add_record(&mut b, &a, None, &o, 1_000);
+        b.expect_version(a.stored_key(), None);
+        b.put(a.stored_key(), Dedup::record_value(1_000, &o));
         let seq = db.write(b).unwrap();
         match d.lookup(&db, &a, 5_000).unwrap() {
             Lookup::Hit(r) => assert_eq!(

@@ -9,7 +9,7 @@
 //!
 //! let config = ServerConfig::default();
 //! let db = config.open_store()?;
-//! let state = AppState::new(db, config);
+//! let state = AppState::new(db, config)?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
 //! server::serve(listener, state.clone(), server::shutdown_signal()).await?;
 //! state.close()?;
@@ -36,6 +36,7 @@
 mod config;
 mod dedup;
 mod error;
+mod executor;
 mod input;
 mod keyspace;
 mod metrics;
@@ -45,6 +46,7 @@ mod seed_a;
 mod seed_b;
 mod state;
 mod value;
+mod writer;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -155,16 +157,17 @@ async fn sweep_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
         }
-        let s = state.clone();
-        let swept = tokio::task::spawn_blocking(move || {
-            s.dedup().sweep(s.db(), dedup::now_ms(), SWEEP_BATCH)
-        })
-        .await;
+        let swept = state
+            .blocking(Api::Any, |s| {
+                s.dedup()
+                    .sweep(s.db(), dedup::now_ms(), SWEEP_BATCH)
+                    .map_err(|e| ApiError::store(Api::Any, &e))
+            })
+            .await;
         match swept {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::debug!(records = n, "expired idempotency records deleted"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "idempotency record sweep failed"),
-            Err(e) => tracing::warn!(error = %e, "idempotency record sweep panicked"),
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(records = n, "expired idempotency records deleted"),
+            Err(e) => tracing::warn!(error = %e.message, "idempotency record sweep failed"),
         }
     }
 }

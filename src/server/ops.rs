@@ -1,25 +1,19 @@
 //! Versioned operations on user keys, shared by both APIs: reading a key's current value and
-//! its current life, and writing with seed B's per-key version kept right.
+//! its current life, and planning writes that keep seed B's per-key version right.
 //!
-//! A write reads the keys it touches (value, per-key version, store sequence number), plans
-//! its batch and answer from what it read, and commits the batch with a precondition that
-//! every key still has the sequence number it read (the library's compare-and-set). If another
-//! writer got in between, the batch is rejected whole and the write starts again from the read,
-//! a bounded number of times. An idempotency record, when the request carries one, is part of
-//! the same batch.
+//! A write is a [`Planner`]: it reads the keys it touches through a [`View`] (per-key version,
+//! and the store sequence number behind it) and returns its operations and its answer. The
+//! committer (`writer.rs`) commits the plan with a precondition that every key read still has
+//! the sequence number it had (the library's compare-and-set), and plans again if not.
 
-use axum::http::StatusCode;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
-use super::dedup::{Dedup, Lookup, RecordId, now_ms};
 use super::error::{Api, ApiError};
 use super::keyspace;
-use super::reply::{Outcome, Reply};
-use super::state::AppState;
+use super::reply::Outcome;
 use super::value::{self, Envelope};
-use crate::{Db, Error, SeqNo, WriteBatch};
-
-/// Attempts before a write that keeps losing races gives up.
-const MAX_ATTEMPTS: usize = 64;
+use crate::{Db, SeqNo};
 
 fn damaged(api: Api, e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(api, e.to_string())
@@ -63,11 +57,47 @@ pub(crate) fn current_life(db: &Db, api: Api, stored: &[u8]) -> Result<Vec<Envel
     Ok(life)
 }
 
-/// One planned write: the versions it relies on, its operations and its answer.
+/// What a planned write sees: the store, overlaid with the writes planned before it in the
+/// same commit round. Every key read from the store is remembered with the sequence number it
+/// had, and the round's batch requires the store to still hold exactly those versions.
+pub(crate) struct View<'a> {
+    db: &'a Db,
+    api: Api,
+    overlay: &'a HashMap<Vec<u8>, Option<u64>>,
+    reads: RefCell<Vec<(Vec<u8>, Option<SeqNo>)>>,
+}
+
+impl<'a> View<'a> {
+    pub(crate) fn new(db: &'a Db, api: Api, overlay: &'a HashMap<Vec<u8>, Option<u64>>) -> Self {
+        View {
+            db,
+            api,
+            overlay,
+            reads: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The per-key version of a stored user key (`None` = absent).
+    pub(crate) fn version(&self, stored: &[u8]) -> Result<Option<u64>, ApiError> {
+        if let Some(v) = self.overlay.get(stored) {
+            return Ok(*v);
+        }
+        let r = read_version(self.db, self.api, stored)?;
+        self.reads
+            .borrow_mut()
+            .push((stored.to_vec(), r.map(|(seq, _)| seq)));
+        Ok(r.map(|(_, v)| v))
+    }
+
+    /// The keys read from the store, with the sequence numbers they had.
+    pub(crate) fn into_reads(self) -> Vec<(Vec<u8>, Option<SeqNo>)> {
+        self.reads.into_inner()
+    }
+}
+
+/// One planned write: its operations and its answer.
 #[derive(Debug)]
 pub(crate) struct Plan {
-    /// Stored keys and the sequence numbers they must still have (`None` = absent).
-    pub expect: Vec<(Vec<u8>, Option<SeqNo>)>,
     /// Stored keys to put (`Some`) or delete (`None`).
     pub ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// The answer once the batch is committed.
@@ -78,83 +108,14 @@ impl Plan {
     /// A plan that writes nothing and answers `outcome`.
     pub(crate) fn answer(outcome: Outcome) -> Plan {
         Plan {
-            expect: Vec::new(),
             ops: Vec::new(),
             outcome,
         }
     }
 }
 
-/// Runs a versioned write: `plan` is called with the store (again after every lost race) and
-/// the resulting batch is committed atomically with the idempotency record of `ident`, if any.
-pub(crate) fn write(
-    state: &AppState,
-    api: Api,
-    ident: Option<&RecordId>,
-    mut plan: impl FnMut(&Db) -> Result<Plan, ApiError>,
-) -> Result<Reply, ApiError> {
-    let db = state.db();
-    let dedup: &Dedup = state.dedup();
-    for attempt in 0..MAX_ATTEMPTS {
-        let now = now_ms();
-        let mut record_seq = None;
-        if let Some(id) = ident {
-            match dedup
-                .lookup(db, id, now)
-                .map_err(|e| ApiError::store(api, &e))?
-            {
-                Lookup::Hit(reply) => return Ok(reply),
-                Lookup::Miss {
-                    record_seq: seq,
-                    other_op,
-                } => {
-                    if other_op && attempt == 0 {
-                        dedup.count_other_op();
-                    }
-                    record_seq = seq;
-                }
-            }
-        }
-        let p = plan(db)?;
-        if p.ops.is_empty() && ident.is_none() {
-            return Ok(p.outcome.render(None));
-        }
-        let mut batch = WriteBatch::new();
-        for (k, seq) in &p.expect {
-            batch.expect_version(k, *seq);
-        }
-        for (k, v) in &p.ops {
-            match v {
-                Some(v) => batch.put(k, v),
-                None => batch.delete(k),
-            };
-        }
-        if let Some(id) = ident {
-            Dedup::add_record(&mut batch, id, record_seq, &p.outcome, now);
-        }
-        match db.write(batch) {
-            Ok(last) => {
-                if ident.is_some() {
-                    dedup.count_recorded();
-                }
-                // With a record, the write it protects is the op just before it.
-                let id = if ident.is_some() {
-                    last.get().checked_sub(1)
-                } else {
-                    Some(last.get())
-                };
-                return Ok(p.outcome.render(id));
-            }
-            Err(Error::Conflict(_)) => continue,
-            Err(e) => return Err(ApiError::store(api, &e)),
-        }
-    }
-    Err(ApiError::new(
-        api,
-        StatusCode::CONFLICT,
-        "the key kept changing under concurrent writes; retry the request",
-    ))
-}
+/// Plans a write from what it reads; called again if the write has to be retried.
+pub(crate) type Planner = Box<dyn FnMut(&View<'_>) -> Result<Plan, ApiError> + Send>;
 
 /// The per-key version a write gives a key whose current version is `current`.
 pub(crate) fn next_version(current: Option<u64>) -> u64 {

@@ -10,12 +10,13 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 
 use super::error::{Api, ApiError};
 use super::input::{Query, check_key, check_value_len, json_object};
 use super::keyspace;
-use super::ops::{self, Plan, next_version, put_op, read_current, read_version};
+use super::ops::{Plan, next_version, put_op, read_current};
 use super::reply::{Outcome, Reply};
 use super::state::AppState;
 use super::value::{self, StoredValue};
@@ -74,16 +75,14 @@ pub(crate) async fn put(
 ) -> Result<Reply, ApiError> {
     let obj = json_object(API, body, state.config().max_body_bytes)?;
     let (key, kind, payload) = key_value(&state, &obj, "")?;
+    let stored = keyspace::user_key(&key);
+    let size = stored.len() + payload.len();
     state
-        .blocking(API, move |s| {
-            let stored = keyspace::user_key(&key);
-            ops::write(s, API, None, |db| {
-                let cur = read_version(db, API, &stored)?;
-                Ok(Plan {
-                    expect: vec![(stored.clone(), cur.map(|c| c.0))],
-                    ops: vec![put_op(&key, next_version(cur.map(|c| c.1)), kind, &payload)],
-                    outcome: Outcome::fixed(axum::http::StatusCode::OK, json!({"status": "ok"})),
-                })
+        .write(API, None, size, move |view| {
+            let version = next_version(view.version(&stored)?);
+            Ok(Plan {
+                ops: vec![put_op(&key, version, kind, &payload)],
+                outcome: Outcome::fixed(StatusCode::OK, json!({"status": "ok"})),
             })
         })
         .await
@@ -101,6 +100,7 @@ pub(crate) async fn batchput(
         _ => return Err(ApiError::bad_request(API, "Missing items list")),
     };
     let mut parsed = Vec::with_capacity(items.len());
+    let mut size = 0;
     for (i, item) in items.iter().enumerate() {
         let Value::Object(o) = item else {
             return Err(ApiError::bad_request(
@@ -108,37 +108,28 @@ pub(crate) async fn batchput(
                 format!("items[{i}] must be an object"),
             ));
         };
-        parsed.push(key_value(&state, o, &format!(" (items[{i}])"))?);
+        let (key, kind, payload) = key_value(&state, o, &format!(" (items[{i}])"))?;
+        size += key.len() + payload.len() + 1;
+        parsed.push((key, kind, payload));
     }
     state
-        .blocking(API, move |s| {
-            ops::write(s, API, None, |db| {
-                let mut versions: HashMap<&str, u64> = HashMap::new();
-                let mut expect = Vec::new();
-                let mut ops = Vec::with_capacity(parsed.len());
-                for (key, kind, payload) in &parsed {
-                    let current = match versions.get(key.as_str()) {
-                        Some(v) => Some(*v),
-                        None => {
-                            let stored = keyspace::user_key(key);
-                            let cur = read_version(db, API, &stored)?;
-                            expect.push((stored, cur.map(|c| c.0)));
-                            cur.map(|c| c.1)
-                        }
-                    };
-                    let v = next_version(current);
-                    versions.insert(key, v);
-                    ops.push(put_op(key, v, *kind, payload));
-                }
-                let count = ops.len();
-                Ok(Plan {
-                    expect,
-                    ops,
-                    outcome: Outcome::fixed(
-                        axum::http::StatusCode::OK,
-                        json!({"status": "ok", "count": count}),
-                    ),
-                })
+        .write(API, None, size, move |view| {
+            // Repeated keys in one batch: each put is one more version.
+            let mut versions: HashMap<&str, u64> = HashMap::new();
+            let mut ops = Vec::with_capacity(parsed.len());
+            for (key, kind, payload) in &parsed {
+                let current = match versions.get(key.as_str()) {
+                    Some(v) => Some(*v),
+                    None => view.version(&keyspace::user_key(key))?,
+                };
+                let v = next_version(current);
+                versions.insert(key, v);
+                ops.push(put_op(key, v, *kind, payload));
+            }
+            let count = ops.len();
+            Ok(Plan {
+                ops,
+                outcome: Outcome::fixed(StatusCode::OK, json!({"status": "ok", "count": count})),
             })
         })
         .await
@@ -224,12 +215,14 @@ pub(crate) async fn delete(
 ) -> Result<Reply, ApiError> {
     let q = Query::parse(API, raw.as_deref())?;
     let key = required_key(&state, &q)?;
+    let stored = keyspace::user_key(&key);
+    let size = stored.len();
     state
-        .blocking(API, move |s| {
-            s.db()
-                .delete(keyspace::user_key(&key))
-                .map_err(|e| ApiError::store(API, &e))?;
-            Ok(Reply::ok(&json!({"status": "deleted"})))
+        .write(API, None, size, move |_| {
+            Ok(Plan {
+                ops: vec![(stored.clone(), None)],
+                outcome: Outcome::fixed(StatusCode::OK, json!({"status": "deleted"})),
+            })
         })
         .await
 }

@@ -19,7 +19,7 @@ use super::dedup::{Op, RecordId, now_ms};
 use super::error::{Api, ApiError};
 use super::input::{Query, check_id, check_value_len, json_object, path_key};
 use super::keyspace;
-use super::ops::{self, Plan, current_life, put_op, read_current, read_version};
+use super::ops::{Plan, current_life, put_op, read_current};
 use super::reply::{Outcome, Reply};
 use super::state::AppState;
 use super::value::{self, StoredValue};
@@ -108,39 +108,34 @@ pub(crate) async fn put_key(
     let (kind, payload) = value::payload(&StoredValue::from_json(value));
     check_value_len(API, state.config(), payload.len())?;
     let ident = ident(&q, Op::Set, &key)?;
+    let stored = keyspace::user_key(&key);
+    let size = stored.len() + payload.len();
     state
-        .blocking(API, move |s| {
-            let stored = keyspace::user_key(&key);
-            ops::write(s, API, ident.as_ref(), |db| {
-                let cur = read_version(db, API, &stored)?;
-                let expect = vec![(stored.clone(), cur.map(|c| c.0))];
-                let current = cur.map_or(0, |c| c.1);
-                if let Some(p) = provided.filter(|p| *p != 0)
-                    && i128::from(p) <= i128::from(current)
-                {
-                    let e = ApiError::conflict(
-                        format!("Version conflict: provided version {p} is outdated"),
-                        current,
-                    );
-                    let mut plan = Plan::answer(Outcome::fixed(e.status, e.body()));
-                    plan.expect = expect;
-                    return Ok(plan);
-                }
-                let version = match (cur, provided) {
-                    (Some(_), _) => current.saturating_add(1),
-                    (None, Some(p)) if p > 1 => p.unsigned_abs(),
-                    (None, _) => 1,
-                };
-                Ok(Plan {
-                    expect,
-                    ops: vec![put_op(&key, version, kind, &payload)],
-                    outcome: Outcome::with_id(json!({
-                        "status": "ok",
-                        "id": 0,
-                        "key": key,
-                        "version": version,
-                    })),
-                })
+        .write(API, ident, size, move |view| {
+            let current = view.version(&stored)?;
+            let cur = current.unwrap_or(0);
+            if let Some(p) = provided.filter(|p| *p != 0)
+                && i128::from(p) <= i128::from(cur)
+            {
+                let e = ApiError::conflict(
+                    format!("Version conflict: provided version {p} is outdated"),
+                    cur,
+                );
+                return Ok(Plan::answer(Outcome::fixed(e.status, e.body())));
+            }
+            let version = match (current, provided) {
+                (Some(_), _) => cur.saturating_add(1),
+                (None, Some(p)) if p > 1 => p.unsigned_abs(),
+                (None, _) => 1,
+            };
+            Ok(Plan {
+                ops: vec![put_op(&key, version, kind, &payload)],
+                outcome: Outcome::with_id(json!({
+                    "status": "ok",
+                    "id": 0,
+                    "key": key,
+                    "version": version,
+                })),
             })
         })
         .await
@@ -155,23 +150,19 @@ pub(crate) async fn delete_key(
     let key = path_key(state.config(), path)?;
     let q = Query::parse(API, raw.as_deref())?;
     let ident = ident(&q, Op::Delete, &key)?;
+    let stored = keyspace::user_key(&key);
+    let size = stored.len();
     state
-        .blocking(API, move |s| {
-            let stored = keyspace::user_key(&key);
-            ops::write(s, API, ident.as_ref(), |db| {
-                Ok(match read_version(db, API, &stored)? {
-                    None => {
-                        let e = not_found(&key);
-                        let mut plan = Plan::answer(Outcome::fixed(e.status, e.body()));
-                        plan.expect = vec![(stored.clone(), None)];
-                        plan
-                    }
-                    Some((seq, _)) => Plan {
-                        expect: vec![(stored.clone(), Some(seq))],
-                        ops: vec![(stored.clone(), None)],
-                        outcome: Outcome::with_id(json!({"status": "ok", "id": 0})),
-                    },
-                })
+        .write(API, ident, size, move |view| {
+            Ok(match view.version(&stored)? {
+                None => {
+                    let e = not_found(&key);
+                    Plan::answer(Outcome::fixed(e.status, e.body()))
+                }
+                Some(_) => Plan {
+                    ops: vec![(stored.clone(), None)],
+                    outcome: Outcome::with_id(json!({"status": "ok", "id": 0})),
+                },
             })
         })
         .await

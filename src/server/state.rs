@@ -6,9 +6,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use super::config::ServerConfig;
-use super::dedup::Dedup;
+use super::dedup::{Dedup, RecordId};
 use super::error::{Api, ApiError};
+use super::executor::Executor;
 use super::metrics::Metrics;
+use super::ops::{Plan, View};
+use super::reply::Reply;
+use super::writer::Writer;
 use crate::Db;
 
 /// How this node serves: alone, or (in a later version) as a member of a replicated cluster.
@@ -31,25 +35,31 @@ struct Inner {
     config: ServerConfig,
     role: Role,
     metrics: Arc<Metrics>,
-    dedup: Dedup,
+    dedup: Arc<Dedup>,
+    readers: Executor,
+    writer: Writer,
     started: Instant,
     local_addr: OnceLock<SocketAddr>,
 }
 
 impl AppState {
-    /// State for a standalone server over `db`.
-    pub fn new(db: Db, config: ServerConfig) -> AppState {
-        AppState {
+    /// State for a standalone server over `db`; starts the server's store threads (reader
+    /// pool and write committer), which end when the last clone of the state is dropped.
+    pub fn new(db: Db, config: ServerConfig) -> std::io::Result<AppState> {
+        let dedup = Arc::new(Dedup::new(config.dedup_expiry));
+        Ok(AppState {
             inner: Arc::new(Inner {
                 metrics: Arc::new(Metrics::new(db.clone())),
-                dedup: Dedup::new(config.dedup_expiry),
+                readers: Executor::start("strata-http-read", config.reader_threads)?,
+                writer: Writer::start(db.clone(), Arc::clone(&dedup))?,
+                dedup,
                 db,
                 config,
                 role: Role::Standalone,
                 started: Instant::now(),
                 local_addr: OnceLock::new(),
             }),
-        }
+        })
     }
 
     /// The store.
@@ -96,17 +106,35 @@ impl AppState {
         self.inner.started.elapsed().as_secs_f64()
     }
 
-    /// Runs blocking store work on the blocking thread pool, never on the async workers.
+    /// Runs blocking store reads on the reader threads, never on the async workers.
     pub(crate) async fn blocking<T: Send + 'static>(
         &self,
         api: Api,
         f: impl FnOnce(&AppState) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let state = self.clone();
-        match tokio::task::spawn_blocking(move || f(&state)).await {
-            Ok(r) => r,
-            Err(e) => Err(ApiError::internal(api, format!("request task failed: {e}"))),
+        match self.inner.readers.run(move || f(&state)).await {
+            Some(r) => r,
+            None => Err(ApiError::internal(
+                api,
+                "the request failed on a store thread",
+            )),
         }
+    }
+
+    /// Runs a write through the committer. `size` is the request's size in bytes; `ident`
+    /// makes the write idempotent.
+    pub(crate) async fn write(
+        &self,
+        api: Api,
+        ident: Option<RecordId>,
+        size: usize,
+        planner: impl FnMut(&View<'_>) -> Result<Plan, ApiError> + Send + 'static,
+    ) -> Result<Reply, ApiError> {
+        self.inner
+            .writer
+            .submit(api, ident, size, Box::new(planner))
+            .await
     }
 
     /// Closes the store: syncs the WAL and releases the directory. Requests still running

@@ -5,7 +5,13 @@
 //! Keys are 16 bytes, values 100 bytes by default. The fill workloads write with
 //! `SyncMode::Buffered` (as db_bench's default, no fsync per write); `fillsync` and
 //! `fillsync8` fsync every write (1 and 8 threads, group commit). Each line prints ops/s,
-//! µs/op and the p50/p99 latency of single operations.
+//! µs/op and the p50/p99 latency of single operations, then the shape of the tree: tables
+//! per level, space amplification (bytes on disk over live key and value bytes), write
+//! amplification (bytes written to disk over bytes accepted) and the longest write stall.
+//!
+//! Further workloads: `overwrite5x` (random overwrites, five times the key count), `compact`
+//! (a full compaction), `readwhilewriting` (readers while one writer overwrites),
+//! `flush`, `reopen`.
 #![allow(clippy::expect_used)] // a benchmark aborts on the first failure
 
 use std::path::{Path, PathBuf};
@@ -42,6 +48,9 @@ struct Args {
     /// Memtable size in MiB.
     #[arg(long, default_value_t = 32)]
     memtable_mib: usize,
+    /// Store reopened by the `open` workload (a subdirectory of --dir).
+    #[arg(long, default_value = "fillrandom")]
+    store: String,
 }
 
 /// xorshift64*: a small deterministic generator, enough to pick keys.
@@ -156,6 +165,25 @@ impl Bench {
     }
 }
 
+/// Bytes of live keys and values (a full scan).
+fn live_bytes(db: &Db) -> u64 {
+    db.iter()
+        .map(|r| r.map(|(k, v)| (k.len() + v.len()) as u64).expect("scan"))
+        .sum()
+}
+
+/// Bytes the store's files occupy on disk (allocated blocks: sparse WAL space is free).
+fn disk_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.blocks() * 512)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 fn open(path: &Path, sync: SyncMode, memtable_mib: usize) -> Db {
     Db::builder(path)
         .sync_mode(sync)
@@ -193,6 +221,86 @@ fn main() {
                 let db = b.current();
                 let n = b.args.num;
                 b.write_keys(&db, "overwrite", n, true, 7)
+            }
+            "overwrite5x" => {
+                let db = b.current();
+                let n = b.args.num * 5;
+                b.write_keys(&db, "overwrite5x", n, true, 11)
+            }
+            "compact" => {
+                let db = b.current();
+                let start = Instant::now();
+                let run = db.compact().expect("compact");
+                let elapsed = start.elapsed();
+                Report {
+                    name: "compact",
+                    ops: 1,
+                    elapsed,
+                    lat_ns: vec![elapsed.as_nanos() as u64],
+                    note: format!(
+                        "({} tables in, {} out, {:.1} MiB read, {:.1} MiB written, {} entries dropped)",
+                        run.tables_in,
+                        run.tables_out,
+                        run.bytes_in as f64 / (1 << 20) as f64,
+                        run.bytes_out as f64 / (1 << 20) as f64,
+                        run.entries_dropped
+                    ),
+                }
+            }
+            "readwhilewriting" => {
+                let db = b.current();
+                let n = b.args.reads.unwrap_or(b.args.num);
+                let readers = 2u64;
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let writer = {
+                    let db = db.clone();
+                    let stop = Arc::clone(&stop);
+                    let value = b.value.clone();
+                    let num = b.args.num;
+                    std::thread::spawn(move || {
+                        let mut rng = Rng(77);
+                        let mut writes = 0u64;
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            db.put(key(rng.next() % num), &value).expect("put");
+                            writes += 1;
+                        }
+                        writes
+                    })
+                };
+                let start = Instant::now();
+                let handles: Vec<_> = (0..readers)
+                    .map(|t| {
+                        let db = db.clone();
+                        let num = b.args.num;
+                        std::thread::spawn(move || {
+                            let mut rng = Rng(500 + t);
+                            let mut lat = Vec::new();
+                            for _ in 0..n / readers {
+                                let tt = Instant::now();
+                                db.get(key(rng.next() % num)).expect("get");
+                                lat.push(tt.elapsed().as_nanos() as u64);
+                            }
+                            lat
+                        })
+                    })
+                    .collect();
+                let lat: Vec<u64> = handles
+                    .into_iter()
+                    .flat_map(|h| h.join().expect("join"))
+                    .collect();
+                let elapsed = start.elapsed();
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                let writes = writer.join().expect("join");
+                Report {
+                    name: "readwhilewriting",
+                    ops: lat.len() as u64,
+                    elapsed,
+                    lat_ns: lat,
+                    note: format!(
+                        "({readers} readers; 1 writer did {:.0} writes/s meanwhile)",
+                        writes as f64 / elapsed.as_secs_f64()
+                    ),
+                }
             }
             "readrandom" | "readmissing" => {
                 let db = b.current();
@@ -318,6 +426,25 @@ fn main() {
                     ),
                 }
             }
+            "open" => {
+                // Reopen the store a previous run left in `<dir>/<store>`, without wiping it.
+                if let Some(db) = b.db.take() {
+                    db.close().expect("close");
+                }
+                let path = b.args.dir.join(&b.args.store);
+                let start = Instant::now();
+                let db = open(&path, SyncMode::Buffered, b.args.memtable_mib);
+                let elapsed = start.elapsed();
+                b.path = path;
+                b.db = Some(db);
+                Report {
+                    name: "open",
+                    ops: 1,
+                    elapsed,
+                    lat_ns: vec![elapsed.as_nanos() as u64],
+                    note: "(existing store)".into(),
+                }
+            }
             "flush" => {
                 let db = b.current();
                 let start = Instant::now();
@@ -361,14 +488,21 @@ fn main() {
         if let Some(db) = &b.db {
             let s = db.stats();
             let tables: Vec<String> = s.levels.iter().map(|l| l.tables.to_string()).collect();
+            let live = live_bytes(db);
+            let disk = disk_bytes(&b.path);
             println!(
-                "{:<12}   tables per level [{}], {:.1} MiB in tables, {} WAL segment(s), {} stall(s) {:.1} ms",
+                "{:<12}   tables [{}], {:.1} MiB on disk, space amp {:.2}, write amp {:.2}, read amp {}, {} WAL seg, stalls {} / slowdowns {} / stops {}, longest {:.1} ms",
                 "",
                 tables.join(" "),
-                s.levels.iter().map(|l| l.bytes).sum::<u64>() as f64 / (1 << 20) as f64,
+                disk as f64 / (1 << 20) as f64,
+                disk as f64 / live.max(1) as f64,
+                s.write_amplification,
+                s.read_amplification,
                 s.wal_segments,
                 s.write_stalls,
-                s.write_stall_micros as f64 / 1000.0
+                s.write_slowdowns,
+                s.write_stops,
+                s.longest_stall_micros as f64 / 1000.0
             );
         }
     }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::Db;
+use crate::compaction::PeriodicCompaction;
 use crate::error::{Error, Result};
 use crate::fs::{FileSystem, StdFs};
 
@@ -81,6 +82,29 @@ pub struct Config {
     pub history: HistoryRetention,
     /// What to do with damaged WAL records on open.
     pub recovery: RecoveryMode,
+    /// Level-0 tables that trigger a compaction into level 1. Default 4.
+    pub l0_compaction_trigger: usize,
+    /// Level-0 tables at which writes start to be slowed down. Default 12.
+    pub l0_slowdown_tables: usize,
+    /// Level-0 tables at which writes stop until compaction catches up. Default 24.
+    pub l0_stop_tables: usize,
+    /// Target size of level 1; each deeper level is `level_multiplier` times larger.
+    /// Default 64 MiB.
+    pub level1_bytes: u64,
+    /// Size ratio between adjacent levels. Default 10.
+    pub level_multiplier: u64,
+    /// Size at which compaction output is cut into a new table. Default 16 MiB.
+    pub target_table_bytes: u64,
+    /// Estimated compaction debt at which writes start to be slowed down. Default 1 GiB.
+    pub pending_compaction_slowdown_bytes: u64,
+    /// Estimated compaction debt at which writes stop. Default 4 GiB.
+    pub pending_compaction_stop_bytes: u64,
+    /// Total WAL size that forces the memtable to be flushed, which bounds recovery time.
+    /// Default 128 MiB.
+    pub max_wal_bytes: u64,
+    /// The periodic full compaction (disabled by default); changeable at runtime with
+    /// [`Db::set_periodic_compaction`](crate::Db::set_periodic_compaction).
+    pub periodic_compaction: PeriodicCompaction,
     /// The filesystem used for every file operation.
     pub fs: Arc<dyn FileSystem>,
 }
@@ -97,6 +121,16 @@ impl Default for Config {
             filter_bits_per_key: 10,
             history: HistoryRetention::default(),
             recovery: RecoveryMode::default(),
+            l0_compaction_trigger: 4,
+            l0_slowdown_tables: 12,
+            l0_stop_tables: 24,
+            level1_bytes: 64 << 20,
+            level_multiplier: 10,
+            target_table_bytes: 16 << 20,
+            pending_compaction_slowdown_bytes: 1 << 30,
+            pending_compaction_stop_bytes: 4 << 30,
+            max_wal_bytes: 128 << 20,
+            periodic_compaction: PeriodicCompaction::default(),
             fs: Arc::new(StdFs),
         }
     }
@@ -126,6 +160,28 @@ impl Config {
         }
         if self.history.versions == 0 {
             return bad("history.versions must be at least 1");
+        }
+        if self.l0_compaction_trigger == 0
+            || self.l0_slowdown_tables < self.l0_compaction_trigger
+            || self.l0_stop_tables <= self.l0_slowdown_tables
+        {
+            return bad("need 0 < l0_compaction_trigger <= l0_slowdown_tables < l0_stop_tables");
+        }
+        if self.level1_bytes < 4096 || self.level_multiplier < 2 || self.target_table_bytes < 4096 {
+            return bad(
+                "level1_bytes and target_table_bytes must be at least 4096, level_multiplier at least 2",
+            );
+        }
+        if self.pending_compaction_stop_bytes <= self.pending_compaction_slowdown_bytes {
+            return bad(
+                "pending_compaction_stop_bytes must exceed pending_compaction_slowdown_bytes",
+            );
+        }
+        if self.max_wal_bytes < self.wal_segment_bytes {
+            return bad("max_wal_bytes must be at least wal_segment_bytes");
+        }
+        if self.periodic_compaction.enabled && self.periodic_compaction.interval.is_zero() {
+            return bad("periodic_compaction.interval must be positive");
         }
         Ok(())
     }
@@ -204,6 +260,41 @@ impl DbBuilder {
     /// Keep the newest `n` versions of every key; see [`HistoryRetention`].
     pub fn history_versions(mut self, n: usize) -> Self {
         self.config.history.versions = n;
+        self
+    }
+
+    /// Level sizing: level 1 holds `level1_bytes`, each deeper level `multiplier` times more,
+    /// and compaction cuts output tables at `target_table_bytes`.
+    pub fn level_sizes(
+        mut self,
+        level1_bytes: u64,
+        multiplier: u64,
+        target_table_bytes: u64,
+    ) -> Self {
+        self.config.level1_bytes = level1_bytes;
+        self.config.level_multiplier = multiplier;
+        self.config.target_table_bytes = target_table_bytes;
+        self
+    }
+
+    /// Level-0 limits: compaction trigger, slowdown and stop (see
+    /// [`Config::l0_compaction_trigger`]).
+    pub fn l0_limits(mut self, trigger: usize, slowdown: usize, stop: usize) -> Self {
+        self.config.l0_compaction_trigger = trigger;
+        self.config.l0_slowdown_tables = slowdown;
+        self.config.l0_stop_tables = stop;
+        self
+    }
+
+    /// See [`Config::max_wal_bytes`].
+    pub fn max_wal_bytes(mut self, n: u64) -> Self {
+        self.config.max_wal_bytes = n;
+        self
+    }
+
+    /// See [`Config::periodic_compaction`].
+    pub fn periodic_compaction(mut self, p: PeriodicCompaction) -> Self {
+        self.config.periodic_compaction = p;
         self
     }
 

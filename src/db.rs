@@ -23,6 +23,9 @@ use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::batch::{self, BatchView, WriteBatch};
+use crate::compaction::{
+    CompactionReason, CompactionRun, CompactionState, CompactionStatus, PeriodicCompaction, picker,
+};
 use crate::config::{Config, DbBuilder, SyncMode};
 use crate::error::{CasConflict, Error, Result};
 use crate::fs::{FileLock, FileSystem};
@@ -73,10 +76,10 @@ impl std::fmt::Debug for Db {
     }
 }
 
-/// Owns the background thread; dropping the last `Db` closes the store.
+/// Owns the background threads; dropping the last `Db` closes the store.
 struct Handle {
     core: Arc<Core>,
-    worker: Mutex<Option<JoinHandle<()>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Drop for Handle {
@@ -90,7 +93,7 @@ impl Drop for Handle {
 impl Handle {
     fn close(&self) -> Result<()> {
         self.core.begin_shutdown();
-        if let Some(t) = self.worker.lock().take() {
+        for t in self.workers.lock().drain(..) {
             let _ = t.join();
         }
         self.core.finish_shutdown()
@@ -122,6 +125,9 @@ pub(crate) struct Core {
     poison: Mutex<Option<String>>,
     poisoned: AtomicBool,
     closed: AtomicBool,
+    /// Set when closing starts; long jobs check it and stop early.
+    pub(crate) shutdown_flag: AtomicBool,
+    pub(crate) compaction: CompactionState,
     pub(crate) counters: Counters,
     pub(crate) recovery: RecoveryReport,
 }
@@ -168,6 +174,7 @@ pub(crate) struct Recovered {
 
 impl Core {
     pub(crate) fn assemble(r: Recovered) -> Core {
+        let periodic = r.config.periodic_compaction;
         Core {
             dir: r.dir,
             fs: Arc::clone(&r.config.fs),
@@ -191,6 +198,8 @@ impl Core {
             poison: Mutex::new(None),
             poisoned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            shutdown_flag: AtomicBool::new(false),
+            compaction: CompactionState::new(periodic),
             counters: Counters::default(),
             recovery: r.report,
         }
@@ -472,12 +481,45 @@ impl Core {
         Ok(None)
     }
 
-    /// Makes sure the memtable has room, freezing it (and stalling if too many are frozen).
+    /// How far compaction is behind: 0 below the slowdown thresholds, 1 at the stop
+    /// thresholds, in between proportionally.
+    fn compaction_pressure(&self, state: &LsmState) -> f64 {
+        let c = &self.config;
+        let l0 = state.tables.level(0).len() as f64;
+        let by_l0 = (l0 - c.l0_slowdown_tables as f64 + 1.0)
+            / (c.l0_stop_tables as f64 - c.l0_slowdown_tables as f64 + 1.0);
+        let pending = picker::pending_bytes(c, &state.tables) as f64;
+        let slow = c.pending_compaction_slowdown_bytes as f64;
+        let by_debt = (pending - slow) / (c.pending_compaction_stop_bytes as f64 - slow);
+        by_l0.max(by_debt).max(0.0)
+    }
+
+    /// Makes sure the memtable has room, freezing it, and applies backpressure: writes are
+    /// delayed more the further compaction falls behind, and stop only at the hard limits.
     /// Called with the leader lock held.
     fn make_room(&self) -> Result<()> {
+        let mut slowed = false;
         loop {
             let state = self.current_state();
-            if state.mem.approximate_bytes() < self.config.memtable_bytes {
+            let pressure = self.compaction_pressure(&state);
+            if pressure >= 1.0 {
+                self.stall_for_compaction()?;
+                continue;
+            }
+            if pressure > 0.0 && !slowed {
+                // 0.5 ms at the first threshold, growing to 10 ms next to the stop limit.
+                let delay = Duration::from_micros(500 + (9500.0 * pressure) as u64);
+                std::thread::sleep(delay);
+                self.counters.note_stall(
+                    &self.counters.slowdowns,
+                    &self.counters.slowdown_micros,
+                    delay,
+                );
+                slowed = true;
+            }
+            let wal_full =
+                !state.mem.is_empty() && self.wal.lock().total_bytes() > self.config.max_wal_bytes;
+            if state.mem.approximate_bytes() < self.config.memtable_bytes && !wal_full {
                 return Ok(());
             }
             if state.imms.len() >= self.config.max_immutable_memtables {
@@ -486,6 +528,36 @@ impl Core {
             }
             return self.freeze_memtable();
         }
+    }
+
+    /// Waits until compaction brings the tree back under the hard limits.
+    fn stall_for_compaction(&self) -> Result<()> {
+        let start = Instant::now();
+        let mut bg = self.bg.lock();
+        while bg.error.is_none()
+            && !bg.shutdown
+            && self.compaction_pressure(&self.current_state()) >= 1.0
+        {
+            self.compaction.cv.notify_all();
+            self.compaction
+                .cv
+                .wait_for(&mut bg, Duration::from_millis(50));
+        }
+        let error = bg.error.clone();
+        let shutdown = bg.shutdown;
+        drop(bg);
+        self.counters.note_stall(
+            &self.counters.stops,
+            &self.counters.stop_micros,
+            start.elapsed(),
+        );
+        if let Some(e) = error {
+            return Err(Error::Poisoned(e));
+        }
+        if shutdown {
+            return Err(Error::Closed);
+        }
+        Ok(())
     }
 
     fn stall_for_flush(&self) -> Result<()> {
@@ -501,10 +573,10 @@ impl Core {
         let error = bg.error.clone();
         let shutdown = bg.shutdown;
         drop(bg);
-        Counters::add(&self.counters.stalls, 1);
-        Counters::add(
+        self.counters.note_stall(
+            &self.counters.stalls,
             &self.counters.stall_micros,
-            start.elapsed().as_micros() as u64,
+            start.elapsed(),
         );
         if let Some(e) = error {
             return Err(Error::Poisoned(e));
@@ -561,7 +633,7 @@ impl Core {
 
     /// Freezes the memtable (if it holds anything) and waits until every frozen memtable is
     /// in a table.
-    fn flush_all(&self) -> Result<()> {
+    pub(crate) fn flush_all(&self) -> Result<()> {
         self.check_writable()?;
         {
             let _leader = self.leader.lock();
@@ -600,10 +672,12 @@ impl Core {
     // ---- lifecycle ----
 
     fn begin_shutdown(&self) {
+        self.shutdown_flag.store(true, Ordering::Release);
         let mut bg = self.bg.lock();
         bg.shutdown = true;
         self.bg_cv.notify_all();
         self.flush_cv.notify_all();
+        self.compaction.cv.notify_all();
     }
 
     fn finish_shutdown(&self) -> Result<()> {
@@ -644,6 +718,7 @@ impl Core {
             }
             let _bg = core.bg.lock();
             core.flush_cv.notify_all();
+            core.compaction.cv.notify_all();
         }
     }
 
@@ -654,6 +729,45 @@ impl Core {
             (wal.segments().len(), wal.total_bytes())
         };
         let c = &self.counters;
+        let scores = picker::scores(&self.config, &state.tables);
+        let levels: Vec<LevelStats> = (0..state.tables.num_levels())
+            .map(|l| {
+                let io = self.compaction.levels.get(l);
+                let get = |f: fn(&crate::compaction::LevelIo) -> &AtomicU64| {
+                    io.map_or(0, |io| Counters::get(f(io)))
+                };
+                LevelStats {
+                    tables: state.tables.level(l).len(),
+                    bytes: state.tables.level_bytes(l),
+                    entries: state
+                        .tables
+                        .level(l)
+                        .iter()
+                        .map(|t| t.props().entries)
+                        .sum(),
+                    target_bytes: if l == 0 {
+                        0
+                    } else {
+                        picker::level_target(&self.config, l)
+                    },
+                    score: scores.get(l).copied().unwrap_or(0.0),
+                    bytes_written: get(|io| &io.bytes_written),
+                    bytes_read: get(|io| &io.bytes_read),
+                    compactions: get(|io| &io.compactions),
+                }
+            })
+            .collect();
+        let compaction_bytes_written: u64 = levels.iter().skip(1).map(|l| l.bytes_written).sum();
+        let compaction_bytes_read: u64 = levels.iter().map(|l| l.bytes_read).sum();
+        let user_bytes = Counters::get(&c.user_bytes);
+        let disk_bytes =
+            Counters::get(&c.wal_bytes) + Counters::get(&c.flush_bytes) + compaction_bytes_written;
+        let read_amplification = 1
+            + state.imms.len()
+            + state.tables.level(0).len()
+            + (1..state.tables.num_levels())
+                .filter(|&l| !state.tables.level(l).is_empty())
+                .count();
         Stats {
             last_seqno: SeqNo::new(self.visible.load(Ordering::Acquire)),
             memtable_bytes: state.mem.approximate_bytes() as u64,
@@ -663,12 +777,7 @@ impl Core {
                 .iter()
                 .map(|m| m.approximate_bytes() as u64)
                 .sum(),
-            levels: (0..state.tables.num_levels())
-                .map(|l| LevelStats {
-                    tables: state.tables.level(l).len(),
-                    bytes: state.tables.level_bytes(l),
-                })
-                .collect(),
+            levels,
             wal_segments,
             wal_bytes,
             live_snapshots: self.snapshots.count(),
@@ -683,6 +792,26 @@ impl Core {
             flushes: Counters::get(&c.flushes),
             write_stalls: Counters::get(&c.stalls),
             write_stall_micros: Counters::get(&c.stall_micros),
+            write_slowdowns: Counters::get(&c.slowdowns),
+            write_slowdown_micros: Counters::get(&c.slowdown_micros),
+            write_stops: Counters::get(&c.stops),
+            write_stop_micros: Counters::get(&c.stop_micros),
+            longest_stall_micros: Counters::get(&c.longest_stall_micros),
+            pending_compaction_bytes: picker::pending_bytes(&self.config, &state.tables),
+            compactions: self
+                .compaction
+                .levels
+                .iter()
+                .map(|io| Counters::get(&io.compactions))
+                .sum(),
+            compaction_bytes_read,
+            compaction_bytes_written,
+            write_amplification: if user_bytes == 0 {
+                0.0
+            } else {
+                disk_bytes as f64 / user_bytes as f64
+            },
+            read_amplification,
             conflicts: Counters::get(&c.conflicts),
             recovery: self.recovery.clone(),
         }
@@ -745,14 +874,18 @@ impl Db {
             while core.flush_oldest()? {}
             core.retire_wal_before_active()?;
         }
-        let worker_core = Arc::clone(&core);
-        let worker = std::thread::Builder::new()
-            .name("strata-bg".into())
-            .spawn(move || Core::background_loop(worker_core))?;
+        let flush_core = Arc::clone(&core);
+        let flusher = std::thread::Builder::new()
+            .name("strata-flush".into())
+            .spawn(move || Core::background_loop(flush_core))?;
+        let compact_core = Arc::clone(&core);
+        let compactor = std::thread::Builder::new()
+            .name("strata-compact".into())
+            .spawn(move || Core::compaction_loop(compact_core))?;
         Ok(Db {
             handle: Arc::new(Handle {
                 core,
-                worker: Mutex::new(Some(worker)),
+                workers: Mutex::new(vec![flusher, compactor]),
             }),
         })
     }
@@ -955,6 +1088,68 @@ impl Db {
     /// Sizes and counters.
     pub fn stats(&self) -> Stats {
         self.core().stats()
+    }
+
+    /// Compacts the whole store now: flushes the memtable, then merges every table into one
+    /// sorted run, dropping versions past retention and deleted keys (see
+    /// [`HistoryRetention`](crate::HistoryRetention)). Waits for a running compaction first.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = strata::Db::open(dir.path())?;
+    /// for i in 0..100 {
+    ///     db.put(format!("k{i}"), "v")?;
+    ///     db.delete(format!("k{i}"))?;
+    /// }
+    /// let run = db.compact()?;
+    /// assert_eq!(run.tables_out, 0); // every key was deleted: nothing is left
+    /// # Ok::<_, strata::Error>(())
+    /// ```
+    pub fn compact(&self) -> Result<CompactionRun> {
+        self.core().flush_all()?;
+        self.core().compact_all_tables(CompactionReason::Manual)
+    }
+
+    /// Compacts the tables holding keys in `range`, pushing them down to the deepest level.
+    pub fn compact_range<K: AsRef<[u8]>, R: RangeBounds<K>>(
+        &self,
+        range: R,
+    ) -> Result<CompactionRun> {
+        use std::ops::Bound;
+        let lo = match range.start_bound() {
+            Bound::Included(k) | Bound::Excluded(k) => k.as_ref().to_vec(),
+            Bound::Unbounded => Vec::new(),
+        };
+        let hi = match range.end_bound() {
+            Bound::Included(k) | Bound::Excluded(k) => Some(k.as_ref().to_vec()),
+            Bound::Unbounded => None,
+        };
+        self.core().flush_all()?;
+        self.core().compact_span(&(lo, hi))
+    }
+
+    /// A full compaction unless one is running, or — without `force` — the last full
+    /// compaction finished less than the periodic schedule's `min_interval` ago; `Ok(None)`
+    /// when skipped.
+    pub fn try_compact(&self, force: bool) -> Result<Option<CompactionRun>> {
+        let core = self.core();
+        if core.compaction.running.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        if !force && !core.full_compaction_allowed() {
+            return Ok(None);
+        }
+        self.compact().map(Some)
+    }
+
+    /// Whether a compaction runs, the periodic schedule, and recent runs.
+    pub fn compaction_status(&self) -> CompactionStatus {
+        self.core().compaction_status()
+    }
+
+    /// Changes the periodic full-compaction schedule.
+    pub fn set_periodic_compaction(&self, schedule: PeriodicCompaction) {
+        self.core().set_periodic(schedule);
     }
 
     /// The live WAL segments, oldest first.

@@ -58,7 +58,7 @@ impl Core {
                 builder.add(&k, &v)?;
             }
         }
-        let (props, size) = builder.finish()?;
+        let (_, size) = builder.finish()?;
         self.fs.sync_dir(&self.dir)?;
         let table = Arc::new(Table::open(Arc::clone(&self.fs), &path, number)?);
 
@@ -77,18 +77,7 @@ impl Core {
             next_file: Some(self.next_file.load(Ordering::Acquire)),
             last_seq: Some(imm.max_seq()),
             log_number: Some(log_number),
-            added: vec![(
-                0,
-                TableMeta {
-                    number,
-                    size,
-                    entries: props.entries,
-                    min_seq: props.min_seq,
-                    max_seq: props.max_seq,
-                    smallest: props.smallest.clone(),
-                    largest: props.largest.clone(),
-                },
-            )],
+            added: vec![(0, TableMeta::of(&table))],
             removed: Vec::new(),
         };
         self.log_edit(&mut versions, &edit)?;
@@ -105,11 +94,14 @@ impl Core {
         drop(versions);
         self.wal.lock().remove_below(log_number)?;
         Counters::add(&self.counters.flushes, 1);
+        if let Some(io) = self.compaction.levels.first() {
+            io.bytes_written.fetch_add(size, Ordering::Relaxed);
+        }
         Counters::add(&self.counters.flush_bytes, size);
         tracing::debug!(
             table = number,
             bytes = size,
-            entries = props.entries,
+            entries = table.props().entries,
             dropped = filter.dropped,
             "flushed memtable"
         );

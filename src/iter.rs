@@ -4,6 +4,7 @@
 //! Both own everything they read — the LSM state (memtables and tables stay alive) and a
 //! snapshot registration (versions they see stay retained) — so they are `'static + Send`
 //! and read a fixed point in time while writes continue.
+#![deny(clippy::indexing_slicing)]
 
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
@@ -58,8 +59,11 @@ pub struct Range {
     upper: Bound<Vec<u8>>,
     front: Option<MergeCursor>,
     back: Option<MergeCursor>,
-    front_last: Option<Bytes>,
-    back_last: Option<Bytes>,
+    /// The last key each end returned; the ends stop where they meet.
+    front_last: Option<Vec<u8>>,
+    back_last: Option<Vec<u8>>,
+    /// Key whose older versions are being skipped.
+    scratch: Vec<u8>,
     done: bool,
 }
 
@@ -84,6 +88,7 @@ impl Range {
             back: None,
             front_last: None,
             back_last: None,
+            scratch: Vec::new(),
             done: false,
         }
     }
@@ -143,20 +148,26 @@ impl Range {
                 c.next();
                 continue;
             }
+            if p.kind == Kind::Delete || self.before_lower(p.user_key) {
+                // Not returned: skip this key's older versions.
+                self.scratch.clear();
+                self.scratch.extend_from_slice(p.user_key);
+                c.next();
+                while c.valid() && key::user_key(c.key()) == self.scratch.as_slice() {
+                    c.next();
+                }
+                continue;
+            }
+            if self.back_last.as_deref().is_some_and(|b| p.user_key >= b) {
+                break None;
+            }
             let user = Bytes::copy_from_slice(p.user_key);
-            let kind = p.kind;
             let value = c.value();
             c.next();
             while c.valid() && key::user_key(c.key()) == &user[..] {
                 c.next();
             }
-            if kind == Kind::Delete || self.before_lower(&user) {
-                continue;
-            }
-            if self.back_last.as_ref().is_some_and(|b| user >= *b) {
-                break None;
-            }
-            self.front_last = Some(user.clone());
+            remember(&mut self.front_last, &user);
             self.front = Some(c);
             return Some(Ok((user, value)));
         };
@@ -220,10 +231,10 @@ impl Range {
             if self.beyond_upper(&user) {
                 continue;
             }
-            if self.front_last.as_ref().is_some_and(|f| user <= *f) {
+            if self.front_last.as_deref().is_some_and(|f| &user[..] <= f) {
                 break None;
             }
-            self.back_last = Some(user.clone());
+            remember(&mut self.back_last, &user);
             self.back = Some(c);
             return Some(Ok((user, value)));
         };
@@ -234,6 +245,17 @@ impl Range {
                 None
             }
         }
+    }
+}
+
+/// Stores `key` in `slot`, reusing its allocation.
+fn remember(slot: &mut Option<Vec<u8>>, key: &[u8]) {
+    match slot {
+        Some(v) => {
+            v.clear();
+            v.extend_from_slice(key);
+        }
+        None => *slot = Some(key.to_vec()),
     }
 }
 

@@ -109,13 +109,69 @@ pub fn compare(a: &[u8], b: &[u8]) -> Ordering {
     ua.cmp(ub).then_with(|| tb.cmp(&ta))
 }
 
+/// Bytes of the user key kept inline in an [`InternalKey`].
+const HEAD_LEN: usize = 16;
+
 /// An owned internal key with the internal ordering; the memtable's key type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InternalKey(pub Bytes);
+///
+/// The first 16 bytes of the user key (zero-padded), its length and the trailer are kept
+/// inline, so that most comparisons during a skiplist search never touch the key's bytes
+/// elsewhere in memory; only keys longer than 16 bytes with equal heads are compared in full.
+#[derive(Debug, Clone)]
+pub struct InternalKey {
+    head: [u8; HEAD_LEN],
+    user_len: usize,
+    trailer: u64,
+    bytes: Bytes,
+}
+
+impl InternalKey {
+    /// Wraps an encoded internal key (at least [`TRAILER_LEN`] bytes; shorter input is treated
+    /// as a user key with a zero trailer, which keeps the ordering total).
+    pub fn new(bytes: Bytes) -> InternalKey {
+        let (user, trailer) = split(&bytes).unwrap_or((&bytes[..], 0));
+        let mut head = [0u8; HEAD_LEN];
+        for (h, u) in head.iter_mut().zip(user) {
+            *h = *u;
+        }
+        InternalKey {
+            head,
+            user_len: user.len(),
+            trailer,
+            bytes,
+        }
+    }
+
+    /// The encoded internal key.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    fn user_key(&self) -> &[u8] {
+        self.bytes.get(..self.user_len).unwrap_or_default()
+    }
+}
+
+impl PartialEq for InternalKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for InternalKey {}
 
 impl Ord for InternalKey {
     fn cmp(&self, other: &Self) -> Ordering {
-        compare(&self.0, &other.0)
+        // Zero padding keeps the head order consistent with the order of the full keys
+        // wherever the heads differ.
+        let user = self.head.cmp(&other.head).then_with(|| {
+            if self.user_len <= HEAD_LEN && other.user_len <= HEAD_LEN {
+                self.user_len.cmp(&other.user_len)
+            } else {
+                self.user_key().cmp(other.user_key())
+            }
+        });
+        user.then_with(|| other.trailer.cmp(&self.trailer))
     }
 }
 
@@ -176,6 +232,39 @@ mod tests {
         let n = bad.len();
         bad[n - 8] = 9; // unknown kind
         assert!(parse(&bad).is_none());
+    }
+
+    #[test]
+    fn inline_heads_order_like_full_keys() {
+        let users: Vec<&[u8]> = vec![
+            b"",
+            b"\0",
+            b"a",
+            b"a\0",
+            b"a\0\0",
+            b"ab",
+            b"abcdefghijklmnop",
+            b"abcdefghijklmnop\0",
+            b"abcdefghijklmnopq",
+            b"abcdefghijklmnopr",
+            b"abcdefghijklmnoq",
+            b"b",
+            b"\xff\xff",
+        ];
+        let mut keys = Vec::new();
+        for u in &users {
+            for s in [1u64, 5, 9] {
+                keys.push(ik(u, s, Kind::Put));
+            }
+        }
+        for a in &keys {
+            for b in &keys {
+                let want = compare(a, b);
+                let got = InternalKey::new(Bytes::copy_from_slice(a))
+                    .cmp(&InternalKey::new(Bytes::copy_from_slice(b)));
+                assert_eq!(got, want, "{a:?} vs {b:?}");
+            }
+        }
     }
 
     #[test]

@@ -62,6 +62,7 @@
 
 mod batch;
 mod coding;
+mod compaction;
 mod config;
 mod cursor;
 mod db;
@@ -90,6 +91,7 @@ pub mod server;
 pub use bytes::Bytes;
 
 pub use batch::WriteBatch;
+pub use compaction::{CompactionReason, CompactionRun, CompactionStatus, PeriodicCompaction};
 pub use config::{Config, DbBuilder, HistoryRetention, RecoveryMode, SyncMode};
 pub use db::Db;
 pub use error::{CasConflict, Error, Result};

@@ -71,6 +71,22 @@ pub struct TableMeta {
     pub largest: Vec<u8>,
 }
 
+impl TableMeta {
+    /// The manifest's description of an open table.
+    pub fn of(t: &crate::sstable::table_reader::Table) -> TableMeta {
+        let p = t.props();
+        TableMeta {
+            number: t.number(),
+            size: t.file_size(),
+            entries: p.entries,
+            min_seq: p.min_seq,
+            max_seq: p.max_seq,
+            smallest: p.smallest.clone(),
+            largest: p.largest.clone(),
+        }
+    }
+}
+
 /// One change to the table set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Edit {

@@ -106,7 +106,7 @@ impl Memtable {
             let ikey = buf.slice(pos..pos + klen);
             let value = buf.slice(pos + klen..pos + klen + op.value.len());
             pos += klen + op.value.len();
-            self.map.insert(InternalKey(ikey), value);
+            self.map.insert(InternalKey::new(ikey), value);
         }
         let charged = total + ops.len() * ENTRY_OVERHEAD;
         self.bytes.fetch_add(charged, Ordering::Relaxed);
@@ -117,13 +117,13 @@ impl Memtable {
 
     /// The newest version of `user_key` with seqno at most `snap`.
     pub fn get(&self, user_key: &[u8], snap: u64) -> Option<Hit> {
-        let target = InternalKey(Bytes::from(key::encode(
+        let target = InternalKey::new(Bytes::from(key::encode(
             user_key,
             SeqNo::new(snap),
             KIND_SEEK,
         )));
         let entry = self.map.lower_bound(Bound::Included(&target))?;
-        let parsed = key::parse(&entry.key().0)?;
+        let parsed = key::parse(entry.key().bytes())?;
         (parsed.user_key == user_key).then(|| Hit {
             seq: parsed.seq,
             kind: parsed.kind,
@@ -135,7 +135,7 @@ impl Memtable {
     pub fn iter(&self) -> impl Iterator<Item = (Bytes, Bytes)> + '_ {
         self.map
             .iter()
-            .map(|e| (e.key().0.clone(), e.value().clone()))
+            .map(|e| (e.key().bytes().clone(), e.value().clone()))
     }
 
     /// An owned cursor over this memtable.
@@ -181,7 +181,8 @@ impl MemCursor {
                 self.exhausted = false;
                 return;
             }
-            self.buf.push_back((e.key().0.clone(), e.value().clone()));
+            self.buf
+                .push_back((e.key().bytes().clone(), e.value().clone()));
             entry = e.next();
         }
         self.exhausted = true;
@@ -202,7 +203,8 @@ impl MemCursor {
                 self.exhausted = false;
                 return;
             }
-            self.buf.push_back((e.key().0.clone(), e.value().clone()));
+            self.buf
+                .push_back((e.key().bytes().clone(), e.value().clone()));
             entry = e.prev();
         }
         self.exhausted = true;
@@ -215,7 +217,7 @@ impl MemCursor {
                 return;
             };
             self.buf.clear();
-            let k = InternalKey(k);
+            let k = InternalKey::new(k);
             if forward {
                 self.fill_forward(Bound::Excluded(&k));
             } else {
@@ -227,7 +229,7 @@ impl MemCursor {
             return;
         };
         if self.buf.is_empty() && !self.exhausted {
-            let last = InternalKey(last);
+            let last = InternalKey::new(last);
             if forward {
                 self.fill_forward(Bound::Excluded(&last));
             } else {
@@ -241,7 +243,7 @@ impl Cursor for MemCursor {
     fn seek(&mut self, target: &[u8]) {
         self.buf.clear();
         self.chunk = FIRST_CHUNK;
-        let t = InternalKey(Bytes::copy_from_slice(target));
+        let t = InternalKey::new(Bytes::copy_from_slice(target));
         self.fill_forward(Bound::Included(&t));
     }
 
@@ -254,7 +256,7 @@ impl Cursor for MemCursor {
     fn seek_for_prev(&mut self, target: &[u8]) {
         self.buf.clear();
         self.chunk = FIRST_CHUNK;
-        let t = InternalKey(Bytes::copy_from_slice(target));
+        let t = InternalKey::new(Bytes::copy_from_slice(target));
         self.fill_backward(Bound::Included(&t));
     }
 

@@ -1,6 +1,7 @@
 //! Combining cursors: [`MergeCursor`] merges overlapping sources (memtables, level-0 tables,
 //! levels) into one internal-key-ordered stream; [`LevelCursor`] walks the non-overlapping
 //! tables of one level as if they were one table, opening each only when reached.
+#![deny(clippy::indexing_slicing)]
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -30,17 +31,46 @@ impl MergeCursor {
     }
 
     fn pick(&mut self, want: Ordering) {
-        let mut best: Option<usize> = None;
+        let mut best: Option<(usize, &BoxCursor)> = None;
         for (i, c) in self.children.iter().enumerate() {
             if !c.valid() {
                 continue;
             }
             best = match best {
-                Some(b) if key::compare(c.key(), self.children[b].key()) != want => Some(b),
-                _ => Some(i),
+                Some((b, bc)) if key::compare(c.key(), bc.key()) != want => Some((b, bc)),
+                _ => Some((i, c)),
             };
         }
-        self.current = best;
+        self.current = best.map(|(i, _)| i);
+    }
+
+    fn current_child(&self) -> Option<&BoxCursor> {
+        self.current.and_then(|i| self.children.get(i))
+    }
+
+    /// Moves every child other than the current one to the entry that follows (or, going
+    /// backwards, precedes) the current key, after a change of direction.
+    fn realign(&mut self, cur: usize, forward: bool) {
+        let Some(k) = self.children.get(cur).map(|c| c.key().to_vec()) else {
+            return;
+        };
+        for (i, c) in self.children.iter_mut().enumerate() {
+            if i == cur {
+                continue;
+            }
+            if forward {
+                c.seek(&k);
+                if c.valid() && key::compare(c.key(), &k) == Ordering::Equal {
+                    c.next();
+                }
+            } else {
+                c.seek_for_prev(&k);
+                if c.valid() && key::compare(c.key(), &k) == Ordering::Equal {
+                    c.prev();
+                }
+            }
+        }
+        self.forward = forward;
     }
 }
 
@@ -80,37 +110,22 @@ impl Cursor for MergeCursor {
     fn next(&mut self) {
         let Some(cur) = self.current else { return };
         if !self.forward {
-            // Bring every other child to the first entry after the current key.
-            let k = self.children[cur].key().to_vec();
-            for (i, c) in self.children.iter_mut().enumerate() {
-                if i != cur {
-                    c.seek(&k);
-                    if c.valid() && key::compare(c.key(), &k) == Ordering::Equal {
-                        c.next();
-                    }
-                }
-            }
-            self.forward = true;
+            self.realign(cur, true);
         }
-        self.children[cur].next();
+        if let Some(c) = self.children.get_mut(cur) {
+            c.next();
+        }
         self.pick(Ordering::Less);
     }
 
     fn prev(&mut self) {
         let Some(cur) = self.current else { return };
         if self.forward {
-            let k = self.children[cur].key().to_vec();
-            for (i, c) in self.children.iter_mut().enumerate() {
-                if i != cur {
-                    c.seek_for_prev(&k);
-                    if c.valid() && key::compare(c.key(), &k) == Ordering::Equal {
-                        c.prev();
-                    }
-                }
-            }
-            self.forward = false;
+            self.realign(cur, false);
         }
-        self.children[cur].prev();
+        if let Some(c) = self.children.get_mut(cur) {
+            c.prev();
+        }
         self.pick(Ordering::Greater);
     }
 
@@ -119,13 +134,11 @@ impl Cursor for MergeCursor {
     }
 
     fn key(&self) -> &[u8] {
-        self.current.map_or(&[][..], |i| self.children[i].key())
+        self.current_child().map_or(&[][..], |c| c.key())
     }
 
     fn value(&self) -> Bytes {
-        self.current
-            .map(|i| self.children[i].value())
-            .unwrap_or_default()
+        self.current_child().map(|c| c.value()).unwrap_or_default()
     }
 
     fn status(&self) -> Result<()> {

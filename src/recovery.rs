@@ -5,6 +5,7 @@
 //! consecutive seqnos, and a gap, a missing segment or damage before intact data is refused
 //! (or, under a salvaging [`RecoveryMode`], dropped and reported). A damaged tail of the
 //! newest segment — the write in flight during a crash — is cut off and reported.
+#![deny(clippy::indexing_slicing)]
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -46,8 +46,31 @@ pub struct Stats {
     pub flushes: u64,
     /// Times a writer waited for a flush because too many memtables were frozen.
     pub write_stalls: u64,
-    /// Total time writers spent stalled, in microseconds.
+    /// Total time writers spent waiting for flushes, in microseconds.
     pub write_stall_micros: u64,
+    /// Commit groups delayed because compaction fell behind (gradual backpressure).
+    pub write_slowdowns: u64,
+    /// Total delay from slowdowns, in microseconds.
+    pub write_slowdown_micros: u64,
+    /// Times writes stopped at a hard limit (level-0 tables or compaction debt).
+    pub write_stops: u64,
+    /// Total time writes were stopped, in microseconds.
+    pub write_stop_micros: u64,
+    /// The longest single stall, slowdown or stop, in microseconds.
+    pub longest_stall_micros: u64,
+    /// Estimated bytes compaction must rewrite to bring every level under its target.
+    pub pending_compaction_bytes: u64,
+    /// Compactions run (all kinds, moves included).
+    pub compactions: u64,
+    /// Bytes read by compactions.
+    pub compaction_bytes_read: u64,
+    /// Bytes written by compactions.
+    pub compaction_bytes_written: u64,
+    /// Bytes written to disk (WAL, flushes, compactions) per byte of keys and values
+    /// accepted from callers.
+    pub write_amplification: f64,
+    /// Sources a point read may consult: memtables, level-0 tables and non-empty deeper levels.
+    pub read_amplification: usize,
     /// Compare-and-set or precondition failures.
     pub conflicts: u64,
     /// What the last open recovered.
@@ -55,13 +78,25 @@ pub struct Stats {
 }
 
 /// Figures for one level.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct LevelStats {
     /// Tables in the level.
     pub tables: usize,
     /// Bytes of table files.
     pub bytes: u64,
+    /// Entries (versions and tombstones) in the level's tables.
+    pub entries: u64,
+    /// The level's size target (level 0: none, 0).
+    pub target_bytes: u64,
+    /// Compaction score: at least 1 means compaction is due.
+    pub score: f64,
+    /// Bytes written into this level (flushes for level 0, compactions below).
+    pub bytes_written: u64,
+    /// Bytes read from this level by compactions.
+    pub bytes_read: u64,
+    /// Compactions that wrote into this level.
+    pub compactions: u64,
 }
 
 /// What recovery did when the store was opened.
@@ -107,6 +142,11 @@ pub(crate) struct Counters {
     pub flushes: AtomicU64,
     pub stalls: AtomicU64,
     pub stall_micros: AtomicU64,
+    pub slowdowns: AtomicU64,
+    pub slowdown_micros: AtomicU64,
+    pub stops: AtomicU64,
+    pub stop_micros: AtomicU64,
+    pub longest_stall_micros: AtomicU64,
     pub conflicts: AtomicU64,
 }
 
@@ -117,5 +157,13 @@ impl Counters {
 
     pub(crate) fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
+    }
+
+    /// Counts one stall of `d` in `count`/`micros` and in the longest-stall figure.
+    pub(crate) fn note_stall(&self, count: &AtomicU64, micros: &AtomicU64, d: std::time::Duration) {
+        let us = d.as_micros() as u64;
+        count.fetch_add(1, Ordering::Relaxed);
+        micros.fetch_add(us, Ordering::Relaxed);
+        self.longest_stall_micros.fetch_max(us, Ordering::Relaxed);
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! A `TableSet` is immutable; changes build a new one, which readers pick up through the
 //! LSM state (`state.rs`) while readers of the old one finish undisturbed.
+#![deny(clippy::indexing_slicing)]
 
 use std::cmp::Ordering;
 use std::sync::Arc;

@@ -34,8 +34,9 @@ fn versions_in_every_layer_resolve_to_the_newest() {
     let gate = GateFs::new();
     let db = Db::builder(dir.path())
         .filesystem(Arc::clone(&gate) as Arc<dyn strata::FileSystem>)
-        .memtable_bytes(16 << 10)
+                .memtable_bytes(16 << 10)
         .max_immutable_memtables(4)
+        .l0_limits(1000, 1000, 1001) // keep every flushed table in level 0
         .open()
         .unwrap();
     let mut model: BTreeMap<String, Option<String>> = BTreeMap::new();
@@ -93,6 +94,11 @@ fn versions_in_every_layer_resolve_to_the_newest() {
     assert_eq!(st.immutable_memtables, 0);
     assert!(st.levels[0].tables >= 4);
     check(&db, &model, "all in tables");
+    db.compact().unwrap();
+    let st = db.stats();
+    assert_eq!(st.levels[0].tables, 0);
+    assert!(st.levels[1].tables >= 1);
+    check(&db, &model, "after a full compaction");
     drop(db);
     let db = Db::open(dir.path()).unwrap();
     check(&db, &model, "after reopen");

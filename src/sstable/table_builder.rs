@@ -90,6 +90,11 @@ impl TableBuilder {
         Ok(())
     }
 
+    /// Bytes the file will have if finished now (approximately).
+    pub fn estimated_size(&self) -> u64 {
+        self.offset + self.data.estimated_size() as u64
+    }
+
     fn flush_data_block(&mut self) -> io::Result<()> {
         if self.data.is_empty() {
             return Ok(());

@@ -119,6 +119,11 @@ impl Table {
         key::user_key(&self.props.largest)
     }
 
+    /// Marks the table for deletion once the last reader drops it.
+    pub fn mark_obsolete(&self) {
+        self.obsolete.store(true, Ordering::Release);
+    }
+
     fn footer_start(&self) -> u64 {
         (self.data.len().saturating_sub(FOOTER_LEN)) as u64
     }

@@ -11,6 +11,7 @@
 //! The active segment is pre-sized to the segment limit (a sparse file), so an fsync need
 //! not update the file size; the unused tail reads as zeros and is cut when the segment is
 //! sealed or recovered.
+#![deny(clippy::indexing_slicing)]
 
 use std::io;
 use std::path::{Path, PathBuf};

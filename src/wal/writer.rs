@@ -2,6 +2,7 @@
 //!
 //! Owns the block framing described in [`super::format`]: it splits each logical record into
 //! chunks, pads block tails and hands each record to the file in one `append` call.
+#![deny(clippy::indexing_slicing)]
 
 use std::io;
 

@@ -1,0 +1,224 @@
+//! Running one compaction: merge the inputs, apply the retention rules, write output tables
+//! cut at user-key boundaries, and install the result with one manifest edit.
+//!
+//! Outputs are written and fsynced under fresh file numbers and the directory is synced
+//! before the edit is logged; inputs are marked obsolete and deleted when the last reader
+//! lets go of them. A crash at any point leaves either the inputs or the outputs reachable,
+//! and the unreachable files are removed at the next open.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
+
+use super::picker::{Job, nothing_below};
+use super::{CompactionReason, CompactionRun};
+use crate::cursor::{BoxCursor, Cursor};
+use crate::db::Core;
+use crate::error::{Error, Result};
+use crate::key::{self, Kind};
+use crate::manifest::{Edit, TableMeta};
+use crate::merge_iter::{LevelCursor, MergeCursor};
+use crate::retention::RetentionFilter;
+use crate::sstable::format;
+use crate::sstable::table_builder::TableBuilder;
+use crate::sstable::table_reader::Table;
+use crate::state::LsmState;
+
+/// An output table being written.
+struct Output {
+    number: u64,
+    builder: TableBuilder,
+}
+
+impl Core {
+    /// Runs `job` and installs its result.
+    pub(crate) fn run_job(&self, job: Job, reason: CompactionReason) -> Result<CompactionRun> {
+        let started_at = SystemTime::now();
+        let start = Instant::now();
+        let tables_in = job.inputs.len();
+        let bytes_in = job.input_bytes();
+        let entries_in: u64 = job.inputs.iter().map(|(_, t)| t.props().entries).sum();
+        let (outputs, dropped) = if job.trivial_move {
+            self.install_move(&job)?;
+            (Vec::new(), 0)
+        } else {
+            let (outputs, dropped) = self.merge_inputs(&job)?;
+            self.install(&job, &outputs)?;
+            (outputs, dropped)
+        };
+        let tables_out = if job.trivial_move {
+            tables_in
+        } else {
+            outputs.len()
+        };
+        let bytes_out = if job.trivial_move {
+            bytes_in
+        } else {
+            outputs.iter().map(|t| t.file_size()).sum()
+        };
+        self.compaction.record_level_io(&job, bytes_out);
+        let run = CompactionRun {
+            started_at,
+            duration: start.elapsed(),
+            reason,
+            tables_in,
+            tables_out,
+            bytes_in,
+            bytes_out,
+            entries_in,
+            entries_dropped: dropped,
+        };
+        tracing::debug!(
+            ?reason,
+            tables_in,
+            tables_out,
+            bytes_in,
+            bytes_out,
+            dropped,
+            level = job.output_level,
+            "compaction finished"
+        );
+        Ok(run)
+    }
+
+    /// Merges the inputs into new tables at the output level.
+    fn merge_inputs(&self, job: &Job) -> Result<(Vec<Arc<Table>>, u64)> {
+        let tables_now = Arc::clone(&self.current_state().tables);
+        let mut children: Vec<BoxCursor> = Vec::new();
+        let mut by_level: Vec<Vec<Arc<Table>>> = vec![Vec::new(); crate::NUM_LEVELS];
+        for (level, t) in &job.inputs {
+            if *level == 0 {
+                children.push(Box::new(t.cursor()));
+            } else if let Some(l) = by_level.get_mut(*level) {
+                l.push(Arc::clone(t));
+            }
+        }
+        for mut l in by_level.into_iter().filter(|l| !l.is_empty()) {
+            l.sort_by(|a, b| key::compare(&a.props().smallest, &b.props().smallest));
+            children.push(Box::new(LevelCursor::new(Arc::from(l))));
+        }
+        let mut merged = MergeCursor::new(children);
+        let mut filter = RetentionFilter::new(self.retention());
+        let target = self.config.target_table_bytes;
+        let mut outputs: Vec<Arc<Table>> = Vec::new();
+        let mut current: Option<Output> = None;
+        let mut last_user_key: Vec<u8> = Vec::new();
+        let mut steps = 0u64;
+        merged.seek_to_first();
+        while merged.valid() {
+            steps += 1;
+            if steps.is_multiple_of(4096) && self.shutting_down() {
+                return Err(Error::Closed);
+            }
+            let ikey = merged.key();
+            let parsed = key::parse(ikey).ok_or_else(|| Error::Corruption {
+                file: Default::default(),
+                offset: 0,
+                reason: "malformed internal key in compaction input".into(),
+            })?;
+            let new_key = parsed.user_key != last_user_key.as_slice();
+            if new_key {
+                // Cut only between user keys, so each key's versions stay in one table.
+                if current
+                    .as_ref()
+                    .is_some_and(|o| o.builder.estimated_size() >= target)
+                    && let Some(out) = current.take()
+                {
+                    outputs.push(self.finish_output(out)?);
+                }
+                last_user_key.clear();
+                last_user_key.extend_from_slice(parsed.user_key);
+            }
+            let bottom = parsed.kind == Kind::Delete
+                && nothing_below(&tables_now, job.output_level, parsed.user_key);
+            if filter.keep(&parsed, bottom) {
+                if current.is_none() {
+                    let number = self.allocate_file_number();
+                    let path = self.dir.join(format::file_name(number));
+                    current = Some(Output {
+                        number,
+                        builder: TableBuilder::new(self.fs.create(&path)?, self.table_options()),
+                    });
+                }
+                if let Some(out) = &mut current {
+                    out.builder.add(ikey, &merged.value())?;
+                }
+            }
+            merged.next();
+        }
+        merged.status()?;
+        if let Some(out) = current.take() {
+            outputs.push(self.finish_output(out)?);
+        }
+        self.fs.sync_dir(&self.dir)?;
+        Ok((outputs, filter.dropped))
+    }
+
+    fn finish_output(&self, out: Output) -> Result<Arc<Table>> {
+        out.builder.finish()?;
+        let path = self.dir.join(format::file_name(out.number));
+        Ok(Arc::new(Table::open(
+            Arc::clone(&self.fs),
+            &path,
+            out.number,
+        )?))
+    }
+
+    /// Replaces the inputs with `outputs` in the manifest and the published state.
+    fn install(&self, job: &Job, outputs: &[Arc<Table>]) -> Result<()> {
+        let mut versions = self.versions.lock();
+        let edit = Edit {
+            next_file: Some(self.next_file.load(Ordering::Acquire)),
+            removed: job
+                .inputs
+                .iter()
+                .map(|(l, t)| (*l as u8, t.number()))
+                .collect(),
+            added: outputs
+                .iter()
+                .map(|t| (job.output_level as u8, TableMeta::of(t)))
+                .collect(),
+            ..Edit::default()
+        };
+        self.log_edit(&mut versions, &edit)?;
+        let removed: Vec<(usize, u64)> = job.inputs.iter().map(|(l, t)| (*l, t.number())).collect();
+        let added: Vec<(usize, Arc<Table>)> = outputs
+            .iter()
+            .map(|t| (job.output_level, Arc::clone(t)))
+            .collect();
+        self.publish(|cur| LsmState {
+            mem: Arc::clone(&cur.mem),
+            imms: cur.imms.clone(),
+            tables: Arc::new(cur.tables.apply(&added, &removed)),
+        });
+        drop(versions);
+        for (_, t) in &job.inputs {
+            t.mark_obsolete();
+        }
+        Ok(())
+    }
+
+    /// Moves a single table down a level: a manifest edit, no rewrite.
+    fn install_move(&self, job: &Job) -> Result<()> {
+        let Some((level, table)) = job.inputs.first() else {
+            return Ok(());
+        };
+        let mut versions = self.versions.lock();
+        let edit = Edit {
+            removed: vec![(*level as u8, table.number())],
+            added: vec![(job.output_level as u8, TableMeta::of(table))],
+            ..Edit::default()
+        };
+        self.log_edit(&mut versions, &edit)?;
+        let (level, table, to) = (*level, Arc::clone(table), job.output_level);
+        self.publish(|cur| LsmState {
+            mem: Arc::clone(&cur.mem),
+            imms: cur.imms.clone(),
+            tables: Arc::new(
+                cur.tables
+                    .apply(&[(to, Arc::clone(&table))], &[(level, table.number())]),
+            ),
+        });
+        Ok(())
+    }
+}

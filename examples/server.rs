@@ -44,6 +44,9 @@ struct Args {
     /// Seconds between periodic compactions.
     #[arg(long, env = "COMPACTION_INTERVAL", default_value_t = 3600)]
     compaction_interval: u64,
+    /// Minimum seconds between two full compactions (periodic, or unforced manual runs).
+    #[arg(long, env = "MIN_COMPACTION_INTERVAL", default_value_t = 600)]
+    min_compaction_interval: u64,
     /// Seconds an idempotency record answers retries.
     #[arg(long, env = "DEDUP_EXPIRY", default_value_t = 3600)]
     dedup_expiry: u64,
@@ -66,6 +69,7 @@ impl Args {
         c.max_value_bytes = self.max_value_bytes;
         c.max_segment_size = self.max_segment_size;
         c.compaction_interval = Duration::from_secs(self.compaction_interval);
+        c.min_compaction_interval = Duration::from_secs(self.min_compaction_interval);
         c.dedup_expiry = Duration::from_secs(self.dedup_expiry);
         c.history_versions = self.history_versions;
         c

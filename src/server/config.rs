@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::{Db, MAX_KEY_LEN, SyncMode};
+use crate::{Db, MAX_KEY_LEN, PeriodicCompaction, SyncMode};
 
 /// Settings of one server. `ServerConfig::default()` gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -26,8 +26,13 @@ pub struct ServerConfig {
     pub max_value_bytes: usize,
     /// Size at which a WAL segment is sealed (seed B's `MAX_SEGMENT_SIZE`). Default 16 MiB.
     pub max_segment_size: u64,
+    /// Whether the periodic full compaction runs. Default true.
+    pub compaction_enabled: bool,
     /// Time between periodic compactions (seed B's `COMPACTION_INTERVAL`). Default 1 hour.
     pub compaction_interval: Duration,
+    /// Minimum time between two full compactions (periodic, or unforced
+    /// `/compaction/run`). Default 10 minutes.
+    pub min_compaction_interval: Duration,
     /// How long an idempotency record answers retries. Default 1 hour.
     pub dedup_expiry: Duration,
     /// Versions kept per key, which bounds seed B's history. Default 100.
@@ -52,7 +57,9 @@ impl Default for ServerConfig {
             max_key_bytes: 16 << 10,
             max_value_bytes: 8 << 20,
             max_segment_size: 16 << 20,
+            compaction_enabled: true,
             compaction_interval: Duration::from_secs(3600),
+            min_compaction_interval: Duration::from_secs(600),
             dedup_expiry: Duration::from_secs(3600),
             history_versions: 100,
             sync: SyncMode::Always,
@@ -92,6 +99,9 @@ impl ServerConfig {
         if self.history_versions == 0 {
             return Err("history versions must be at least 1".into());
         }
+        if self.compaction_interval.is_zero() {
+            return Err("compaction interval must be positive".into());
+        }
         if self.dedup_expiry.is_zero() {
             return Err("dedup expiry must be positive".into());
         }
@@ -110,6 +120,11 @@ impl ServerConfig {
             .history_versions(self.history_versions)
             .wal_segment_bytes(self.max_segment_size)
             .sync_mode(self.sync)
+            .periodic_compaction(PeriodicCompaction {
+                enabled: self.compaction_enabled,
+                interval: self.compaction_interval,
+                min_interval: self.min_compaction_interval,
+            })
             .open()
     }
 }

@@ -55,6 +55,21 @@ impl Query {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Seed B's boolean forms: `true/false/1/0/yes/no/on/off` (any case).
+    pub(crate) fn bool(&self, api: Api, name: &str) -> Result<Option<bool>, ApiError> {
+        let Some(v) = self.get(name) else {
+            return Ok(None);
+        };
+        match v.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(Some(true)),
+            "false" | "0" | "no" | "off" => Ok(Some(false)),
+            _ => Err(ApiError::unprocessable(
+                api,
+                format!("query parameter {name} must be a boolean, got {v:?}"),
+            )),
+        }
+    }
+
     /// An integer parameter; garbage is a 4xx with `status`.
     pub(crate) fn int(
         &self,
@@ -217,6 +232,12 @@ mod tests {
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         // an encoded surrogate is not UTF-8 either
         assert!(Query::parse(Api::B, Some("key=%ED%A0%80")).is_err());
+        let q = Query::parse(Api::B, Some("force=yes&bad=maybe")).unwrap();
+        assert_eq!(q.bool(Api::B, "force").unwrap(), Some(true));
+        assert_eq!(
+            q.bool(Api::B, "bad").unwrap_err().status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
     }
 
     #[test]

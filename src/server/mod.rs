@@ -22,7 +22,7 @@
 //! | API | routes |
 //! |---|---|
 //! | seed A | `POST /put`, `POST /batchput`, `GET /get`, `GET /range`, `DELETE /delete`, `GET /raft/status` |
-//! | seed B | `GET/PUT/DELETE /key/{key}`, `GET /key/{key}/history`, `GET /key/{key}/versions`, `GET /keys`, `GET /segments`, `GET /cluster_status`, `GET /deduplication_stats`, `GET /request_status` |
+//! | seed B | `GET/PUT/DELETE /key/{key}`, `GET /key/{key}/history`, `GET /key/{key}/versions`, `GET /keys`, `GET /segments`, `GET /cluster_status`, `GET /deduplication_stats`, `GET /request_status`, `POST /compaction/run`, `GET /compaction/status`, `POST /compaction/configure` |
 //! | both | `GET /health`, `GET /metrics` (Prometheus text) |
 //!
 //! Both APIs read and write the same keys: seed A's string values are seed B's JSON strings,
@@ -33,6 +33,7 @@
 //! namespaces (see the `keyspace` module), and each user value is wrapped in a small envelope
 //! holding its per-key version and JSON type (the `value` module).
 
+mod compaction;
 mod config;
 mod dedup;
 mod error;
@@ -92,6 +93,9 @@ pub fn router(state: AppState) -> Router {
         .route("/cluster_status", get(seed_b::cluster_status))
         .route("/deduplication_stats", get(seed_b::deduplication_stats))
         .route("/request_status", get(seed_b::request_status))
+        .route("/compaction/run", post(compaction::run))
+        .route("/compaction/status", get(compaction::status))
+        .route("/compaction/configure", post(compaction::configure))
         // both
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))

@@ -86,7 +86,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let config = Args::parse().config();
     config.validate()?;
-    let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?;
+    let listener = server::bind(&config).await?;
     let data_dir = config.data_dir.clone();
     let db = tokio::task::spawn_blocking({
         let config = config.clone();

@@ -141,3 +141,19 @@ async fn raft_status_is_standalone() {
     assert_eq!((r.status, r.json), (200, json!({"mode": "standalone"})));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binds_the_address_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = server_support::config(dir.path());
+    // every 127.x address is loopback: a server bound to all interfaces would report 0.0.0.0
+    cfg.host = "127.0.0.2".into();
+    cfg.port = 0;
+    let listener = strata::server::bind(&cfg).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    assert_eq!(addr.ip().to_string(), "127.0.0.2");
+    assert_ne!(addr.port(), 0);
+    cfg.host = "localhost".into();
+    let listener = strata::server::bind(&cfg).await.unwrap();
+    assert!(listener.local_addr().unwrap().ip().is_loopback());
+}

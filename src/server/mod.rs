@@ -9,8 +9,8 @@
 //!
 //! let config = ServerConfig::default();
 //! let db = config.open_store()?;
+//! let listener = server::bind(&config).await?;
 //! let state = AppState::new(db, config)?;
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
 //! server::serve(listener, state.clone(), server::shutdown_signal()).await?;
 //! state.close()?;
 //! # Ok(())
@@ -174,6 +174,12 @@ async fn sweep_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool
             Err(e) => tracing::warn!(error = %e.message, "idempotency record sweep failed"),
         }
     }
+}
+
+/// Binds a listener to the configured `host` and `port` (a host name is resolved; the first
+/// address that binds is used).
+pub async fn bind(config: &ServerConfig) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then finishes the requests in

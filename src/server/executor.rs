@@ -1,36 +1,44 @@
 //! The store's reader threads: a small fixed pool that runs blocking store reads off the
 //! async runtime.
 //!
-//! A fixed pool fed by one channel keeps its threads busy under load, so a request costs a
+//! A fixed pool fed by one queue keeps its threads busy under load, so a request costs a
 //! queue push and no thread wake-up; spawning each read onto a general blocking pool wakes a
 //! parked thread per request, which costs more than the read itself. Writes go to the single
 //! committer instead (`writer.rs`).
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
+use super::queue::WorkQueue;
 
 type Job = Box<dyn FnOnce() + Send>;
 
 /// A fixed pool of threads running queued jobs.
-#[derive(Debug)]
 pub(crate) struct Executor {
-    tx: Option<Sender<Job>>,
+    queue: Arc<WorkQueue<Job>>,
     threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("threads", &self.threads.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Executor {
     /// Starts `threads` threads named `name-N`.
     pub(crate) fn start(name: &str, threads: usize) -> std::io::Result<Executor> {
-        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let queue: Arc<WorkQueue<Job>> = Arc::new(WorkQueue::new());
         let mut handles = Vec::with_capacity(threads);
         for i in 0..threads.max(1) {
-            let rx: Receiver<Job> = rx.clone();
+            let q = Arc::clone(&queue);
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("{name}-{i}"))
                     .spawn(move || {
-                        while let Ok(job) = rx.recv() {
+                        while let Some(job) = q.pop() {
                             // A panicking job drops its reply sender; the thread lives on.
                             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                         }
@@ -38,7 +46,7 @@ impl Executor {
             );
         }
         Ok(Executor {
-            tx: Some(tx),
+            queue,
             threads: handles,
         })
     }
@@ -53,15 +61,15 @@ impl Executor {
         let job: Job = Box::new(move || {
             let _ = tx.send(f());
         });
-        self.tx.as_ref()?.send(job).ok()?;
+        self.queue.push(job).ok()?;
         rx.await.ok()
     }
 }
 
 impl Drop for Executor {
     fn drop(&mut self) {
-        // Closing the channel ends every thread once the queue is empty.
-        self.tx.take();
+        // Closing the queue ends every thread once the queue is empty.
+        self.queue.close();
         for t in self.threads.drain(..) {
             if t.thread().id() != std::thread::current().id() {
                 let _ = t.join();

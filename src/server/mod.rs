@@ -42,6 +42,7 @@ mod input;
 mod keyspace;
 mod metrics;
 mod ops;
+mod queue;
 mod reply;
 mod seed_a;
 mod seed_b;

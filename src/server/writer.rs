@@ -15,7 +15,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, Sender};
 use std::thread::JoinHandle;
 
 use axum::http::StatusCode;
@@ -23,6 +22,7 @@ use axum::http::StatusCode;
 use super::dedup::{Dedup, Lookup, RecordId, now_ms};
 use super::error::{Api, ApiError};
 use super::ops::{Planner, View};
+use super::queue::WorkQueue;
 use super::reply::{Outcome, Reply};
 use super::value;
 use crate::{Db, Error, SeqNo, WriteBatch};
@@ -52,21 +52,27 @@ impl WriteJob {
 }
 
 /// The handle to the committer thread.
-#[derive(Debug)]
 pub(crate) struct Writer {
-    tx: Option<Sender<WriteJob>>,
+    queue: Arc<WorkQueue<WriteJob>>,
     thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
 }
 
 impl Writer {
     /// Starts the committer over `db`.
     pub(crate) fn start(db: Db, dedup: Arc<Dedup>) -> std::io::Result<Writer> {
-        let (tx, rx) = std::sync::mpsc::channel();
+        let queue = Arc::new(WorkQueue::new());
+        let q = Arc::clone(&queue);
         let thread = std::thread::Builder::new()
             .name("strata-http-commit".into())
-            .spawn(move || run(&db, &dedup, &rx))?;
+            .spawn(move || run(&db, &dedup, &q))?;
         Ok(Writer {
-            tx: Some(tx),
+            queue,
             thread: Some(thread),
         })
     }
@@ -95,11 +101,7 @@ impl Writer {
                 "the server is stopping",
             )
         };
-        self.tx
-            .as_ref()
-            .ok_or_else(gone)?
-            .send(job)
-            .map_err(|_| gone())?;
+        self.queue.push(job).map_err(|_| gone())?;
         match rx.await {
             Ok(r) => r,
             Err(_) => Err(ApiError::internal(api, "the write was dropped")),
@@ -109,7 +111,7 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        self.tx.take();
+        self.queue.close();
         if let Some(t) = self.thread.take()
             && t.thread().id() != std::thread::current().id()
         {
@@ -118,20 +120,20 @@ impl Drop for Writer {
     }
 }
 
-fn run(db: &Db, dedup: &Dedup, rx: &Receiver<WriteJob>) {
+fn run(db: &Db, dedup: &Dedup, queue: &WorkQueue<WriteJob>) {
     let mut carry: Option<WriteJob> = None;
     loop {
         let first = match carry.take() {
             Some(j) => j,
-            None => match rx.recv() {
-                Ok(j) => j,
-                Err(_) => return,
+            None => match queue.pop() {
+                Some(j) => j,
+                None => return,
             },
         };
         let mut bytes = first.size;
         let mut jobs = vec![first];
         while jobs.len() < MAX_ROUND_JOBS && bytes < MAX_ROUND_BYTES {
-            let Ok(j) = rx.try_recv() else {
+            let Some(j) = queue.try_pop() else {
                 break;
             };
             if bytes + j.size > MAX_ROUND_BYTES {

@@ -16,12 +16,58 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-
-use reqwest::Client;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 
 /// A faster allocator than the system's for this allocation-heavy request path.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A pooled HTTP/1.1 client.
+type Client = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+type Req = Request<Full<Bytes>>;
+
+fn client(idle_per_host: usize) -> Client {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(idle_per_host)
+        .build(connector)
+}
+
+fn get(url: &str) -> Req {
+    Request::builder()
+        .method(Method::GET)
+        .uri(url)
+        .body(Full::new(Bytes::new()))
+        .expect("request")
+}
+
+fn post(url: &str, body: String) -> Req {
+    Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("request")
+}
+
+/// Sends `req`; true when it was answered with a 2xx and a complete body.
+async fn send(client: &Client, req: Req) -> bool {
+    let call = async {
+        let resp = client.request(req).await.ok()?;
+        let ok = resp.status().is_success();
+        resp.into_body().collect().await.ok()?;
+        Some(ok)
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(30), call).await,
+        Ok(Some(true))
+    )
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -127,7 +173,7 @@ fn value_of(size: usize, seed: usize) -> String {
 /// Runs `per_worker` requests on each of `workers` tasks; `make(worker, i)` builds request i.
 async fn run<F>(client: &Client, workers: usize, per_worker: usize, make: F) -> (Duration, Outcome)
 where
-    F: Fn(&Client, usize, usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+    F: Fn(usize, usize) -> Req + Send + Sync + 'static,
 {
     let make = Arc::new(make);
     let start = Instant::now();
@@ -141,14 +187,9 @@ where
                 errors: 0,
             };
             for i in 0..per_worker {
+                let req = make(w, i);
                 let t = Instant::now();
-                let ok = match make(&client, w, i).send().await {
-                    Ok(resp) => {
-                        let ok = resp.status().is_success();
-                        ok && resp.bytes().await.is_ok()
-                    }
-                    Err(_) => false,
-                };
+                let ok = send(&client, req).await;
                 out.latencies.push(t.elapsed());
                 if !ok {
                     out.errors += 1;
@@ -173,26 +214,19 @@ where
 }
 
 async fn bench(args: &Args, base: &str, workers: usize, run_id: u64) -> Vec<Report> {
-    let client = Client::builder()
-        .pool_max_idle_per_host(workers.max(1))
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("HTTP client");
+    let client = client(workers.max(1));
     let per_worker = (args.ops / workers).max(1);
     let total = per_worker * workers;
     let mut reports = Vec::new();
 
     // Writes.
     let (url, size) = (format!("{base}/put"), args.value_size);
-    let (elapsed, outcome) = run(&client, workers, per_worker, move |c, w, i| {
+    let (elapsed, outcome) = run(&client, workers, per_worker, move |w, i| {
         let body = format!(
             r#"{{"key":"bench:{run_id}:{w}:{i:08}","value":"{}"}}"#,
             value_of(size, i)
         );
-        c.post(&url)
-            .header("content-type", "application/json")
-            .body(body)
+        post(&url, body)
     })
     .await;
     reports.push(Report {
@@ -205,8 +239,8 @@ async fn bench(args: &Args, base: &str, workers: usize, run_id: u64) -> Vec<Repo
 
     // Reads of the keys just written.
     let url = format!("{base}/get");
-    let (elapsed, outcome) = run(&client, workers, per_worker, move |c, w, i| {
-        c.get(format!("{url}?key=bench:{run_id}:{w}:{i:08}"))
+    let (elapsed, outcome) = run(&client, workers, per_worker, move |w, i| {
+        get(&format!("{url}?key=bench:{run_id}:{w}:{i:08}"))
     })
     .await;
     reports.push(Report {
@@ -220,7 +254,7 @@ async fn bench(args: &Args, base: &str, workers: usize, run_id: u64) -> Vec<Repo
     // Batch writes: seed A's benchmark sends 10 batches of 100 per 1000 ops.
     let batches_per_worker = (args.ops / args.batch_size / workers).max(1);
     let (url, bs) = (format!("{base}/batchput"), args.batch_size);
-    let (elapsed, outcome) = run(&client, workers, batches_per_worker, move |c, w, b| {
+    let (elapsed, outcome) = run(&client, workers, batches_per_worker, move |w, b| {
         let items: Vec<String> = (0..bs)
             .map(|i| {
                 format!(
@@ -229,9 +263,7 @@ async fn bench(args: &Args, base: &str, workers: usize, run_id: u64) -> Vec<Repo
                 )
             })
             .collect();
-        c.post(&url)
-            .header("content-type", "application/json")
-            .body(format!(r#"{{"items":[{}]}}"#, items.join(",")))
+        post(&url, format!(r#"{{"items":[{}]}}"#, items.join(",")))
     })
     .await;
     reports.push(Report {
@@ -251,17 +283,14 @@ async fn bench(args: &Args, base: &str, workers: usize, run_id: u64) -> Vec<Repo
             )
         })
         .collect();
-    let _ = client
-        .post(format!("{base}/batchput"))
-        .body(format!(r#"{{"items":[{}]}}"#, items.join(",")))
-        .send()
-        .await;
+    let body = format!(r#"{{"items":[{}]}}"#, items.join(","));
+    assert!(
+        send(&client, post(&format!("{base}/batchput"), body)).await,
+        "loading the range keys failed"
+    );
     let queries_per_worker = (args.ops / 100 / workers).max(10);
     let url = format!("{base}/range?start=range:&end=range:~&limit=100");
-    let (elapsed, outcome) = run(&client, workers, queries_per_worker, move |c, _, _| {
-        c.get(&url)
-    })
-    .await;
+    let (elapsed, outcome) = run(&client, workers, queries_per_worker, move |_, _| get(&url)).await;
     reports.push(Report {
         name: "range queries",
         unit: "queries/s",
@@ -301,15 +330,15 @@ fn print(title: &str, workers: usize, reports: &[Report], seed: &SeedFigures) {
 
 /// The cluster node that reports itself leader, if any.
 async fn find_leader(nodes: &[String]) -> Option<String> {
-    let client = Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .ok()?;
+    let client = client(1);
     for n in nodes {
-        let url = format!("http://{n}/raft/status");
-        if let Ok(resp) = client.get(&url).send().await
-            && let Ok(text) = resp.text().await
-            && text.contains(r#""state":"leader""#)
+        let req = get(&format!("http://{n}/raft/status"));
+        let call = async {
+            let resp = client.request(req).await.ok()?;
+            resp.into_body().collect().await.ok().map(|b| b.to_bytes())
+        };
+        if let Ok(Some(body)) = tokio::time::timeout(Duration::from_secs(2), call).await
+            && String::from_utf8_lossy(&body).contains(r#""state":"leader""#)
         {
             return Some(format!("http://{n}"));
         }
@@ -317,7 +346,7 @@ async fn find_leader(nodes: &[String]) -> Option<String> {
     None
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args = Args::parse();
     let run_id = std::time::SystemTime::now()

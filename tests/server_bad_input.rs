@@ -5,7 +5,7 @@
 
 mod server_support;
 
-use reqwest::Method;
+use hyper::Method;
 use server_support::TestServer;
 
 /// `(method, path, body, expected status)`.

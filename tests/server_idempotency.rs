@@ -8,6 +8,7 @@ mod server_support;
 
 use std::time::{Duration, Instant};
 
+use hyper::Method;
 use serde_json::json;
 use server_support::TestServer;
 
@@ -166,13 +167,9 @@ async fn concurrent_copies_of_one_request_apply_once() {
         let client = s.client.clone();
         let url = format!("{}/key/hot?client_id=c&request_id=same", s.base);
         tasks.push(tokio::spawn(async move {
-            let r = client
-                .put(url)
-                .body(r#"{"value": "once"}"#)
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.bytes().await.unwrap())
+            let body = Some(br#"{"value": "once"}"#.to_vec());
+            let (status, _, body) = server_support::request(&client, Method::PUT, &url, body).await;
+            (status, body)
         }));
     }
     let mut bodies = Vec::new();

@@ -5,9 +5,52 @@
 use std::path::Path;
 use std::time::Duration;
 
-use reqwest::{Client, Method};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use strata::server::{self, AppState, ServerConfig};
+
+/// A pooled HTTP/1.1 client.
+pub type Client = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+
+/// Sends one request to `url`; returns status, content type and body.
+pub async fn request(
+    client: &Client,
+    method: Method,
+    url: &str,
+    body: Option<Vec<u8>>,
+) -> (u16, String, Vec<u8>) {
+    let mut req = Request::builder().method(method).uri(url);
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .unwrap();
+    let call = async {
+        let resp = client.request(req).await.expect("the server answers");
+        let status = resp.status().as_u16();
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        (status, ctype, body)
+    };
+    tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the server answers in time")
+}
 
 /// A running server and a client pointed at it.
 pub struct TestServer {
@@ -57,10 +100,8 @@ impl TestServer {
         let task = tokio::spawn(server::serve(listener, state.clone(), async move {
             let _ = rx.await;
         }));
-        let client = Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
+        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .build(HttpConnector::new());
         TestServer {
             base: format!("http://{addr}"),
             client,
@@ -91,18 +132,8 @@ impl TestServer {
 
     /// Sends a request and returns the answer; every answer must be JSON.
     pub async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Answer {
-        let mut req = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b);
-        }
-        let resp = req.send().await.expect("the server answers");
-        let status = resp.status().as_u16();
-        let ctype = resp
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        let body = resp.bytes().await.unwrap().to_vec();
+        let url = format!("{}{path}", self.base);
+        let (status, ctype, body) = request(&self.client, method, &url, body).await;
         let json = serde_json::from_slice(&body).unwrap_or_else(|e| {
             panic!(
                 "{path}: body is not JSON ({e}): {:?}",
@@ -133,18 +164,8 @@ impl TestServer {
 
     /// The raw text of `GET path` (for non-JSON routes such as `/metrics`).
     pub async fn text(&self, path: &str) -> (u16, String, String) {
-        let resp = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let ctype = resp
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        (status, ctype, resp.text().await.unwrap())
+        let url = format!("{}{path}", self.base);
+        let (status, ctype, body) = request(&self.client, Method::GET, &url, None).await;
+        (status, ctype, String::from_utf8(body).unwrap())
     }
 }

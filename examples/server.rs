@@ -53,6 +53,9 @@ struct Args {
     /// Versions kept per key (the reach of the history endpoints).
     #[arg(long, default_value_t = 100)]
     history_versions: usize,
+    /// Threads that run store reads [default: the number of CPUs, at least 2].
+    #[arg(long)]
+    reader_threads: Option<usize>,
 }
 
 impl Args {
@@ -72,6 +75,9 @@ impl Args {
         c.min_compaction_interval = Duration::from_secs(self.min_compaction_interval);
         c.dedup_expiry = Duration::from_secs(self.dedup_expiry);
         c.history_versions = self.history_versions;
+        if let Some(n) = self.reader_threads {
+            c.reader_threads = n;
+        }
         c
     }
 }

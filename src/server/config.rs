@@ -42,7 +42,7 @@ pub struct ServerConfig {
     pub sync: SyncMode,
     /// Most items one `/range` answer carries, whatever `limit` asks. Default 100,000.
     pub max_range_items: usize,
-    /// Threads that run the server's store reads. Default 4.
+    /// Threads that run the server's store reads. Default: the number of CPUs, at least 2.
     pub reader_threads: usize,
 }
 
@@ -64,7 +64,8 @@ impl Default for ServerConfig {
             history_versions: 100,
             sync: SyncMode::Always,
             max_range_items: 100_000,
-            reader_threads: 4,
+            reader_threads: std::thread::available_parallelism()
+                .map_or(2, |n| n.get().clamp(2, 64)),
         }
     }
 }

@@ -26,8 +26,10 @@
 //! | both | `GET /health`, `GET /metrics` (Prometheus text) |
 //!
 //! Both APIs read and write the same keys: seed A's string values are seed B's JSON strings,
-//! and seed B's per-key versions count writes from either side. Every store call runs on the
-//! blocking thread pool. Bad input gets a JSON 4xx and changes nothing.
+//! and seed B's per-key versions count writes from either side. No store call runs on the
+//! async runtime: reads run on a small pool of reader threads, writes on one committer thread
+//! that commits the writes queued at the same moment as one batch with one fsync (`writer`
+//! module). Bad input gets a JSON 4xx and changes nothing.
 //!
 //! Inside the store, user keys and the server's idempotency records live in separate one-byte
 //! namespaces (see the `keyspace` module), and each user value is wrapped in a small envelope

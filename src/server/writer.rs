@@ -318,3 +318,84 @@ fn try_round(db: &Db, dedup: &Dedup, jobs: Vec<WriteJob>) -> Result<(), Vec<Writ
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::server::keyspace;
+    use crate::server::ops::{Plan, next_version, put_op};
+    use crate::server::value;
+
+    fn planner_for(key: &'static str, calls: Arc<AtomicUsize>, outside: Option<Db>) -> Planner {
+        Box::new(move |view: &View<'_>| {
+            let stored = keyspace::user_key(key);
+            let current = view.version(&stored)?;
+            if calls.fetch_add(1, Ordering::SeqCst) == 0
+                && let Some(db) = &outside
+            {
+                // Another writer gets in between this plan's read and its commit.
+                let (k, v) = put_op(key, 7, 0, b"outside");
+                db.put(&k, v.unwrap_or_default()).ok();
+            }
+            let version = next_version(current);
+            Ok(Plan {
+                ops: vec![put_op(key, version, 0, b"mine")],
+                outcome: Outcome::fixed(StatusCode::OK, json!({"version": version})),
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn a_write_that_loses_a_race_is_planned_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let writer =
+            Writer::start(db.clone(), Arc::new(Dedup::new(Duration::from_secs(60)))).unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let planner = planner_for("k", Arc::clone(&calls), Some(db.clone()));
+        let reply = writer.submit(Api::B, None, 10, planner).await.unwrap();
+        assert_eq!(reply.body, br#"{"version":8}"#.to_vec());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        let stored = db.get(keyspace::user_key("k")).unwrap().unwrap();
+        let env = value::decode(&stored).unwrap();
+        assert_eq!(
+            (env.version, env.value),
+            (8, value::StoredValue::Text("mine".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn writes_queued_together_share_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let dedup = Arc::new(Dedup::new(Duration::from_secs(60)));
+        let queue = WorkQueue::new();
+        let (mut replies, calls) = (Vec::new(), Arc::new(AtomicUsize::new(0)));
+        for _ in 0..5 {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            let job = WriteJob {
+                api: Api::B,
+                ident: None,
+                size: 10,
+                planner: planner_for("same", Arc::clone(&calls), None),
+                reply,
+            };
+            assert!(queue.push(job).is_ok());
+            replies.push(rx);
+        }
+        queue.close();
+        run(&db, &dedup, &queue);
+        for (i, rx) in replies.into_iter().enumerate() {
+            let body = rx.await.unwrap().unwrap().body;
+            assert_eq!(body, format!(r#"{{"version":{}}}"#, i + 1).into_bytes());
+        }
+        // one commit group for the five writes
+        let stats = db.stats();
+        assert_eq!((stats.puts, stats.batches), (5, 1));
+    }
+}

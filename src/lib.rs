@@ -87,6 +87,9 @@ mod stats;
 mod table_set;
 mod wal;
 
+#[cfg(feature = "server")]
+pub mod server;
+
 pub use bytes::Bytes;
 
 pub use batch::WriteBatch;

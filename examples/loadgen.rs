@@ -1,0 +1,379 @@
+//! Load generator for the strata HTTP server, modelled on seed A's benchmark: sequential and
+//! concurrent writes, reads, batch writes and range queries through seed A's API, reporting
+//! ops/s and p50/p99 latency beside seed A's published figures.
+//!
+//! ```sh
+//! cargo run --release --features server --example server &
+//! cargo run --release --features server --example loadgen -- --mode standalone --ops 20000 --concurrency 1,64
+//! ```
+//!
+//! `--mode cluster` targets the nodes of `--cluster` and sends its load to the one whose
+//! `/raft/status` says it leads; `--mode both` runs the standalone target, then the cluster.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a load generator may stop on a broken setup
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// A faster allocator than the system's for this allocation-heavy request path.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A pooled HTTP/1.1 client.
+type Client = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+type Req = Request<Full<Bytes>>;
+
+fn client(idle_per_host: usize) -> Client {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(idle_per_host)
+        .build(connector)
+}
+
+fn get(url: &str) -> Req {
+    Request::builder()
+        .method(Method::GET)
+        .uri(url)
+        .body(Full::new(Bytes::new()))
+        .expect("request")
+}
+
+fn post(url: &str, body: String) -> Req {
+    Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("request")
+}
+
+/// Sends `req`; true when it was answered with a 2xx and a complete body.
+async fn send(client: &Client, req: Req) -> bool {
+    let call = async {
+        let resp = client.request(req).await.ok()?;
+        let ok = resp.status().is_success();
+        resp.into_body().collect().await.ok()?;
+        Some(ok)
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(30), call).await,
+        Ok(Some(true))
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Standalone,
+    Cluster,
+    Both,
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "HTTP load generator for the strata server")]
+struct Args {
+    /// Which target to load.
+    #[arg(long, value_enum, default_value = "standalone")]
+    mode: Mode,
+    /// Operations per workload (writes, reads); batch and range workloads scale from it.
+    #[arg(long, default_value_t = 1000)]
+    ops: usize,
+    /// Concurrent clients; a comma-separated list runs every workload once per figure.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 64])]
+    concurrency: Vec<usize>,
+    /// Standalone server host.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Standalone server port.
+    #[arg(long, default_value_t = 9001)]
+    port: u16,
+    /// Cluster nodes (host:port, comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9003"
+    )]
+    cluster: Vec<String>,
+    /// Value size in bytes (seed A's benchmark uses 100).
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Items per batch write.
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+}
+
+/// Seed A's published figures (1000 ops, Apple Silicon): standalone and 3-node Raft.
+struct SeedFigures {
+    writes: f64,
+    reads: f64,
+    batch_items: f64,
+    write_p99_ms: f64,
+    read_p99_ms: f64,
+}
+
+const SEED_A_STANDALONE: SeedFigures = SeedFigures {
+    writes: 4089.0,
+    reads: 4063.0,
+    batch_items: 40167.0,
+    write_p99_ms: 0.52,
+    read_p99_ms: 0.30,
+};
+
+const SEED_A_CLUSTER: SeedFigures = SeedFigures {
+    writes: 82.0,
+    reads: 135.0,
+    batch_items: 7048.0,
+    write_p99_ms: 14.06,
+    read_p99_ms: 1.55,
+};
+
+#[derive(Debug, Default)]
+struct Outcome {
+    latencies: Vec<Duration>,
+    errors: usize,
+}
+
+struct Report {
+    name: &'static str,
+    unit: &'static str,
+    items: usize,
+    elapsed: Duration,
+    outcome: Outcome,
+}
+
+impl Report {
+    fn rate(&self) -> f64 {
+        self.items as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        let l = &self.outcome.latencies;
+        if l.is_empty() {
+            return 0.0;
+        }
+        let i = ((l.len() as f64 * p).ceil() as usize).clamp(1, l.len()) - 1;
+        l[i].as_secs_f64() * 1e3
+    }
+}
+
+fn value_of(size: usize, seed: usize) -> String {
+    let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..size)
+        .map(|i| alphabet[(seed.wrapping_mul(31).wrapping_add(i * 7)) % alphabet.len()] as char)
+        .collect()
+}
+
+/// Runs `per_worker` requests on each of `workers` tasks; `make(worker, i)` builds request i.
+async fn run<F>(client: &Client, workers: usize, per_worker: usize, make: F) -> (Duration, Outcome)
+where
+    F: Fn(usize, usize) -> Req + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(workers);
+    for w in 0..workers {
+        let client = client.clone();
+        let make = Arc::clone(&make);
+        tasks.push(tokio::spawn(async move {
+            let mut out = Outcome {
+                latencies: Vec::with_capacity(per_worker),
+                errors: 0,
+            };
+            for i in 0..per_worker {
+                let req = make(w, i);
+                let t = Instant::now();
+                let ok = send(&client, req).await;
+                out.latencies.push(t.elapsed());
+                if !ok {
+                    out.errors += 1;
+                }
+            }
+            out
+        }));
+    }
+    let mut all = Outcome::default();
+    for t in tasks {
+        match t.await {
+            Ok(o) => {
+                all.latencies.extend(o.latencies);
+                all.errors += o.errors;
+            }
+            Err(_) => all.errors += per_worker,
+        }
+    }
+    let elapsed = start.elapsed();
+    all.latencies.sort_unstable();
+    (elapsed, all)
+}
+
+async fn bench(args: &Args, base: &str, workers: usize, run_id: u64) -> Vec<Report> {
+    let client = client(workers.max(1));
+    let per_worker = (args.ops / workers).max(1);
+    let total = per_worker * workers;
+    let mut reports = Vec::new();
+
+    // Writes.
+    let (url, size) = (format!("{base}/put"), args.value_size);
+    let (elapsed, outcome) = run(&client, workers, per_worker, move |w, i| {
+        let body = format!(
+            r#"{{"key":"bench:{run_id}:{w}:{i:08}","value":"{}"}}"#,
+            value_of(size, i)
+        );
+        post(&url, body)
+    })
+    .await;
+    reports.push(Report {
+        name: "writes",
+        unit: "ops/s",
+        items: total,
+        elapsed,
+        outcome,
+    });
+
+    // Reads of the keys just written.
+    let url = format!("{base}/get");
+    let (elapsed, outcome) = run(&client, workers, per_worker, move |w, i| {
+        get(&format!("{url}?key=bench:{run_id}:{w}:{i:08}"))
+    })
+    .await;
+    reports.push(Report {
+        name: "reads",
+        unit: "ops/s",
+        items: total,
+        elapsed,
+        outcome,
+    });
+
+    // Batch writes: seed A's benchmark sends 10 batches of 100 per 1000 ops.
+    let batches_per_worker = (args.ops / args.batch_size / workers).max(1);
+    let (url, bs) = (format!("{base}/batchput"), args.batch_size);
+    let (elapsed, outcome) = run(&client, workers, batches_per_worker, move |w, b| {
+        let items: Vec<String> = (0..bs)
+            .map(|i| {
+                format!(
+                    r#"{{"key":"batch:{run_id}:{w}:{b}:{i:04}","value":"{}"}}"#,
+                    value_of(size, i)
+                )
+            })
+            .collect();
+        post(&url, format!(r#"{{"items":[{}]}}"#, items.join(",")))
+    })
+    .await;
+    reports.push(Report {
+        name: "batch writes",
+        unit: "items/s",
+        items: batches_per_worker * workers * args.batch_size,
+        elapsed,
+        outcome,
+    });
+
+    // Range queries over 100 keys (seed A: 10 queries per run, limit 100).
+    let items: Vec<String> = (0..100)
+        .map(|i| {
+            format!(
+                r#"{{"key":"range:{i:04}","value":"{}"}}"#,
+                value_of(size, i)
+            )
+        })
+        .collect();
+    let body = format!(r#"{{"items":[{}]}}"#, items.join(","));
+    assert!(
+        send(&client, post(&format!("{base}/batchput"), body)).await,
+        "loading the range keys failed"
+    );
+    let queries_per_worker = (args.ops / 100 / workers).max(10);
+    let url = format!("{base}/range?start=range:&end=range:~&limit=100");
+    let (elapsed, outcome) = run(&client, workers, queries_per_worker, move |_, _| get(&url)).await;
+    reports.push(Report {
+        name: "range queries",
+        unit: "queries/s",
+        items: queries_per_worker * workers,
+        elapsed,
+        outcome,
+    });
+    reports
+}
+
+fn print(title: &str, workers: usize, reports: &[Report], seed: &SeedFigures) {
+    println!("\n{title}, {workers} concurrent client(s)");
+    println!(
+        "{:<14} {:>9} {:>12} {:>10} {:>9} {:>9} {:>7}   seed A",
+        "workload", "items", "rate", "unit", "p50 ms", "p99 ms", "errors"
+    );
+    for r in reports {
+        let seed_col = match r.name {
+            "writes" => format!("{:.0} ops/s, p99 {:.2} ms", seed.writes, seed.write_p99_ms),
+            "reads" => format!("{:.0} ops/s, p99 {:.2} ms", seed.reads, seed.read_p99_ms),
+            "batch writes" => format!("{:.0} items/s", seed.batch_items),
+            _ => "-".to_string(),
+        };
+        println!(
+            "{:<14} {:>9} {:>12.0} {:>10} {:>9.3} {:>9.3} {:>7}   {}",
+            r.name,
+            r.items,
+            r.rate(),
+            r.unit,
+            r.percentile_ms(0.50),
+            r.percentile_ms(0.99),
+            r.outcome.errors,
+            seed_col
+        );
+    }
+}
+
+/// The cluster node that reports itself leader, if any.
+async fn find_leader(nodes: &[String]) -> Option<String> {
+    let client = client(1);
+    for n in nodes {
+        let req = get(&format!("http://{n}/raft/status"));
+        let call = async {
+            let resp = client.request(req).await.ok()?;
+            resp.into_body().collect().await.ok().map(|b| b.to_bytes())
+        };
+        if let Ok(Some(body)) = tokio::time::timeout(Duration::from_secs(2), call).await
+            && String::from_utf8_lossy(&body).contains(r#""state":"leader""#)
+        {
+            return Some(format!("http://{n}"));
+        }
+    }
+    None
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args = Args::parse();
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut targets: Vec<(&str, String, &SeedFigures)> = Vec::new();
+    if matches!(args.mode, Mode::Standalone | Mode::Both) {
+        targets.push((
+            "standalone",
+            format!("http://{}:{}", args.host, args.port),
+            &SEED_A_STANDALONE,
+        ));
+    }
+    if matches!(args.mode, Mode::Cluster | Mode::Both) {
+        match find_leader(&args.cluster).await {
+            Some(leader) => targets.push(("cluster (leader)", leader, &SEED_A_CLUSTER)),
+            None => eprintln!(
+                "cluster: no node of {} reports itself leader; skipped",
+                args.cluster.join(",")
+            ),
+        }
+    }
+    for (title, base, seed) in targets {
+        for (n, &workers) in args.concurrency.iter().enumerate() {
+            let workers = workers.max(1);
+            let reports = bench(&args, &base, workers, run_id * 100 + n as u64).await;
+            print(&format!("{title} {base}"), workers, &reports, seed);
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Error mapping: every failure a handler can meet becomes an [`ApiError`], answered as JSON in
+//! the shape of the API the route belongs to.
+//!
+//! - Seed A routes answer `{"error": message}`.
+//! - Seed B routes answer `{"detail": message}`; a version conflict (409) also carries seed B's
+//!   documented fields `status`, `message` and `current_version`.
+//! - Unknown paths and wrong methods belong to neither API and carry both `error` and `detail`.
+//!
+//! Store failures map to 413 (size limits), 503 (store closed or poisoned) or 500 (anything
+//! else, logged once here).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::reply::Reply;
+
+/// Which API's error shape a route uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Api {
+    /// Seed A: `{"error": ...}`.
+    A,
+    /// Seed B: `{"detail": ...}`.
+    B,
+    /// Neither (unknown routes): both fields.
+    Any,
+}
+
+/// A failed request.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub api: Api,
+    /// For seed B's 409: the key's current per-key version.
+    pub current_version: Option<u64>,
+}
+
+impl ApiError {
+    pub(crate) fn new(api: Api, status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            api,
+            current_version: None,
+        }
+    }
+
+    pub(crate) fn bad_request(api: Api, message: impl Into<String>) -> ApiError {
+        ApiError::new(api, StatusCode::BAD_REQUEST, message)
+    }
+
+    pub(crate) fn unprocessable(api: Api, message: impl Into<String>) -> ApiError {
+        ApiError::new(api, StatusCode::UNPROCESSABLE_ENTITY, message)
+    }
+
+    pub(crate) fn not_found(api: Api, message: impl Into<String>) -> ApiError {
+        ApiError::new(api, StatusCode::NOT_FOUND, message)
+    }
+
+    pub(crate) fn too_large(api: Api, message: impl Into<String>) -> ApiError {
+        ApiError::new(api, StatusCode::PAYLOAD_TOO_LARGE, message)
+    }
+
+    pub(crate) fn internal(api: Api, message: impl Into<String>) -> ApiError {
+        let message = message.into();
+        tracing::error!(%message, "internal server error");
+        ApiError::new(api, StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    /// Seed B's version conflict.
+    pub(crate) fn conflict(message: impl Into<String>, current_version: u64) -> ApiError {
+        ApiError {
+            status: StatusCode::CONFLICT,
+            message: message.into(),
+            api: Api::B,
+            current_version: Some(current_version),
+        }
+    }
+
+    /// Maps a store error.
+    pub(crate) fn store(api: Api, e: &crate::Error) -> ApiError {
+        use crate::Error;
+        match e {
+            Error::KeyTooLarge { .. }
+            | Error::ValueTooLarge { .. }
+            | Error::BatchTooLarge { .. } => ApiError::too_large(api, e.to_string()),
+            Error::Closed | Error::Poisoned(_) => {
+                tracing::warn!(error = %e, "store unavailable");
+                ApiError::new(api, StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+            _ => ApiError::internal(api, e.to_string()),
+        }
+    }
+
+    /// The JSON body.
+    pub(crate) fn body(&self) -> Value {
+        let mut m = Map::new();
+        match self.api {
+            Api::A => {
+                m.insert("error".into(), json!(self.message));
+            }
+            Api::B => {
+                m.insert("detail".into(), json!(self.message));
+                if let Some(v) = self.current_version {
+                    m.insert("status".into(), json!("error"));
+                    m.insert("message".into(), json!(self.message));
+                    m.insert("current_version".into(), json!(v));
+                }
+            }
+            Api::Any => {
+                m.insert("error".into(), json!(self.message));
+                m.insert("detail".into(), json!(self.message));
+            }
+        }
+        Value::Object(m)
+    }
+
+    /// The error as a finished reply.
+    pub(crate) fn reply(&self) -> Reply {
+        Reply::json(self.status, &self.body())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.reply().into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_follow_the_api() {
+        let a = ApiError::bad_request(Api::A, "Missing key");
+        assert_eq!(a.body(), json!({"error": "Missing key"}));
+        let b = ApiError::not_found(Api::B, "Key not found: k");
+        assert_eq!(b.body(), json!({"detail": "Key not found: k"}));
+        let c = ApiError::conflict("Version conflict: provided version 1 is outdated", 2);
+        assert_eq!(c.status, StatusCode::CONFLICT);
+        assert_eq!(
+            c.body(),
+            json!({
+                "detail": "Version conflict: provided version 1 is outdated",
+                "status": "error",
+                "message": "Version conflict: provided version 1 is outdated",
+                "current_version": 2
+            })
+        );
+        let any = ApiError::not_found(Api::Any, "Not found");
+        assert_eq!(
+            any.body(),
+            json!({"error": "Not found", "detail": "Not found"})
+        );
+    }
+
+    #[test]
+    fn store_errors_map_to_statuses() {
+        let e = crate::Error::ValueTooLarge { len: 2, max: 1 };
+        assert_eq!(
+            ApiError::store(Api::A, &e).status,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        let e = crate::Error::Closed;
+        assert_eq!(
+            ApiError::store(Api::B, &e).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}

@@ -1,0 +1,70 @@
+//! Key namespaces: how the server lays out its keys inside the store.
+//!
+//! The server shares one store between user data and its own records, so every stored key
+//! starts with a one-byte namespace tag:
+//!
+//! ```text
+//! stored key := namespace: u8 | rest
+//! namespace 'u' (0x75): user data; rest = the user's key (UTF-8)
+//! namespace 'r' (0x72): idempotency records; rest = see `dedup.rs`
+//! ```
+//!
+//! Listings (`/range`, `/keys`) and history only ever read the `u` namespace, so server
+//! records never show up as user keys. A one-byte prefix keeps the byte order of user keys,
+//! so ranges over user keys are ranges over stored keys.
+
+use std::ops::Bound;
+
+/// Namespace tag of user keys.
+pub(crate) const USER: u8 = b'u';
+/// Namespace tag of idempotency records.
+pub(crate) const RECORD: u8 = b'r';
+
+/// The stored key of user key `key`.
+pub(crate) fn user_key(key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + key.len());
+    k.push(USER);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// The user key inside a stored key of the user namespace, if it is one.
+pub(crate) fn strip_user(stored: &[u8]) -> Option<&[u8]> {
+    match stored.split_first() {
+        Some((&USER, rest)) => Some(rest),
+        _ => None,
+    }
+}
+
+/// Stored-key bounds for user keys in `[start, end)`; `end = None` means no upper bound
+/// (the end of the user namespace).
+pub(crate) fn user_bounds(start: &str, end: Option<&str>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let lower = Bound::Included(user_key(start));
+    let upper = match end {
+        Some(e) => Bound::Excluded(user_key(e)),
+        None => Bound::Excluded(vec![USER + 1]),
+    };
+    (lower, upper)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_keys_keep_their_order_and_stay_apart_from_records() {
+        let (a, b) = (user_key("a"), user_key("b"));
+        assert!(a < b);
+        assert_eq!(strip_user(&a), Some(&b"a"[..]));
+        assert_eq!(strip_user(&[RECORD, b'x']), None);
+        assert_eq!(strip_user(&user_key("")), Some(&b""[..]));
+        let (lo, hi) = user_bounds("", None);
+        assert_eq!(lo, Bound::Included(vec![USER]));
+        // every user key, however long, sorts below the upper bound
+        let Bound::Excluded(hi) = hi else {
+            panic!("open upper bound")
+        };
+        assert!(user_key("\u{10FFFF}\u{10FFFF}").as_slice() < hi.as_slice());
+        assert!([RECORD].as_slice() < [USER].as_slice());
+    }
+}

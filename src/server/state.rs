@@ -1,0 +1,145 @@
+//! The state every handler shares: the store, the settings, metrics and idempotency counters,
+//! and the node's role.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use super::config::ServerConfig;
+use super::dedup::{Dedup, RecordId};
+use super::error::{Api, ApiError};
+use super::executor::Executor;
+use super::metrics::Metrics;
+use super::ops::{Plan, View};
+use super::reply::Reply;
+use super::writer::Writer;
+use crate::Db;
+
+/// How this node serves: alone, or (in a later version) as a member of a replicated cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Role {
+    /// A single node that owns its store.
+    Standalone,
+}
+
+/// Everything a request handler needs; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Db,
+    config: ServerConfig,
+    role: Role,
+    metrics: Arc<Metrics>,
+    dedup: Arc<Dedup>,
+    readers: Executor,
+    writer: Writer,
+    started: Instant,
+    local_addr: OnceLock<SocketAddr>,
+}
+
+impl AppState {
+    /// State for a standalone server over `db`; starts the server's store threads (reader
+    /// pool and write committer), which end when the last clone of the state is dropped.
+    pub fn new(db: Db, config: ServerConfig) -> std::io::Result<AppState> {
+        let dedup = Arc::new(Dedup::new(config.dedup_expiry));
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                metrics: Arc::new(Metrics::new(db.clone())),
+                readers: Executor::start("strata-http-read", config.reader_threads)?,
+                writer: Writer::start(db.clone(), Arc::clone(&dedup))?,
+                dedup,
+                db,
+                config,
+                role: Role::Standalone,
+                started: Instant::now(),
+                local_addr: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// The store.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// The node's role.
+    pub fn role(&self) -> Role {
+        self.inner.role
+    }
+
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    pub(crate) fn dedup(&self) -> &Dedup {
+        &self.inner.dedup
+    }
+
+    /// Records the address the server listens on (set once, by `serve`).
+    pub(crate) fn set_local_addr(&self, addr: SocketAddr) {
+        let _ = self.inner.local_addr.set(addr);
+    }
+
+    /// This node's base URL: the address it listens on, or the configured one.
+    pub(crate) fn url(&self) -> String {
+        match self.inner.local_addr.get() {
+            Some(a) => format!("http://{a}"),
+            None => format!(
+                "http://{}:{}",
+                self.inner.config.host, self.inner.config.port
+            ),
+        }
+    }
+
+    /// Seconds since the state was made.
+    pub(crate) fn uptime_secs(&self) -> f64 {
+        self.inner.started.elapsed().as_secs_f64()
+    }
+
+    /// Runs blocking store reads on the reader threads, never on the async workers.
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        api: Api,
+        f: impl FnOnce(&AppState) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let state = self.clone();
+        match self.inner.readers.run(move || f(&state)).await {
+            Some(r) => r,
+            None => Err(ApiError::internal(
+                api,
+                "the request failed on a store thread",
+            )),
+        }
+    }
+
+    /// Runs a write through the committer. `size` is the request's size in bytes; `ident`
+    /// makes the write idempotent.
+    pub(crate) async fn write(
+        &self,
+        api: Api,
+        ident: Option<RecordId>,
+        size: usize,
+        planner: impl FnMut(&View<'_>) -> Result<Plan, ApiError> + Send + 'static,
+    ) -> Result<Reply, ApiError> {
+        self.inner
+            .writer
+            .submit(api, ident, size, Box::new(planner))
+            .await
+    }
+
+    /// Closes the store: syncs the WAL and releases the directory. Requests still running
+    /// fail with a 503 afterwards.
+    pub fn close(&self) -> crate::Result<()> {
+        self.inner.db.clone().close()
+    }
+}

@@ -33,7 +33,7 @@ struct Args {
     /// Comma-separated workloads, run in order.
     #[arg(
         long,
-        default_value = "fillseq,fillrandom,overwrite,readrandom,readmissing,seekrandom,fillbatch,fillsync,fillsync8,reopen"
+        default_value = "fillseq,fillrandom,overwrite,readrandom,readmissing,seekrandom,reopen,fillbatch,fillsync,fillsync8"
     )]
     benchmarks: String,
     /// Directory for the stores (wiped first).

@@ -33,7 +33,7 @@ struct Args {
     /// Comma-separated workloads, run in order.
     #[arg(
         long,
-        default_value = "fillseq,fillrandom,overwrite,readrandom,readmissing,seekrandom,fillbatch,fillsync,fillsync8,reopen"
+        default_value = "fillseq,fillrandom,overwrite,readrandom,readmissing,seekrandom,reopen,fillbatch,fillsync,fillsync8"
     )]
     benchmarks: String,
     /// Directory for the stores (wiped first).
@@ -48,6 +48,9 @@ struct Args {
     /// Memtable size in MiB.
     #[arg(long, default_value_t = 32)]
     memtable_mib: usize,
+    /// Entries read after each seek in `seekrandom`.
+    #[arg(long, default_value_t = 100)]
+    scan_len: usize,
     /// Store reopened by the `open` workload (a subdirectory of --dir).
     #[arg(long, default_value = "fillrandom")]
     store: String,
@@ -341,7 +344,7 @@ fn main() {
                 for _ in 0..n {
                     let i = rng.next() % b.args.num;
                     let t = Instant::now();
-                    for item in db.range(key(i)..).take(100) {
+                    for item in db.range(key(i)..).take(b.args.scan_len) {
                         item.expect("scan");
                         entries += 1;
                     }
@@ -352,7 +355,7 @@ fn main() {
                     ops: n,
                     elapsed: start.elapsed(),
                     lat_ns: lat,
-                    note: format!("(seek + 100 nexts; {entries} entries read)"),
+                    note: format!("(seek + {} nexts; {entries} entries read)", b.args.scan_len),
                 }
             }
             "fillbatch" => {

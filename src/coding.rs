@@ -136,7 +136,20 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a varint.
+    #[inline]
     pub fn varint(&mut self, what: &str) -> Result<u64, Corrupt> {
+        // Lengths in blocks and batches are nearly always below 128: one byte.
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        self.varint_slow(what)
+    }
+
+    #[cold]
+    fn varint_slow(&mut self, what: &str) -> Result<u64, Corrupt> {
         let rest = self.buf.get(self.pos..).unwrap_or_default();
         let (v, n) =
             get_varint(rest).ok_or_else(|| self.corrupt(format!("bad varint in {what}")))?;
@@ -145,6 +158,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a varint that must fit in `u32`.
+    #[inline]
     pub fn varint32(&mut self, what: &str) -> Result<u32, Corrupt> {
         let v = self.varint(what)?;
         u32::try_from(v).map_err(|_| self.corrupt(format!("{what} out of range")))

@@ -305,3 +305,37 @@ fn invalid_configurations_are_refused() {
     let r = Db::builder(dir.path()).memtable_bytes(1).open();
     assert!(matches!(r, Err(Error::InvalidConfig(_))));
 }
+
+/// Exit code of the child process when its open failed with `Error::Locked`.
+const LOCKED_EXIT: i32 = 42;
+
+#[test]
+fn second_process_gets_locked() {
+    if let Ok(dir) = std::env::var("STRATA_LOCK_PROBE_DIR") {
+        // Child side: try to open the directory the parent holds.
+        let code = match Db::open(&dir) {
+            Err(Error::Locked(_)) => LOCKED_EXIT,
+            Ok(_) => 0,
+            Err(_) => 1,
+        };
+        std::process::exit(code);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    let probe = |dir: &std::path::Path| {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "second_process_gets_locked", "--test-threads=1"])
+            .env("STRATA_LOCK_PROBE_DIR", dir)
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    assert_eq!(
+        probe(dir.path()),
+        Some(LOCKED_EXIT),
+        "a second process opened a held store"
+    );
+    db.close().unwrap();
+    assert_eq!(probe(dir.path()), Some(0), "the lock outlived close");
+}

@@ -75,6 +75,25 @@ impl Block {
         }
     }
 
+    /// Number of restart points (for an index block, built with interval 1: its entries).
+    pub fn num_restarts(&self) -> usize {
+        self.num_restarts
+    }
+
+    /// The restart point that starts exactly at `offset`, if any.
+    fn restart_at(&self, offset: usize) -> Option<usize> {
+        let (mut lo, mut hi) = (0, self.num_restarts);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.restart(mid).cmp(&offset) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+
     fn restart(&self, i: usize) -> usize {
         get_u32(&self.data, self.restarts_offset + 4 * i).unwrap_or_default() as usize
     }
@@ -272,6 +291,16 @@ impl Cursor for BlockCursor {
 }
 
 impl BlockCursor {
+    /// The ordinal of the current entry when it starts a restart point (every entry of an
+    /// index block does): a stable number for the data block it names.
+    pub fn ordinal(&self) -> Option<usize> {
+        if self.valid() {
+            self.block.restart_at(self.current)
+        } else {
+            None
+        }
+    }
+
     /// The decode error, if any, as a [`Corrupt`] (the table adds its file name).
     pub fn corruption(&self) -> Option<&Corrupt> {
         self.err.as_ref()

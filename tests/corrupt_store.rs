@@ -27,16 +27,6 @@ fn build(dir: &Path) {
     db.close().unwrap();
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_name() != "LOCK" {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 /// Reads everything an open store holds; damage may surface as an error, never a panic.
 fn read_all(db: &Db) {
     for item in db.iter() {
@@ -74,7 +64,7 @@ fn flipped_bytes_in_any_file_never_panic() {
         let positions = (0..len).step_by(step).chain(len.checked_sub(1));
         for (i, at) in positions.enumerate() {
             let dir = base.path().join(format!("{name}-{i}"));
-            copy_dir(&orig, &dir);
+            common::copy_dir(&orig, &dir);
             let mut bytes = std::fs::read(dir.join(name)).unwrap();
             bytes[at] ^= 0x20;
             std::fs::write(dir.join(name), &bytes).unwrap();

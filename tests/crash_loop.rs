@@ -253,16 +253,7 @@ fn kill_9_loses_no_acknowledged_write() {
         );
         acked_total += report.last_ack.map_or(0, |a| a + 1 - model.batches);
         model.advance_to(n);
-        let got: BTreeMap<String, String> = db
-            .iter()
-            .map(|r| {
-                let (k, v) = r.unwrap_or_else(|e| panic!("{ctx}: scan failed: {e}"));
-                (
-                    String::from_utf8(k.to_vec()).unwrap(),
-                    String::from_utf8(v.to_vec()).unwrap(),
-                )
-            })
-            .collect();
+        let got = common::contents(&db, &ctx);
         assert!(
             got == model.state,
             "{ctx}: contents differ from {n} batches"

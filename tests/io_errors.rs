@@ -44,15 +44,17 @@ fn apply(state: &mut BTreeMap<String, String>, batch: &Batch) {
 }
 
 fn contents(db: &Db) -> BTreeMap<String, String> {
-    db.iter()
-        .map(|r| {
-            let (k, v) = r.unwrap();
-            (
-                String::from_utf8(k.to_vec()).unwrap(),
-                String::from_utf8(v.to_vec()).unwrap(),
-            )
-        })
-        .collect()
+    common::contents(db, "scan after an I/O error")
+}
+
+/// Writes keys `k000`..`k099` three times over, one level-0 table per round.
+fn three_flushed_tables(db: &Db) {
+    for round in 0..3 {
+        for i in 0..100 {
+            db.put(format!("k{i:03}"), format!("v{round}-{i}")).unwrap();
+        }
+        db.flush().unwrap();
+    }
 }
 
 fn random_batch(rng: &mut Rng, n: u64) -> (WriteBatch, Batch) {
@@ -221,12 +223,7 @@ fn a_failed_manifest_write_in_a_compaction_poisons_the_store() {
     let dir = Path::new("/db");
     let fs = FaultFs::new();
     let db = open(&fs, dir).unwrap();
-    for round in 0..3 {
-        for i in 0..100 {
-            db.put(format!("k{i:03}"), format!("v{round}-{i}")).unwrap();
-        }
-        db.flush().unwrap();
-    }
+    three_flushed_tables(&db);
     fs.fail(&[Op::Append], "MANIFEST", 0, Fault::NoSpace);
     assert!(db.compact().is_err());
     assert!(matches!(db.put("after", "x"), Err(Error::Poisoned(_))));
@@ -242,12 +239,7 @@ fn a_failed_manual_compaction_poisons_writes_like_a_background_one() {
     let dir = Path::new("/db");
     let fs = FaultFs::new();
     let db = open(&fs, dir).unwrap();
-    for round in 0..3 {
-        for i in 0..100 {
-            db.put(format!("k{i:03}"), format!("v{round}-{i}")).unwrap();
-        }
-        db.flush().unwrap();
-    }
+    three_flushed_tables(&db);
     fs.fail(&[Op::Create], ".sst", 0, Fault::NoSpace);
     assert!(matches!(db.compact(), Err(Error::Io(_))));
     assert!(matches!(db.put("after", "x"), Err(Error::Poisoned(_))));

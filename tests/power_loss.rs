@@ -88,16 +88,7 @@ fn verify(db: &Db, history: &mut History, seed: u64, round: usize) {
         "{ctx}: not on a batch boundary"
     );
     let expected = history.state_at(recovered);
-    let got: BTreeMap<String, String> = db
-        .iter()
-        .map(|r| {
-            let (k, v) = r.unwrap_or_else(|e| panic!("{ctx}: scan failed: {e}"));
-            (
-                String::from_utf8(k.to_vec()).unwrap(),
-                String::from_utf8(v.to_vec()).unwrap(),
-            )
-        })
-        .collect();
+    let got = common::contents(db, &ctx);
     assert_eq!(got, expected, "{ctx}: contents differ");
     let back: Vec<String> = db
         .iter()

@@ -43,7 +43,7 @@ fn a_torn_tail_is_cut_and_reported_at_every_cut_point() {
     let start_of_last = ends[ends.len() - 2] as usize;
     for cut in start_of_last..full.len() {
         let dir = base.path().join(format!("cut{cut}"));
-        copy_dir(&base.path().join("orig"), &dir);
+        common::copy_dir(&base.path().join("orig"), &dir);
         let seg_copy = dir.join(seg.file_name().unwrap());
         std::fs::write(&seg_copy, &full[..cut]).unwrap();
         let db = Db::open(&dir).unwrap();
@@ -215,7 +215,7 @@ fn batches_are_all_or_nothing_at_every_cut_point() {
     cuts.extend([before, before + 1, after - 1, after]);
     for cut in cuts {
         let dir = base.path().join(format!("cut{cut}"));
-        copy_dir(&orig, &dir);
+        common::copy_dir(&orig, &dir);
         std::fs::write(dir.join(seg.file_name().unwrap()), &full[..cut as usize]).unwrap();
         let db = Db::open(&dir).unwrap();
         assert!(db.get("first").unwrap().is_some());
@@ -226,16 +226,6 @@ fn batches_are_all_or_nothing_at_every_cut_point() {
             assert_eq!(n, 300, "complete batch at cut {cut}");
         } else {
             assert_eq!(n, 0, "partial batch visible at cut {cut}");
-        }
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_name() != "LOCK" {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
     }
 }

@@ -92,3 +92,27 @@ pub fn collect(it: impl Iterator<Item = strata::Result<(Bytes, Bytes)>>) -> Vec<
     })
     .collect()
 }
+
+/// Everything a store holds, as strings; a failed scan panics with `ctx`.
+pub fn contents(db: &strata::Db, ctx: &str) -> std::collections::BTreeMap<String, String> {
+    db.iter()
+        .map(|r| {
+            let (k, v) = r.unwrap_or_else(|e| panic!("{ctx}: scan failed: {e}"));
+            (
+                String::from_utf8(k.to_vec()).expect("utf8 key"),
+                String::from_utf8(v.to_vec()).expect("utf8 value"),
+            )
+        })
+        .collect()
+}
+
+/// Copies a store's files (not its lock file) into `to`, which is created.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "LOCK" {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}

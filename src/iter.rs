@@ -100,16 +100,16 @@ impl Range {
 
     fn before_lower(&self, k: &[u8]) -> bool {
         match &self.lower {
-            Bound::Included(l) => k < l.as_slice(),
-            Bound::Excluded(l) => k <= l.as_slice(),
+            Bound::Included(l) => key::compare_bytes(k, l).is_lt(),
+            Bound::Excluded(l) => key::compare_bytes(k, l).is_le(),
             Bound::Unbounded => false,
         }
     }
 
     fn beyond_upper(&self, k: &[u8]) -> bool {
         match &self.upper {
-            Bound::Included(u) => k > u.as_slice(),
-            Bound::Excluded(u) => k >= u.as_slice(),
+            Bound::Included(u) => key::compare_bytes(k, u).is_gt(),
+            Bound::Excluded(u) => key::compare_bytes(k, u).is_ge(),
             Bound::Unbounded => false,
         }
     }
@@ -153,7 +153,8 @@ impl Range {
                 self.scratch.clear();
                 self.scratch.extend_from_slice(p.user_key);
                 c.next();
-                while c.valid() && key::user_key(c.key()) == self.scratch.as_slice() {
+                while c.valid() && key::compare_bytes(key::user_key(c.key()), &self.scratch).is_eq()
+                {
                     c.next();
                 }
                 continue;
@@ -164,7 +165,7 @@ impl Range {
             let user = Bytes::copy_from_slice(p.user_key);
             let value = c.value();
             c.next();
-            while c.valid() && key::user_key(c.key()) == &user[..] {
+            while c.valid() && key::compare_bytes(key::user_key(c.key()), &user).is_eq() {
                 c.next();
             }
             remember(&mut self.front_last, &user);

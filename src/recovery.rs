@@ -183,6 +183,7 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
         .flat_map(|l| l.keys().copied())
         .collect();
     let mut removed_any = false;
+    let mut stale_tables = 0;
     for name in &names {
         let stale_table =
             table_format::parse_file_name(name).is_some_and(|n| !live_tables.contains(&n));
@@ -192,7 +193,15 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
         if stale_table || stale_wal {
             fs.remove_file(&dir.join(name))?;
             removed_any = true;
+            stale_tables += usize::from(stale_table);
         }
+    }
+    replay.report.stale_tables_removed = stale_tables;
+    if stale_tables > 0 {
+        tracing::info!(
+            tables = stale_tables,
+            "removed table files no manifest names (an interrupted flush or compaction)"
+        );
     }
     if removed_any {
         fs.sync_dir(dir)?;

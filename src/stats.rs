@@ -113,6 +113,10 @@ pub struct RecoveryReport {
     pub torn_tail: Option<TornTail>,
     /// Records that could not be recovered under a salvaging [`RecoveryMode`](crate::RecoveryMode).
     pub records_dropped: u64,
+    /// Table files no manifest named, removed: the output of a flush or compaction that was
+    /// interrupted before it was recorded, or the inputs of a recorded compaction whose
+    /// deletion was interrupted. Harmless, but a sign the last process did not close.
+    pub stale_tables_removed: usize,
 }
 
 /// A torn or damaged tail cut off the newest WAL segment during recovery.

@@ -87,7 +87,11 @@ fn crash_loop_child() {
         out.flush().unwrap();
         next += 1;
         if next.is_multiple_of(150) {
+            writeln!(out, "flushing").unwrap();
+            out.flush().unwrap();
             db.flush().unwrap();
+            writeln!(out, "flushed").unwrap();
+            out.flush().unwrap();
         }
         if next.is_multiple_of(400) {
             writeln!(out, "compacting").unwrap();
@@ -129,6 +133,8 @@ struct Cycle {
     last_ack: Option<u64>,
     /// The child was inside a manual compaction when it was killed.
     in_compaction: bool,
+    /// The child was inside a manual flush when it was killed.
+    in_flush: bool,
 }
 
 fn run_child(exe: &Path, dir: &Path, rng: &mut Rng, stderr_log: &Path) -> Cycle {
@@ -155,6 +161,7 @@ fn run_child(exe: &Path, dir: &Path, rng: &mut Rng, stderr_log: &Path) -> Cycle 
         opened: false,
         last_ack: None,
         in_compaction: false,
+        in_flush: false,
     };
     let note = |cycle: &mut Cycle, line: &str| {
         if line.starts_with("open ") {
@@ -167,13 +174,37 @@ fn run_child(exe: &Path, dir: &Path, rng: &mut Rng, stderr_log: &Path) -> Cycle 
             "compacted" => false,
             _ => cycle.in_compaction,
         };
+        cycle.in_flush = match line {
+            "flushing" => true,
+            "flushed" => false,
+            _ => cycle.in_flush,
+        };
     };
     // Kill during start-up and open, after a random number of acknowledged batches, or
     // after a random time of writing; the data written per cycle stays small either way.
     let deadline = Instant::now() + Duration::from_secs(20);
     match rng.below(10) {
         0 => std::thread::sleep(Duration::from_millis(rng.below(40))),
-        1..=5 => {
+        // Aim at a manual flush or compaction: kill a moment after the child announces one.
+        1 | 2 => {
+            let aim = if rng.chance(50) {
+                "flushing"
+            } else {
+                "compacting"
+            };
+            loop {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                let Ok(line) = rx.recv_timeout(wait) else {
+                    break;
+                };
+                note(&mut cycle, &line);
+                if line == aim {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_micros(rng.below(2000)));
+        }
+        3..=5 => {
             let target = rng.below(400);
             let mut acks = 0;
             while acks <= target {
@@ -232,14 +263,18 @@ fn kill_9_loses_no_acknowledged_write() {
     let mut model = Model::default();
     let mut acked_total = 0;
     let mut killed_compacting = 0;
+    let mut killed_flushing = 0;
+    let mut killed_mid_table_write = 0;
     for cycle in 0..cycles {
         let report = run_child(&exe, &dir, &mut rng, &stderr_log);
         killed_compacting += u64::from(report.in_compaction);
+        killed_flushing += u64::from(report.in_flush);
         let ctx = format!("seed {seed} cycle {cycle}");
         if !report.opened && !dir.join("CURRENT").exists() {
             continue; // killed before the store was ever created
         }
         let db = open(&dir);
+        killed_mid_table_write += u64::from(db.stats().recovery.stale_tables_removed > 0);
         let n: u64 = db
             .get(NEXT)
             .unwrap()
@@ -262,7 +297,8 @@ fn kill_9_loses_no_acknowledged_write() {
     }
     eprintln!(
         "crash loop seed {seed}: {cycles} kills, {acked_total} batches acknowledged, \
-         {killed_compacting} kills inside a manual compaction"
+         kills inside {killed_flushing} manual flushes and {killed_compacting} manual compactions, \
+         {killed_mid_table_write} reopens that found tables of an interrupted flush or compaction"
     );
     assert!(
         acked_total > cycles,

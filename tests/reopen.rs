@@ -140,3 +140,25 @@ fn two_hundred_thousand_keys_survive_reopen() {
         );
     }
 }
+
+#[test]
+fn a_table_no_manifest_names_is_removed_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    db.put("kept", "v").unwrap();
+    db.flush().unwrap();
+    let live = db.stats().levels.iter().map(|l| l.tables).sum::<usize>();
+    db.close().unwrap();
+    assert_eq!(live, 1);
+    // What a flush killed before its manifest edit leaves behind.
+    let stale = dir.path().join("999999.sst");
+    std::fs::write(&stale, b"half a table").unwrap();
+
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(db.stats().recovery.stale_tables_removed, 1);
+    assert!(!stale.exists());
+    assert_eq!(db.get("kept").unwrap().as_deref(), Some(&b"v"[..]));
+    db.close().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(db.stats().recovery.stale_tables_removed, 0);
+}

@@ -144,6 +144,18 @@ pub(crate) struct BgState {
     pub error: Option<String>,
 }
 
+/// How a write stall ended: the store failed or closed while the writer waited, or the
+/// writer may go on.
+fn stall_outcome(bg: &BgState) -> Result<()> {
+    if let Some(e) = &bg.error {
+        return Err(Error::Poisoned(e.clone()));
+    }
+    if bg.shutdown {
+        return Err(Error::Closed);
+    }
+    Ok(())
+}
+
 #[derive(Default)]
 struct WriteQueue {
     pending: VecDeque<Pending>,
@@ -543,21 +555,14 @@ impl Core {
                 .cv
                 .wait_for(&mut bg, Duration::from_millis(50));
         }
-        let error = bg.error.clone();
-        let shutdown = bg.shutdown;
+        let outcome = stall_outcome(&bg);
         drop(bg);
         self.counters.note_stall(
             &self.counters.stops,
             &self.counters.stop_micros,
             start.elapsed(),
         );
-        if let Some(e) = error {
-            return Err(Error::Poisoned(e));
-        }
-        if shutdown {
-            return Err(Error::Closed);
-        }
-        Ok(())
+        outcome
     }
 
     fn stall_for_flush(&self) -> Result<()> {
@@ -570,21 +575,14 @@ impl Core {
             self.bg_cv.notify_one();
             self.flush_cv.wait_for(&mut bg, Duration::from_millis(50));
         }
-        let error = bg.error.clone();
-        let shutdown = bg.shutdown;
+        let outcome = stall_outcome(&bg);
         drop(bg);
         self.counters.note_stall(
             &self.counters.stalls,
             &self.counters.stall_micros,
             start.elapsed(),
         );
-        if let Some(e) = error {
-            return Err(Error::Poisoned(e));
-        }
-        if shutdown {
-            return Err(Error::Closed);
-        }
-        Ok(())
+        outcome
     }
 
     /// Freezes the mutable memtable and starts a new one with a fresh WAL segment. Requires

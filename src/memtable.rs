@@ -21,6 +21,9 @@ use crate::cursor::Cursor;
 use crate::error::Result;
 use crate::key::{self, InternalKey, KIND_SEEK, Kind, TRAILER_LEN};
 
+/// A position in the memtable's map.
+type MapEntry<'a> = crossbeam_skiplist::map::Entry<'a, InternalKey, Bytes>;
+
 /// Bookkeeping bytes charged per entry on top of key and value (skiplist node, `Bytes`
 /// handles).
 const ENTRY_OVERHEAD: usize = 80;
@@ -174,8 +177,19 @@ pub struct MemCursor {
 impl MemCursor {
     fn fill_forward(&mut self, from: Bound<&InternalKey>) {
         self.forward = true;
+        let mem = Arc::clone(&self.mem);
+        self.fill(mem.map.lower_bound(from), |e| e.next());
+    }
+
+    /// Copies up to one chunk of entries into the buffer, starting at `first` and stepping
+    /// with `step`.
+    fn fill<'m>(
+        &mut self,
+        first: Option<MapEntry<'m>>,
+        step: fn(&MapEntry<'m>) -> Option<MapEntry<'m>>,
+    ) {
         let chunk = self.next_chunk();
-        let mut entry = self.mem.map.lower_bound(from);
+        let mut entry = first;
         while let Some(e) = entry {
             if self.buf.len() == chunk {
                 self.exhausted = false;
@@ -183,7 +197,7 @@ impl MemCursor {
             }
             self.buf
                 .push_back((e.key().bytes().clone(), e.value().clone()));
-            entry = e.next();
+            entry = step(&e);
         }
         self.exhausted = true;
     }
@@ -196,18 +210,8 @@ impl MemCursor {
 
     fn fill_backward(&mut self, from: Bound<&InternalKey>) {
         self.forward = false;
-        let chunk = self.next_chunk();
-        let mut entry = self.mem.map.upper_bound(from);
-        while let Some(e) = entry {
-            if self.buf.len() == chunk {
-                self.exhausted = false;
-                return;
-            }
-            self.buf
-                .push_back((e.key().bytes().clone(), e.value().clone()));
-            entry = e.prev();
-        }
-        self.exhausted = true;
+        let mem = Arc::clone(&self.mem);
+        self.fill(mem.map.upper_bound(from), |e| e.prev());
     }
 
     fn advance(&mut self, forward: bool) {

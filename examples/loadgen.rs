@@ -328,6 +328,16 @@ fn print(title: &str, workers: usize, reports: &[Report], seed: &SeedFigures) {
     }
 }
 
+/// Whether a server answers `GET /health` at `base` within two seconds.
+async fn reachable(base: &str) -> bool {
+    let req = get(&format!("{base}/health"));
+    let client = client(1);
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), client.request(req)).await,
+        Ok(Ok(resp)) if resp.status().is_success()
+    )
+}
+
 /// The cluster node that reports itself leader, if any.
 async fn find_leader(nodes: &[String]) -> Option<String> {
     let client = client(1);
@@ -369,11 +379,23 @@ async fn main() {
             ),
         }
     }
+    let mut unreachable = false;
     for (title, base, seed) in targets {
+        if !reachable(&base).await {
+            eprintln!(
+                "{title}: no server answers at {base}/health; start one first \
+                 (cargo run --release --features server --example server)"
+            );
+            unreachable = true;
+            continue;
+        }
         for (n, &workers) in args.concurrency.iter().enumerate() {
             let workers = workers.max(1);
             let reports = bench(&args, &base, workers, run_id * 100 + n as u64).await;
             print(&format!("{title} {base}"), workers, &reports, seed);
         }
+    }
+    if unreachable {
+        std::process::exit(1);
     }
 }

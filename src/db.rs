@@ -594,7 +594,7 @@ impl Core {
             self.poison("WAL segment roll", &e);
             return Err(e);
         }
-        let fresh = Arc::new(Memtable::new(number));
+        let fresh = Arc::new(Memtable::new(number, self.config.memtable_bytes));
         self.publish(|cur| {
             let mut imms = Vec::with_capacity(cur.imms.len() + 1);
             imms.push(Arc::clone(&cur.mem));

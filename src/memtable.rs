@@ -6,6 +6,13 @@
 //!
 //! Each commit group is copied into one shared buffer and the skiplist entries point into it,
 //! so inserting a group costs one allocation plus one skiplist node per write.
+//!
+//! A bloom filter over the user keys ([`KeyFilter`]) lets a point lookup of a key the
+//! memtable does not hold skip the skiplist search, whose pointer chasing is the costliest
+//! part of a read that misses. It is blocked: one key's bits lie in one 64-byte line, so a
+//! probe costs one cache miss. Its size is fixed when the memtable is created, one bit per
+//! eight bytes of memtable budget (about 25 bits per key with 100-byte values), and it is
+//! not charged to the memtable's size.
 
 use std::collections::VecDeque;
 use std::ops::Bound;
@@ -20,6 +27,7 @@ use crate::batch::Op;
 use crate::cursor::Cursor;
 use crate::error::Result;
 use crate::key::{self, InternalKey, KIND_SEEK, Kind, TRAILER_LEN};
+use crate::sstable::filter::hash64;
 
 /// A position in the memtable's map.
 type MapEntry<'a> = crossbeam_skiplist::map::Entry<'a, InternalKey, Bytes>;
@@ -43,6 +51,7 @@ pub struct Hit {
 #[derive(Debug)]
 pub struct Memtable {
     map: SkipMap<InternalKey, Bytes>,
+    filter: KeyFilter,
     bytes: AtomicUsize,
     max_seq: AtomicU64,
     /// The WAL segment that holds this memtable's first write.
@@ -50,10 +59,12 @@ pub struct Memtable {
 }
 
 impl Memtable {
-    /// An empty memtable whose writes start in WAL segment `first_segment`.
-    pub fn new(first_segment: u64) -> Memtable {
+    /// An empty memtable whose writes start in WAL segment `first_segment`, sized for about
+    /// `budget` bytes of entries (the size of its key filter depends on it).
+    pub fn new(first_segment: u64, budget: usize) -> Memtable {
         Memtable {
             map: SkipMap::new(),
+            filter: KeyFilter::new(budget / 64),
             bytes: AtomicUsize::new(0),
             max_seq: AtomicU64::new(0),
             first_segment,
@@ -103,6 +114,11 @@ impl Memtable {
             buf.extend_from_slice(op.value);
         }
         let buf = Bytes::from(buf);
+        // Filter bits go in before the entries, and both before the seqno that makes them
+        // visible is published: a reader that can see a write also sees its bits.
+        for op in ops {
+            self.filter.insert(hash64(op.key));
+        }
         let mut pos = 0;
         for op in ops {
             let klen = op.key.len() + TRAILER_LEN;
@@ -118,8 +134,12 @@ impl Memtable {
         }
     }
 
-    /// The newest version of `user_key` with seqno at most `snap`.
-    pub fn get(&self, user_key: &[u8], snap: u64) -> Option<Hit> {
+    /// The newest version of `user_key` with seqno at most `snap`; `hash` is
+    /// [`hash64`] of `user_key`.
+    pub fn get(&self, user_key: &[u8], hash: u64, snap: u64) -> Option<Hit> {
+        if !self.filter.may_contain(hash) {
+            return None;
+        }
         let target = InternalKey::new(Bytes::from(key::encode(
             user_key,
             SeqNo::new(snap),
@@ -150,6 +170,64 @@ impl Memtable {
             exhausted: true,
             chunk: FIRST_CHUNK,
         }
+    }
+}
+
+/// Probes per key in the [`KeyFilter`].
+const FILTER_PROBES: u32 = 6;
+
+/// A blocked bloom filter over user-key hashes that readers query while the writer inserts.
+///
+/// Each key sets [`FILTER_PROBES`] bits inside one 512-bit block (eight words, one cache
+/// line) chosen by the hash's high half; the bit positions come from 9-bit slices of a
+/// second hash. Bits are only ever set, so a reader never misses a key whose insertion
+/// happened before it (the caller orders that through the published seqno).
+#[derive(Debug)]
+struct KeyFilter {
+    blocks: Box<[[AtomicU64; 8]]>,
+}
+
+impl KeyFilter {
+    /// A filter of about `bytes` bytes (at least one block, a power of two of blocks).
+    fn new(bytes: usize) -> KeyFilter {
+        let n = (bytes / 64).clamp(1, 1 << 24).next_power_of_two();
+        KeyFilter {
+            blocks: (0..n).map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// The block of `hash` and its probes as (word, bit mask).
+    fn locate(&self, hash: u64) -> (Option<&[AtomicU64; 8]>, impl Iterator<Item = (usize, u64)>) {
+        let block = ((hash >> 32) as usize) & (self.blocks.len() - 1);
+        let mut bits = hash.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let probes = (0..FILTER_PROBES).map(move |_| {
+            let bit = (bits & 511) as usize;
+            bits >>= 9;
+            (bit / 64, 1u64 << (bit % 64))
+        });
+        (self.blocks.get(block), probes)
+    }
+
+    fn insert(&self, hash: u64) {
+        let (Some(block), probes) = self.locate(hash) else {
+            return;
+        };
+        for (word, mask) in probes {
+            if let Some(w) = block.get(word) {
+                w.fetch_or(mask, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn may_contain(&self, hash: u64) -> bool {
+        let (Some(block), mut probes) = self.locate(hash) else {
+            return true;
+        };
+        probes.all(|(word, mask)| {
+            block
+                .get(word)
+                .is_none_or(|w| w.load(Ordering::Relaxed) & mask != 0)
+        })
     }
 }
 
@@ -305,26 +383,77 @@ mod tests {
 
     #[test]
     fn get_sees_the_newest_version_at_or_below_the_snapshot() {
-        let m = Memtable::new(1);
+        let m = Memtable::new(1, 1 << 20);
         m.insert_ops(
             1,
             &[op(Kind::Put, b"k", b"v1"), op(Kind::Put, b"other", b"x")],
         );
         m.insert_ops(3, &[op(Kind::Delete, b"k", b"")]);
         m.insert_ops(4, &[op(Kind::Put, b"k", b"v4")]);
-        assert_eq!(m.get(b"k", 1).unwrap().value, Bytes::from_static(b"v1"));
-        assert_eq!(m.get(b"k", 2).unwrap().seq, 1);
-        assert_eq!(m.get(b"k", 3).unwrap().kind, Kind::Delete);
-        assert_eq!(m.get(b"k", 100).unwrap().value, Bytes::from_static(b"v4"));
-        assert!(m.get(b"k", 0).is_none());
-        assert!(m.get(b"j", 100).is_none());
+        assert_eq!(
+            m.get(b"k", hash64(b"k"), 1).unwrap().value,
+            Bytes::from_static(b"v1")
+        );
+        assert_eq!(m.get(b"k", hash64(b"k"), 2).unwrap().seq, 1);
+        assert_eq!(m.get(b"k", hash64(b"k"), 3).unwrap().kind, Kind::Delete);
+        assert_eq!(
+            m.get(b"k", hash64(b"k"), 100).unwrap().value,
+            Bytes::from_static(b"v4")
+        );
+        assert!(m.get(b"k", hash64(b"k"), 0).is_none());
+        assert!(m.get(b"j", hash64(b"j"), 100).is_none());
         assert_eq!(m.max_seq(), 4);
         assert_eq!(m.len(), 4);
     }
 
     #[test]
+    fn the_key_filter_holds_every_inserted_key_and_rejects_most_others() {
+        let f = KeyFilter::new(64 << 10); // 1024 blocks
+        let keys: Vec<u64> = (0..10_000u64).map(|i| hash64(&i.to_le_bytes())).collect();
+        for &h in &keys {
+            f.insert(h);
+        }
+        assert!(keys.iter().all(|&h| f.may_contain(h)));
+        let false_positives = (10_000..110_000u64)
+            .filter(|i| f.may_contain(hash64(&i.to_le_bytes())))
+            .count();
+        // 52 bits per key and six probes: well under 1% in theory; 2% leaves room.
+        assert!(
+            false_positives < 2_000,
+            "{false_positives} false positives in 100000"
+        );
+        // The smallest filter (one block) still answers correctly for what it holds.
+        let tiny = KeyFilter::new(0);
+        tiny.insert(keys[0]);
+        assert!(tiny.may_contain(keys[0]));
+    }
+
+    #[test]
+    fn a_key_the_memtable_lacks_is_answered_by_the_filter_alone() {
+        let m = Memtable::new(1, 1 << 20);
+        for i in 0..1000u32 {
+            m.insert_ops(u64::from(i) + 1, &[op(Kind::Put, &i.to_le_bytes(), b"v")]);
+        }
+        for i in 0..1000u32 {
+            let k = i.to_le_bytes();
+            assert_eq!(m.get(&k, hash64(&k), 5000).unwrap().seq, u64::from(i) + 1);
+        }
+        let rejected = (1000..11_000u32)
+            .filter(|i| !m.filter.may_contain(hash64(&i.to_le_bytes())))
+            .count();
+        assert!(
+            rejected > 9_900,
+            "filter rejected only {rejected} of 10000 absent keys"
+        );
+        assert!((1000..2000u32).all(|i| {
+            m.get(&i.to_le_bytes(), hash64(&i.to_le_bytes()), 5000)
+                .is_none()
+        }));
+    }
+
+    #[test]
     fn cursor_walks_both_ways_across_chunks() {
-        let m = Arc::new(Memtable::new(1));
+        let m = Arc::new(Memtable::new(1, 1 << 20));
         let keys: Vec<Vec<u8>> = (0..300u32)
             .map(|i| format!("k{i:05}").into_bytes())
             .collect();

@@ -172,7 +172,7 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
     let mut imms = std::mem::take(&mut replay.frozen);
     let mem = match replay.mem.take() {
         Some(m) => Arc::new(m),
-        None => Arc::new(Memtable::new(wal_number)),
+        None => Arc::new(Memtable::new(wal_number, config.memtable_bytes)),
     };
     imms.reverse(); // newest first
 
@@ -296,7 +296,10 @@ impl Replay {
         }
         let skip = self.last_seq.saturating_sub(first - 1).min(count) as usize;
         let fresh = ops.get(skip..).unwrap_or_default();
-        let mem = self.mem.get_or_insert_with(|| Memtable::new(segment));
+        let budget = self.config.memtable_bytes;
+        let mem = self
+            .mem
+            .get_or_insert_with(|| Memtable::new(segment, budget));
         mem.insert_ops(first + skip as u64, fresh);
         self.report.writes_replayed += fresh.len() as u64;
         self.last_seq = first + count - 1;

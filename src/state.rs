@@ -8,6 +8,7 @@ use crate::cursor::BoxCursor;
 use crate::error::Result;
 use crate::memtable::{Hit, Memtable};
 use crate::merge_iter::MergeCursor;
+use crate::sstable::filter::hash64;
 use crate::table_set::TableSet;
 
 /// One published picture of the tree.
@@ -24,15 +25,16 @@ pub(crate) struct LsmState {
 impl LsmState {
     /// The newest version of `key` at or below `snap`, searching newest data first.
     pub(crate) fn get(&self, key: &[u8], snap: u64) -> Result<Option<Hit>> {
-        if let Some(hit) = self.mem.get(key, snap) {
+        let hash = hash64(key);
+        if let Some(hit) = self.mem.get(key, hash, snap) {
             return Ok(Some(hit));
         }
         for m in &self.imms {
-            if let Some(hit) = m.get(key, snap) {
+            if let Some(hit) = m.get(key, hash, snap) {
                 return Ok(Some(hit));
             }
         }
-        self.tables.get(key, snap)
+        self.tables.get(key, hash, snap)
     }
 
     /// A cursor merging every source.

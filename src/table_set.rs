@@ -14,7 +14,6 @@ use crate::error::Result;
 use crate::key;
 use crate::memtable::Hit;
 use crate::merge_iter::LevelCursor;
-use crate::sstable::filter::hash64;
 use crate::sstable::table_reader::Table;
 
 /// Tables per level.
@@ -64,9 +63,9 @@ impl TableSet {
         self.levels.get(level).map_or(&[], |l| l)
     }
 
-    /// The newest version of `user_key` at or below `snap`.
-    pub(crate) fn get(&self, user_key: &[u8], snap: u64) -> Result<Option<Hit>> {
-        let hash = hash64(user_key);
+    /// The newest version of `user_key` at or below `snap`; `hash` is
+    /// [`hash64`](crate::sstable::filter::hash64) of `user_key`.
+    pub(crate) fn get(&self, user_key: &[u8], hash: u64, snap: u64) -> Result<Option<Hit>> {
         for t in self.level(0) {
             if let Some(hit) = t.get(user_key, hash, snap)? {
                 return Ok(Some(hit));

@@ -75,7 +75,9 @@ fn overwrites_and_deletes_are_reclaimed_by_compaction() {
     let run = db.compact().unwrap();
     let after = db.stats();
     assert_eq!(run.reason, CompactionReason::Manual);
-    assert!(run.entries_dropped > 0);
+    // No count of dropped entries is asserted for this run: background compactions run all
+    // along and may have dropped the garbage first. What matters is that none is left, as
+    // the checks below show (one entry per live key, no trace of the deleted marks).
 
     let live_bytes: u64 = live
         .iter()

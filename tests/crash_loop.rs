@@ -71,8 +71,7 @@ fn crash_loop_child() {
         .map_or(0, |v| std::str::from_utf8(&v).unwrap().parse().unwrap());
     let mut out = std::io::stdout().lock();
     // The test harness may have printed the test's name without a line break.
-    writeln!(out, "\nopen {next}").unwrap();
-    out.flush().unwrap();
+    report(&mut out, &format!("\nopen {next}"));
     let started = Instant::now();
     while started.elapsed() < CHILD_LIFETIME {
         let mut batch = WriteBatch::new();
@@ -83,27 +82,28 @@ fn crash_loop_child() {
             };
         }
         db.write(batch).unwrap();
-        writeln!(out, "ack {next}").unwrap();
-        out.flush().unwrap();
+        report(&mut out, &format!("ack {next}"));
         next += 1;
         if next.is_multiple_of(150) {
-            writeln!(out, "flushing").unwrap();
-            out.flush().unwrap();
+            report(&mut out, "flushing");
             db.flush().unwrap();
-            writeln!(out, "flushed").unwrap();
-            out.flush().unwrap();
+            report(&mut out, "flushed");
         }
         if next.is_multiple_of(400) {
-            writeln!(out, "compacting").unwrap();
-            out.flush().unwrap();
+            report(&mut out, "compacting");
             db.compact().unwrap();
-            writeln!(out, "compacted").unwrap();
-            out.flush().unwrap();
+            report(&mut out, "compacted");
         }
         // Pace the writes so that a cycle writes a few hundred batches, even where fsync
         // costs nothing, and kills spread over writes, flushes and compactions.
         std::thread::sleep(PACE);
     }
+}
+
+/// Sends one line to the parent at once: it must have it before a kill can land.
+fn report(out: &mut impl Write, line: &str) {
+    writeln!(out, "{line}").unwrap();
+    out.flush().unwrap();
 }
 
 /// The expected contents after a number of batches, advanced incrementally.

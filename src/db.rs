@@ -27,7 +27,7 @@ use crate::compaction::{
     CompactionReason, CompactionRun, CompactionState, CompactionStatus, PeriodicCompaction, picker,
 };
 use crate::config::{Config, DbBuilder, SyncMode};
-use crate::error::{CasConflict, Error, Result};
+use crate::error::{CasConflict, Error, PoisonCause, Result};
 use crate::fs::{FileLock, FileSystem};
 use crate::iter::{Range, Versions};
 use crate::key::Kind;
@@ -122,7 +122,7 @@ pub(crate) struct Core {
     pub(crate) bg_cv: Condvar,
     /// Signals finished flushes to stalled writers and `flush()`.
     pub(crate) flush_cv: Condvar,
-    poison: Mutex<Option<String>>,
+    poison: Mutex<Option<PoisonCause>>,
     poisoned: AtomicBool,
     closed: AtomicBool,
     /// Set when closing starts; long jobs check it and stop early.
@@ -141,7 +141,7 @@ pub(crate) struct VersionState {
 #[derive(Debug, Default)]
 pub(crate) struct BgState {
     pub shutdown: bool,
-    pub error: Option<String>,
+    pub error: Option<PoisonCause>,
 }
 
 /// How a write stall ended: the store failed or closed while the writer waited, or the
@@ -267,25 +267,32 @@ impl Core {
     /// Records a fatal I/O failure; every later write fails with [`Error::Poisoned`].
     pub(crate) fn poison(&self, what: &str, e: &Error) {
         let mut p = self.poison.lock();
-        if p.is_none() {
-            tracing::error!(error = %e, "{what} failed; the store rejects writes until reopened");
-            *p = Some(format!("{what}: {e}"));
-        }
+        let cause = p
+            .get_or_insert_with(|| {
+                tracing::error!(error = %e, "{what} failed; the store rejects writes until reopened");
+                PoisonCause::new(what, e)
+            })
+            .clone();
         self.poisoned.store(true, Ordering::Release);
-        self.bg
-            .lock()
-            .error
-            .get_or_insert_with(|| format!("{what}: {e}"));
+        drop(p);
+        self.bg.lock().error.get_or_insert(cause);
         self.flush_cv.notify_all();
+    }
+
+    /// Why the store rejects writes, if it does.
+    pub(crate) fn poison_cause(&self) -> Option<PoisonCause> {
+        if !self.poisoned.load(Ordering::Acquire) {
+            return None;
+        }
+        self.poison.lock().clone()
     }
 
     pub(crate) fn check_writable(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        if self.poisoned.load(Ordering::Acquire) {
-            let why = self.poison.lock().clone().unwrap_or_default();
-            return Err(Error::Poisoned(why));
+        if let Some(cause) = self.poison_cause() {
+            return Err(Error::Poisoned(cause));
         }
         Ok(())
     }
@@ -429,7 +436,7 @@ impl Core {
             rolled.and_then(|()| wal.append(&mut record, need_sync))
         };
         if let Err(e) = wal_result {
-            let e = Error::Io(e);
+            let e = Error::from(e);
             self.poison("WAL write", &e);
             for &i in &accepted {
                 if let Some(r) = results.get_mut(i) {
@@ -590,7 +597,7 @@ impl Core {
     pub(crate) fn freeze_memtable(&self) -> Result<()> {
         let number = self.allocate_file_number();
         if let Err(e) = self.wal.lock().roll(number) {
-            let e = Error::Io(e);
+            let e = Error::from(e);
             self.poison("WAL segment roll", &e);
             return Err(e);
         }
@@ -659,7 +666,7 @@ impl Core {
         self.check_writable()?;
         let r = self.wal.lock().sync();
         if let Err(e) = r {
-            let e = Error::Io(e);
+            let e = Error::from(e);
             self.poison("WAL sync", &e);
             return Err(e);
         }
@@ -686,7 +693,7 @@ impl Core {
         let result = if self.poisoned.load(Ordering::Acquire) {
             Ok(())
         } else {
-            self.wal.lock().finish().map_err(Error::Io)
+            self.wal.lock().finish().map_err(Error::from)
         };
         self.lock.lock().take();
         result
@@ -1081,6 +1088,22 @@ impl Db {
     /// to the store fail with [`Error::Closed`] on writes afterwards.
     pub fn close(self) -> Result<()> {
         self.handle.close()
+    }
+
+    /// Why the store rejects writes, or `None` while it accepts them.
+    ///
+    /// A failed WAL write or fsync, flush, manifest write or compaction *poisons* the store:
+    /// every later write fails with [`Error::Poisoned`] carrying this same cause, while reads
+    /// keep working. Reopening the store recovers it. A health check should report this.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = strata::Db::open(dir.path())?;
+    /// assert!(db.poisoned().is_none());
+    /// # Ok::<_, strata::Error>(())
+    /// ```
+    pub fn poisoned(&self) -> Option<PoisonCause> {
+        self.core().poison_cause()
     }
 
     /// Sizes and counters.

@@ -4,7 +4,8 @@
 //! panic: they return [`Corrupt`], a small internal error carrying a reason and a byte
 //! offset, which the layer that knows the file name turns into [`Error::Corruption`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::SeqNo;
 
@@ -15,9 +16,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An operating-system I/O error.
-    #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
+    /// An operating-system I/O error, with the file or directory it concerns when known.
+    #[error("I/O error{}: {source}", at_path(path.as_deref()))]
+    Io {
+        /// The file or directory the failed operation was about, when known.
+        path: Option<PathBuf>,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
 
     /// Bytes read from disk failed a checksum or structural check.
     #[error("corruption in {} at offset {offset}: {reason}", file.display())]
@@ -35,8 +41,9 @@ pub enum Error {
     /// Every later write fails with this error (reads keep working). The documented recovery
     /// is to drop the [`Db`](crate::Db) and open it again: recovery replays exactly what is
     /// durable. Retrying an fsync after it failed is not safe on Linux ("fsyncgate").
-    #[error("the store is poisoned by an earlier I/O failure ({0}); reopen it to recover")]
-    Poisoned(String),
+    /// [`Db::poisoned`](crate::Db::poisoned) returns the same cause.
+    #[error("the store is poisoned by an earlier failure ({0}); reopen it to recover")]
+    Poisoned(#[source] PoisonCause),
 
     /// Another process (or another `Db` in this process) holds the directory's lock.
     #[error("database directory {} is locked by another process", .0.display())]
@@ -81,6 +88,72 @@ pub enum Error {
     /// The store was closed.
     #[error("the store is closed")]
     Closed,
+}
+
+impl From<std::io::Error> for Error {
+    fn from(source: std::io::Error) -> Self {
+        Error::Io { path: None, source }
+    }
+}
+
+fn at_path(path: Option<&Path>) -> String {
+    path.map(|p| format!(" on {}", p.display()))
+        .unwrap_or_default()
+}
+
+/// Attaches the path an I/O operation concerned to its error.
+pub(crate) trait IoContext<T> {
+    /// `Error::Io` naming `path`.
+    fn at(self, path: &Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: &Path) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            path: Some(path.to_path_buf()),
+            source,
+        })
+    }
+}
+
+/// Why a store stopped accepting writes: the operation that failed and the error it got.
+///
+/// Cheap to clone; [`std::error::Error::source`] returns the original error.
+#[derive(Debug, Clone)]
+pub struct PoisonCause {
+    operation: Arc<str>,
+    error: Arc<Error>,
+}
+
+impl PoisonCause {
+    pub(crate) fn new(operation: &str, error: &Error) -> PoisonCause {
+        PoisonCause {
+            operation: operation.into(),
+            error: Arc::new(error.duplicate()),
+        }
+    }
+
+    /// What the store was doing when it failed ("WAL write", "flush", "compaction", ...).
+    pub fn operation(&self) -> &str {
+        &self.operation
+    }
+
+    /// The error that poisoned the store.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+}
+
+impl std::fmt::Display for PoisonCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} failed: {}", self.operation, self.error)
+    }
+}
+
+impl std::error::Error for PoisonCause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.error)
+    }
 }
 
 /// The outcome of a failed compare-and-set: the key's version did not match.
@@ -154,10 +227,17 @@ impl Error {
 
     /// A cheap copy for error paths that must report one failure to many waiters.
     ///
-    /// `io::Error` is not `Clone`; the copy keeps its kind and message.
+    /// `io::Error` is not `Clone`; the copy keeps its OS error code, or else its kind and
+    /// message.
     pub(crate) fn duplicate(&self) -> Error {
         match self {
-            Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
+            Error::Io { path, source } => Error::Io {
+                path: path.clone(),
+                source: match source.raw_os_error() {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(source.kind(), source.to_string()),
+                },
+            },
             Error::Corruption {
                 file,
                 offset,

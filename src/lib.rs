@@ -96,7 +96,7 @@ pub use batch::WriteBatch;
 pub use compaction::{CompactionReason, CompactionRun, CompactionStatus, PeriodicCompaction};
 pub use config::{Config, DbBuilder, HistoryRetention, RecoveryMode, SyncMode};
 pub use db::Db;
-pub use error::{CasConflict, Error, Result};
+pub use error::{CasConflict, Error, PoisonCause, Result};
 pub use fs::{FileLock, FileSystem, StdFs, WritableFile};
 pub use iter::{Range, Version, VersionedValue, Versions};
 pub use seqno::SeqNo;

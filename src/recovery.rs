@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::batch::BatchView;
 use crate::config::{Config, RecoveryMode};
 use crate::db::{Core, Recovered};
-use crate::error::{Corrupt, Error, Result};
+use crate::error::{Corrupt, Error, IoContext, Result};
 use crate::manifest::{self, ManifestState, ManifestWriter};
 use crate::memtable::Memtable;
 use crate::sstable::format as table_format;
@@ -31,15 +31,19 @@ pub(crate) const MAX_WAL_RECORD: usize = crate::MAX_BATCH_BYTES + 64;
 /// once, because recovery dropped damaged records that must not resurface later.
 pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
     let fs = Arc::clone(&config.fs);
-    fs.create_dir_all(dir)?;
-    let lock = fs.lock(&dir.join("LOCK")).map_err(|e| {
+    fs.create_dir_all(dir).at(dir)?;
+    let lock_path = dir.join("LOCK");
+    let lock = fs.lock(&lock_path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::WouldBlock {
             Error::Locked(dir.to_path_buf())
         } else {
-            Error::Io(e)
+            Error::Io {
+                path: Some(lock_path.clone()),
+                source: e,
+            }
         }
     })?;
-    let names = fs.list(dir)?;
+    let names = fs.list(dir).at(dir)?;
     let (mut mstate, existing) = match manifest::recover(&*fs, dir)? {
         Some((s, _)) => (s, true),
         None => (ManifestState::new(), false),
@@ -61,7 +65,7 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
         for meta in tables.values() {
             let path = dir.join(table_format::file_name(meta.number));
             let table = Table::open(Arc::clone(&fs), &path, meta.number).map_err(|e| match e {
-                Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
+                Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                     Corrupt::new(0, "table named by the manifest is missing").in_file(&path)
                 }
                 other => other,

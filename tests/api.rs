@@ -215,6 +215,20 @@ fn size_limits_are_enforced_with_clear_errors() {
 }
 
 #[test]
+fn an_io_error_at_open_names_the_path_it_concerns() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-directory");
+    std::fs::write(&file, b"x").unwrap();
+    let err = Db::open(&file).unwrap_err();
+    let Error::Io { path, source } = &err else {
+        panic!("expected an I/O error, got {err:?}");
+    };
+    assert_eq!(path.as_deref(), Some(file.as_path()));
+    assert_eq!(source.kind(), std::io::ErrorKind::AlreadyExists, "{source}");
+    assert!(err.to_string().contains("not-a-directory"), "{err}");
+}
+
+#[test]
 fn second_open_of_a_directory_is_locked() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path()).unwrap();

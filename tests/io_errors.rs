@@ -124,7 +124,7 @@ fn run_seed(seed: u64) -> bool {
             (Ok(_), Some(e)) => panic!("{ctx}: a write succeeded after the failure {e}"),
             (Err(e), None) => {
                 assert!(
-                    matches!(e, Error::Io(_) | Error::Poisoned(_)),
+                    matches!(e, Error::Io { .. } | Error::Poisoned(_)),
                     "{ctx}: the failing operation reported {e}"
                 );
                 failed_batch = Some(ops);
@@ -210,7 +210,7 @@ fn a_read_error_at_open_is_an_io_error_and_changes_nothing() {
     for op in [Op::Map, Op::OpenRead, Op::List, Op::FileSize] {
         fs.fail(&[op], "", 0, Fault::Eio);
         match open(&fs, dir) {
-            Err(Error::Io(_)) => {}
+            Err(Error::Io { .. }) => {}
             other => panic!("{op:?}: expected an I/O error, got {other:?}"),
         }
         let db = open(&fs, dir).unwrap();
@@ -243,9 +243,23 @@ fn a_failed_manual_compaction_poisons_writes_like_a_background_one() {
     let fs = FaultFs::new();
     let db = open(&fs, dir).unwrap();
     three_flushed_tables(&db);
+    assert!(db.poisoned().is_none());
     fs.fail(&[Op::Create], ".sst", 0, Fault::NoSpace);
-    assert!(matches!(db.compact(), Err(Error::Io(_))));
-    assert!(matches!(db.put("after", "x"), Err(Error::Poisoned(_))));
+    assert!(matches!(db.compact(), Err(Error::Io { .. })));
+    // The cause names what failed and keeps the original error, also inside later errors.
+    let cause = db
+        .poisoned()
+        .expect("a failed compaction poisons the store");
+    assert_eq!(cause.operation(), "compaction");
+    let Error::Io { source, .. } = cause.error() else {
+        panic!("expected the I/O error, got {:?}", cause.error());
+    };
+    assert_eq!(source.raw_os_error(), Some(28), "ENOSPC: {source}");
+    let Err(Error::Poisoned(again)) = db.put("after", "x") else {
+        panic!("writes must fail once poisoned");
+    };
+    let chained = std::error::Error::source(&again).map(ToString::to_string);
+    assert_eq!(chained, Some(cause.error().to_string()));
     assert_eq!(db.get("k050").unwrap().as_deref(), Some(&b"v2-50"[..]));
     drop(db);
     let db = open(&fs, dir).unwrap();
@@ -277,7 +291,7 @@ fn an_io_error_at_any_step_of_open_fails_the_open_and_changes_nothing() {
             fs.fail(Op::WRITES, "", at, fault);
             match open(&fs, dir) {
                 Ok(db) => drop(db),
-                Err(Error::Io(_)) => failed_opens += 1,
+                Err(Error::Io { .. }) => failed_opens += 1,
                 Err(e) => panic!("write-side operation {at} of open ({fault:?}): {e}"),
             }
             // With or without a power cut after the fault, the next open recovers

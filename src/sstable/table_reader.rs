@@ -21,7 +21,7 @@ use super::format::{
 use crate::SeqNo;
 use crate::coding::get_u32;
 use crate::cursor::Cursor;
-use crate::error::{Corrupt, Error, Result};
+use crate::error::{Corrupt, Error, IoContext, Result};
 use crate::fs::FileSystem;
 use crate::key::{self, KIND_SEEK};
 use crate::memtable::Hit;
@@ -53,7 +53,7 @@ impl std::fmt::Debug for Table {
 impl Table {
     /// Maps and opens table file `path`.
     pub fn open(fs: Arc<dyn FileSystem>, path: &Path, number: u64) -> Result<Table> {
-        let data = fs.map(path)?;
+        let data = fs.map(path).at(path)?;
         let mut t = Table::from_bytes(data, number, path).map_err(|e| e.in_file(path))?;
         t.fs = Some(fs);
         Ok(t)

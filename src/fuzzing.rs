@@ -259,17 +259,23 @@ pub fn manifest(data: &[u8]) {
         .get(12..20)
         .and_then(|b| b.try_into().ok())
         .map_or(0, u64::from_le_bytes);
-    if let Ok(state) = crate::manifest::replay(data, Path::new("MANIFEST-000005"), number) {
-        check_state(&state);
+    if let Ok(replayed) = crate::manifest::replay(data, Path::new("MANIFEST-000005"), number) {
+        check_state(&replayed.state);
     }
 }
 
 /// The record payloads of a log file (a WAL segment or a manifest), in order: seed
 /// material for the record and edit targets.
 pub fn log_records(file: &[u8], magic: [u8; 8]) -> Vec<Vec<u8>> {
+    use crate::wal::format::{MANIFEST_VERSIONS, WAL_VERSIONS};
     use crate::wal::reader::{LogEvent, LogReader, Opened};
     let mut out = Vec::new();
-    if let Ok(Ok(Opened::Reader(mut r))) = LogReader::open(file, magic, MAX_WAL_RECORD) {
+    let versions = if magic == crate::wal::format::WAL_MAGIC {
+        WAL_VERSIONS
+    } else {
+        MANIFEST_VERSIONS
+    };
+    if let Ok(Ok(Opened::Reader(mut r))) = LogReader::open(file, magic, versions, MAX_WAL_RECORD) {
         while let Ok(Some(event)) = r.next() {
             if let LogEvent::Record { data, .. } = event {
                 out.push(data);

@@ -17,8 +17,11 @@
 //! 5 remove_table: level: u8 | number: varint
 //! ```
 //!
-//! An unknown tag is corruption. A damaged last record is a torn write (the edit was never
-//! acknowledged) and is ignored; damage before an intact record is corruption.
+//! An unknown tag is corruption. The manifest is not preallocated and each edit is one append
+//! followed by a sync, so a crash can only leave the last record cut short by the end of the
+//! file (or followed by unwritten zeros): such a torn edit was never acted on and is ignored.
+//! Any other damage — a complete record failing its checksum, a damaged length, damage
+//! before an intact record — is corruption: that edit may have been synced and acted on.
 #![deny(clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
@@ -30,8 +33,8 @@ use crate::coding::{Reader, put_len_prefixed, put_varint};
 use crate::error::{Corrupt, Error, Result};
 use crate::fs::FileSystem;
 use crate::key::MAX_SEQNO;
-use crate::wal::format::{FileHeader, MANIFEST_MAGIC};
-use crate::wal::reader::{LogEvent, LogReader, Opened};
+use crate::wal::format::{FileHeader, MANIFEST_FORMAT_VERSION, MANIFEST_MAGIC, MANIFEST_VERSIONS};
+use crate::wal::reader::{BadKind, LogEvent, LogReader, Opened};
 use crate::wal::writer::LogWriter;
 use crate::{MAX_KEY_LEN, NUM_LEVELS};
 
@@ -300,6 +303,7 @@ impl ManifestWriter {
         let file = fs.create(&path)?;
         let header = FileHeader {
             magic: MANIFEST_MAGIC,
+            version: MANIFEST_FORMAT_VERSION,
             file_number: number,
             prev_number: 0,
         };
@@ -358,9 +362,19 @@ fn set_current(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<()> {
     Ok(())
 }
 
+/// A manifest as recovery found it.
+#[derive(Debug, Clone)]
+pub struct Replayed {
+    /// The state its intact edits describe.
+    pub state: ManifestState,
+    /// Where a torn last edit starts, and why it is bad; `None` when the file ends cleanly.
+    /// A torn edit was never acted on, but the table files it named may be on disk.
+    pub torn_tail: Option<(u64, String)>,
+}
+
 /// Reads `CURRENT` and replays the manifest it names. `None` when there is no `CURRENT`
 /// (a new store).
-pub fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<Option<(ManifestState, u64)>> {
+pub fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<Option<(Replayed, u64)>> {
     let current_path = dir.join(CURRENT);
     let mut src = match fs.open_read(&current_path) {
         Ok(s) => s,
@@ -383,8 +397,9 @@ pub fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<Option<(ManifestState,
 }
 
 /// Replays the manifest file `number` read from `src` (`path` names it in errors).
-pub fn replay(src: impl Read, path: &Path, number: u64) -> Result<ManifestState> {
-    let mut reader = match LogReader::open(src, MANIFEST_MAGIC, MAX_EDIT_BYTES)? {
+pub fn replay(src: impl Read, path: &Path, number: u64) -> Result<Replayed> {
+    let mut reader = match LogReader::open(src, MANIFEST_MAGIC, MANIFEST_VERSIONS, MAX_EDIT_BYTES)?
+    {
         Ok(Opened::Reader(r)) => r,
         Ok(Opened::Empty) => return Err(Corrupt::new(0, "manifest is empty").in_file(path)),
         Err(e) => return Err(e.in_file(path)),
@@ -411,7 +426,19 @@ pub fn replay(src: impl Read, path: &Path, number: u64) -> Result<ManifestState>
                     .map_err(|r| Corrupt::new(offset, r).in_file(path))?;
                 records += 1;
             }
-            LogEvent::Bad { offset, reason, .. } => {
+            LogEvent::Bad {
+                offset,
+                kind,
+                reason,
+                ..
+            } => {
+                if kind == BadKind::Damaged {
+                    return Err(Error::Corruption {
+                        file: path.to_path_buf(),
+                        offset,
+                        reason: format!("damaged manifest record: {reason}"),
+                    });
+                }
                 torn.get_or_insert((offset, reason));
             }
         }
@@ -419,10 +446,13 @@ pub fn replay(src: impl Read, path: &Path, number: u64) -> Result<ManifestState>
     if records == 0 {
         return Err(Corrupt::new(0, "manifest holds no edit").in_file(path));
     }
-    if let Some((offset, reason)) = torn {
+    if let Some((offset, reason)) = &torn {
         tracing::warn!(file = %path.display(), offset, %reason, "ignored torn manifest tail");
     }
-    Ok(state)
+    Ok(Replayed {
+        state,
+        torn_tail: torn,
+    })
 }
 
 #[cfg(test)]

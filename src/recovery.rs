@@ -24,6 +24,10 @@ use crate::stats::{RecoveryReport, TornTail};
 use crate::table_set::TableSet;
 use crate::wal::segment::{self, Scan, Wal};
 
+/// The directory, inside the store, where recovery moves files it does not use but cannot
+/// prove unreferenced.
+pub(crate) const LOST_DIR: &str = "lost";
+
 /// Largest WAL record recovery accepts: one maximal batch plus framing.
 pub(crate) const MAX_WAL_RECORD: usize = crate::MAX_BATCH_BYTES + 64;
 
@@ -31,7 +35,7 @@ pub(crate) const MAX_WAL_RECORD: usize = crate::MAX_BATCH_BYTES + 64;
 /// once, because recovery dropped damaged records that must not resurface later.
 pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
     let fs = Arc::clone(&config.fs);
-    fs.create_dir_all(dir).at(dir)?;
+    crate::fs::create_dir_durable(&*fs, dir).at(dir)?;
     let lock_path = dir.join("LOCK");
     let lock = fs.lock(&lock_path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::WouldBlock {
@@ -44,9 +48,9 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
         }
     })?;
     let names = fs.list(dir).at(dir)?;
-    let (mut mstate, existing) = match manifest::recover(&*fs, dir)? {
-        Some((s, _)) => (s, true),
-        None => (ManifestState::new(), false),
+    let (mut mstate, manifest_torn_at, existing) = match manifest::recover(&*fs, dir)? {
+        Some((r, _)) => (r.state, r.torn_tail.map(|(offset, _)| offset), true),
+        None => (ManifestState::new(), None, false),
     };
     if !existing
         && names.iter().any(|n| {
@@ -180,7 +184,9 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
     };
     imms.reverse(); // newest first
 
-    // Clean-up of files nobody needs.
+    // Clean-up of files nobody needs. A table no manifest names is provably unreferenced
+    // only when the manifest was read to a clean end; next to a torn last edit it is set
+    // aside instead, so that a misjudged tail can never cost data.
     let live_tables: BTreeSet<u64> = mstate
         .levels
         .iter()
@@ -188,28 +194,46 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
         .collect();
     let mut removed_any = false;
     let mut stale_tables = 0;
+    let mut set_aside = Vec::new();
     for name in &names {
         let stale_table =
             table_format::parse_file_name(name).is_some_and(|n| !live_tables.contains(&n));
         let stale_wal = segment::parse_file_name(name).is_some_and(|n| n < mstate.log_number);
         // A `CURRENT.tmp` left by an interrupted switch is gone already: pointing `CURRENT`
         // at the new manifest above wrote and renamed that name.
-        if stale_table || stale_wal {
+        if stale_table && manifest_torn_at.is_some() {
+            let lost = dir.join(LOST_DIR);
+            fs.create_dir_all(&lost).at(&lost)?; // made durable by the sync of `dir` below
+            let to = lost.join(name);
+            fs.rename(&dir.join(name), &to).at(&to)?;
+            set_aside.push(to);
+        } else if stale_table || stale_wal {
             fs.remove_file(&dir.join(name))?;
             removed_any = true;
             stale_tables += usize::from(stale_table);
         }
     }
     replay.report.stale_tables_removed = stale_tables;
+    replay.report.manifest_torn_at = manifest_torn_at;
     if stale_tables > 0 {
         tracing::info!(
             tables = stale_tables,
             "removed table files no manifest names (an interrupted flush or compaction)"
         );
     }
-    if removed_any {
+    if !set_aside.is_empty() {
+        let lost = dir.join(LOST_DIR);
+        fs.sync_dir(&lost).at(&lost)?;
+        tracing::warn!(
+            tables = set_aside.len(),
+            dir = %lost.display(),
+            "the manifest ended in a torn edit; moved the table files it does not name aside"
+        );
+    }
+    if removed_any || !set_aside.is_empty() {
         fs.sync_dir(dir)?;
     }
+    replay.report.tables_set_aside = set_aside;
 
     if let Some(t) = &replay.report.torn_tail {
         tracing::warn!(

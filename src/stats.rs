@@ -117,6 +117,13 @@ pub struct RecoveryReport {
     /// interrupted before it was recorded, or the inputs of a recorded compaction whose
     /// deletion was interrupted. Harmless, but a sign the last process did not close.
     pub stale_tables_removed: usize,
+    /// Where the manifest's torn last edit started, if it had one: an edit cut short by a
+    /// crash, never acted on and ignored.
+    pub manifest_torn_at: Option<u64>,
+    /// Table files no manifest named, found next to a torn manifest edit and moved into the
+    /// store's `lost/` directory instead of being deleted: recovery keeps what it cannot
+    /// prove unreferenced. The store never reads them again; an operator may delete them.
+    pub tables_set_aside: Vec<PathBuf>,
 }
 
 /// A torn or damaged tail cut off the newest WAL segment during recovery.

@@ -39,9 +39,23 @@ fn a_torn_tail_is_cut_and_reported_at_every_cut_point() {
     let base = tempfile::tempdir().unwrap();
     let (seg, ends) = write_records(&base.path().join("orig"), n);
     let full = std::fs::read(&seg).unwrap();
-    assert_eq!(full.len() as u64, *ends.last().unwrap());
+    // A segment closed cleanly ends with a seal: a chunk header and the 8-byte prefix.
+    let last_end = *ends.last().unwrap() as usize;
+    assert_eq!(full.len(), last_end + 7 + 8);
     let start_of_last = ends[ends.len() - 2] as usize;
-    for cut in start_of_last..full.len() {
+    // A cut inside the seal tears nothing that was written.
+    for cut in last_end + 1..full.len() {
+        let dir = base.path().join(format!("seal{cut}"));
+        common::copy_dir(&base.path().join("orig"), &dir);
+        std::fs::write(dir.join(seg.file_name().unwrap()), &full[..cut]).unwrap();
+        let db = Db::open(&dir).unwrap();
+        assert!(present(&db, n).iter().all(|&x| x), "cut {cut} in the seal");
+        assert_eq!(
+            db.stats().recovery.torn_tail.unwrap().offset,
+            last_end as u64
+        );
+    }
+    for cut in start_of_last..last_end {
         let dir = base.path().join(format!("cut{cut}"));
         common::copy_dir(&base.path().join("orig"), &dir);
         let seg_copy = dir.join(seg.file_name().unwrap());

@@ -27,8 +27,17 @@ pub const BLOCK_SIZE: usize = 32 * 1024;
 pub const CHUNK_HEADER_LEN: usize = 7;
 /// Size of the file header.
 pub const FILE_HEADER_LEN: usize = 32;
-/// Current log format version.
-pub const FORMAT_VERSION: u32 = 1;
+/// The first log format version, still read for both kinds of log.
+pub const FORMAT_V1: u32 = 1;
+/// The WAL format version written today: version 1 plus the seal record that ends a segment
+/// closed cleanly (`wal::segment`).
+pub const WAL_FORMAT_VERSION: u32 = 2;
+/// WAL versions this code reads.
+pub const WAL_VERSIONS: &[u32] = &[FORMAT_V1, WAL_FORMAT_VERSION];
+/// The manifest format version written today.
+pub const MANIFEST_FORMAT_VERSION: u32 = FORMAT_V1;
+/// Manifest versions this code reads.
+pub const MANIFEST_VERSIONS: &[u32] = &[FORMAT_V1];
 
 /// Magic of WAL segment files.
 pub const WAL_MAGIC: [u8; 8] = *b"strataWL";
@@ -66,6 +75,8 @@ pub fn chunk_crc(kind: u8, payload: &[u8]) -> u32 {
 pub struct FileHeader {
     /// Which kind of log this is.
     pub magic: [u8; 8],
+    /// The format version the file is written in.
+    pub version: u32,
     /// The file's own number (it is also in the name; a mismatch is corruption).
     pub file_number: u64,
     /// WAL: the number of the segment written before this one (0 if none). Manifest: 0.
@@ -77,7 +88,7 @@ impl FileHeader {
     pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(FILE_HEADER_LEN);
         v.extend_from_slice(&self.magic);
-        put_u32(&mut v, FORMAT_VERSION);
+        put_u32(&mut v, self.version);
         put_u64(&mut v, self.file_number);
         put_u64(&mut v, self.prev_number);
         let crc = mask_crc(crc32fast::hash(&v));
@@ -85,8 +96,8 @@ impl FileHeader {
         v
     }
 
-    /// Decodes and checks a header against the expected magic.
-    pub fn decode(buf: &[u8], magic: [u8; 8]) -> Result<FileHeader, Corrupt> {
+    /// Decodes and checks a header against the expected magic and the versions accepted.
+    pub fn decode(buf: &[u8], magic: [u8; 8], versions: &[u32]) -> Result<FileHeader, Corrupt> {
         let body = buf
             .get(..FILE_HEADER_LEN - 4)
             .ok_or_else(|| Corrupt::new(0, "file header truncated"))?;
@@ -98,7 +109,7 @@ impl FileHeader {
             return Err(Corrupt::new(0, "bad magic number"));
         }
         let version = get_u32(body, 8).unwrap_or_default();
-        if version != FORMAT_VERSION {
+        if !versions.contains(&version) {
             return Err(Corrupt::new(
                 8,
                 format!("unsupported log format version {version}"),
@@ -106,6 +117,7 @@ impl FileHeader {
         }
         Ok(FileHeader {
             magic,
+            version,
             file_number: get_u64(body, 12).unwrap_or_default(),
             prev_number: get_u64(body, 20).unwrap_or_default(),
         })
@@ -120,18 +132,25 @@ mod tests {
     fn header_round_trips_and_detects_damage() {
         let h = FileHeader {
             magic: WAL_MAGIC,
+            version: WAL_FORMAT_VERSION,
             file_number: 7,
             prev_number: 3,
         };
         let bytes = h.encode();
         assert_eq!(bytes.len(), FILE_HEADER_LEN);
-        assert_eq!(FileHeader::decode(&bytes, WAL_MAGIC).unwrap(), h);
-        assert!(FileHeader::decode(&bytes, MANIFEST_MAGIC).is_err());
+        assert_eq!(
+            FileHeader::decode(&bytes, WAL_MAGIC, WAL_VERSIONS).unwrap(),
+            h
+        );
+        assert!(FileHeader::decode(&bytes, MANIFEST_MAGIC, MANIFEST_VERSIONS).is_err());
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;
-            assert!(FileHeader::decode(&bad, WAL_MAGIC).is_err(), "flip at {i}");
+            assert!(
+                FileHeader::decode(&bad, WAL_MAGIC, WAL_VERSIONS).is_err(),
+                "flip at {i}"
+            );
         }
-        assert!(FileHeader::decode(&bytes[..10], WAL_MAGIC).is_err());
+        assert!(FileHeader::decode(&bytes[..10], WAL_MAGIC, WAL_VERSIONS).is_err());
     }
 }

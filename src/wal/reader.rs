@@ -2,20 +2,37 @@
 //!
 //! The reader yields [`LogEvent`]s: whole records with their file offsets, and bad regions
 //! (checksum failures, impossible lengths, orphaned fragments, unwritten zeros, a torn end).
-//! After a bad chunk it resynchronises at the next block boundary, so one damaged block costs
-//! at most that block. Deciding whether a bad region is a harmless torn tail or real
-//! corruption is the caller's job (see `wal::segment` and `manifest`), because only the caller
-//! knows which file is the newest and what was synced.
+//! After a bad chunk it resynchronises at the next offset where a whole, checksummed chunk
+//! starts, so the intact records behind any damage are still found: a caller can only tell a
+//! torn tail from damaged durable data if it sees what follows the damage. Each bad region
+//! says whether it could be an append cut short by a crash ([`BadKind`]); deciding whether
+//! it is harmless is the caller's job (see `wal::segment` and `manifest`), because only the
+//! caller knows which file is the newest and what was synced.
 #![deny(clippy::indexing_slicing)]
 
 use std::io::{self, Read};
 
 use super::format::{
     BLOCK_SIZE, CHUNK_HEADER_LEN, FILE_HEADER_LEN, FIRST, FULL, FileHeader, LAST, MIDDLE, ZERO,
-    chunk_crc,
+    chunk_crc, mask_crc,
 };
 use crate::coding::get_u32;
 use crate::error::Corrupt;
+
+/// What a bad region looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadKind {
+    /// Nothing but zeros: space that was never written (a preallocated tail, or pages a crash
+    /// lost).
+    Unwritten,
+    /// A chunk or record that the end of the file cuts short, with nothing valid after it:
+    /// what an append interrupted by a crash leaves.
+    Truncated,
+    /// Bytes that are there but fail a check: a checksum mismatch, an impossible length or
+    /// type, a fragment without its neighbours. Only a preallocated file (the WAL) can hold
+    /// a torn write that looks like this.
+    Damaged,
+}
 
 /// What the reader found next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,8 +52,8 @@ pub enum LogEvent {
         offset: u64,
         /// Bytes skipped.
         len: u64,
-        /// True when the region was all zeros (never written).
-        zeros: bool,
+        /// What the region looks like.
+        kind: BadKind,
         /// Why it was skipped.
         reason: String,
     },
@@ -83,10 +100,11 @@ pub enum Opened<R> {
 }
 
 impl<R: Read> LogReader<R> {
-    /// Reads and checks the file header.
+    /// Reads and checks the file header; `versions` are the format versions accepted.
     pub fn open(
         mut src: R,
         magic: [u8; 8],
+        versions: &[u32],
         max_record: usize,
     ) -> io::Result<Result<Opened<R>, Corrupt>> {
         let mut block = vec![0u8; BLOCK_SIZE];
@@ -97,7 +115,7 @@ impl<R: Read> LogReader<R> {
         if n < FILE_HEADER_LEN {
             return Ok(Ok(Opened::Empty));
         }
-        let header = match FileHeader::decode(head, magic) {
+        let header = match FileHeader::decode(head, magic, versions) {
             Ok(h) => h,
             Err(e) => {
                 // A header that is zeros or torn is harmless only when no record follows it:
@@ -154,17 +172,90 @@ impl<R: Read> LogReader<R> {
         Ok(())
     }
 
-    /// Reports the rest of the current block as bad and abandons any partial record.
-    fn skip_block(&mut self, zeros: bool, reason: String) -> LogEvent {
-        let start = self.partial.take().map_or(self.offset(), |(o, _)| o);
-        let len = self.block_start + self.block_len as u64 - start;
-        self.pos = self.block_len;
-        LogEvent::Bad {
-            offset: start,
-            len,
-            zeros,
-            reason,
+    /// True when a whole chunk with a known type and a matching checksum starts at `at`.
+    fn chunk_at(&self, at: usize) -> bool {
+        let Some(header) = self.block.get(at..at + CHUNK_HEADER_LEN) else {
+            return false;
+        };
+        let kind = header.get(6).copied().unwrap_or_default();
+        if !(FULL..=LAST).contains(&kind) {
+            return false;
         }
+        let len = usize::from(u16::from_le_bytes([
+            header.get(4).copied().unwrap_or_default(),
+            header.get(5).copied().unwrap_or_default(),
+        ]));
+        let start = at + CHUNK_HEADER_LEN;
+        match self.block.get(start..start + len) {
+            Some(payload) if start + len <= self.block_len => {
+                chunk_crc(kind, payload) == get_u32(header, 0).unwrap_or_default()
+            }
+            _ => false,
+        }
+    }
+
+    /// Moves `pos` to the next offset where a valid chunk starts, reading on through later
+    /// blocks; returns whether one was found before the end of the file. Clears `all_zero`
+    /// if any byte passed over is not zero.
+    fn resync(&mut self, all_zero: &mut bool) -> io::Result<bool> {
+        loop {
+            let mut p = self.pos;
+            while p + CHUNK_HEADER_LEN <= self.block_len {
+                if self.chunk_at(p) {
+                    self.pos = p;
+                    return Ok(true);
+                }
+                let rest = self.block.get(p..self.block_len).unwrap_or_default();
+                if rest.first() == Some(&0) {
+                    // Inside a run of zeros no chunk can start until its type byte (the
+                    // header's last) reaches the first non-zero byte.
+                    let run = rest.iter().position(|&b| b != 0).unwrap_or(rest.len());
+                    p += run.saturating_sub(CHUNK_HEADER_LEN - 1).max(1);
+                    continue;
+                }
+                *all_zero = false;
+                p += 1;
+            }
+            let tail = self.block.get(p..self.block_len).unwrap_or_default();
+            if tail.iter().any(|&b| b != 0) {
+                *all_zero = false;
+            }
+            self.pos = self.block_len;
+            if self.eof {
+                return Ok(false);
+            }
+            self.next_block()?;
+        }
+    }
+
+    /// Reports the region from the chunk at `chunk_offset` (or the partial record before it)
+    /// up to the next valid chunk or the end of the file as bad. `cut_short` says the chunk
+    /// ran past the end of the file with nothing proving its bytes complete.
+    fn bad_region(
+        &mut self,
+        chunk_offset: u64,
+        cut_short: bool,
+        reason: impl Into<String>,
+    ) -> io::Result<LogEvent> {
+        let partial = self.partial.take();
+        self.oversized_from = None;
+        let start = partial.as_ref().map_or(chunk_offset, |(o, _)| *o);
+        self.pos = (chunk_offset - self.block_start) as usize;
+        let mut all_zero = self.block.get(self.pos).is_none_or(|&b| b == 0);
+        self.pos += 1;
+        let found = self.resync(&mut all_zero)?;
+        let kind = match (found, all_zero, partial.is_some()) {
+            (_, true, false) => BadKind::Unwritten,
+            (false, true, true) => BadKind::Truncated,
+            (false, false, _) if cut_short => BadKind::Truncated,
+            _ => BadKind::Damaged,
+        };
+        Ok(LogEvent::Bad {
+            offset: start,
+            len: self.offset() - start,
+            kind,
+            reason: reason.into(),
+        })
     }
 
     /// The next event, or `None` at the end of the file.
@@ -182,11 +273,11 @@ impl<R: Read> LogReader<R> {
                 let tail = self.block.get(self.pos..self.block_len).unwrap_or_default();
                 let zeros = tail.iter().all(|&b| b == 0);
                 self.pos = self.block_len;
-                if let Some((offset, data)) = self.partial.take() {
+                if let Some((offset, _)) = self.partial.take() {
                     return Ok(Some(LogEvent::Bad {
                         offset,
-                        len: data.len() as u64 + left as u64,
-                        zeros: false,
+                        len: self.offset() - offset,
+                        kind: BadKind::Truncated,
                         reason: "record truncated at end of file".into(),
                     }));
                 }
@@ -196,15 +287,19 @@ impl<R: Read> LogReader<R> {
                 return Ok(Some(LogEvent::Bad {
                     offset: tail_start,
                     len: left as u64,
-                    zeros,
+                    kind: if zeros {
+                        BadKind::Unwritten
+                    } else {
+                        BadKind::Truncated
+                    },
                     reason: "chunk header truncated at end of file".into(),
                 }));
             }
             let chunk_offset = self.offset();
             let Some(header) = self.block.get(self.pos..self.pos + CHUNK_HEADER_LEN) else {
-                return Ok(Some(
-                    self.skip_block(false, "chunk header out of range".into()),
-                ));
+                return self
+                    .bad_region(chunk_offset, false, "chunk header out of range")
+                    .map(Some);
             };
             let stored_crc = get_u32(header, 0).unwrap_or_default();
             let len = usize::from(u16::from_le_bytes([
@@ -213,7 +308,9 @@ impl<R: Read> LogReader<R> {
             ]));
             let kind = header.get(6).copied().unwrap_or_default();
             if kind == ZERO && len == 0 && stored_crc == 0 {
-                return Ok(Some(self.skip_block(true, "unwritten (zero) space".into())));
+                return self
+                    .bad_region(chunk_offset, false, "unwritten (zero) space")
+                    .map(Some);
             }
             let data_start = self.pos + CHUNK_HEADER_LEN;
             let Some(payload) = self
@@ -221,27 +318,24 @@ impl<R: Read> LogReader<R> {
                 .get(data_start..data_start + len)
                 .filter(|_| data_start + len <= self.block_len)
             else {
-                let reason = if self.eof {
-                    "chunk truncated at end of file"
+                let present = self
+                    .block
+                    .get(data_start..self.block_len)
+                    .unwrap_or_default();
+                let event = if !self.eof {
+                    self.bad_region(chunk_offset, false, "chunk length runs past its block")
+                } else if prefix_matches(kind, present, stored_crc) {
+                    // The bytes are all there, under a damaged length: not a cut-short append.
+                    self.bad_region(chunk_offset, false, "chunk length damaged")
                 } else {
-                    "chunk length runs past its block"
+                    self.bad_region(chunk_offset, true, "chunk truncated at end of file")
                 };
-                return Ok(Some(self.skip_block(false, reason.into())));
+                return event.map(Some);
             };
             if chunk_crc(kind, payload) != stored_crc {
-                // The length fits the block, so skip just this chunk: intact records behind
-                // it in the same block are still found, which lets the caller tell damage to
-                // synced data from a torn tail. A damaged length lands on garbage and ends
-                // in a block skip soon after.
-                let start = self.partial.take().map_or(chunk_offset, |(o, _)| o);
-                self.oversized_from = None;
-                self.pos = data_start + len;
-                return Ok(Some(LogEvent::Bad {
-                    offset: start,
-                    len: self.offset() - start,
-                    zeros: false,
-                    reason: "chunk checksum mismatch".into(),
-                }));
+                return self
+                    .bad_region(chunk_offset, false, "chunk checksum mismatch")
+                    .map(Some);
             }
             self.pos = data_start + len;
             let end = self.offset();
@@ -251,11 +345,11 @@ impl<R: Read> LogReader<R> {
                     self.oversized_from = None;
                     if let Some((o, partial)) = self.partial.take() {
                         // Hand back the orphan first; the FULL record comes on the next call.
-                        self.pos = chunk_offset.saturating_sub(self.block_start) as usize;
+                        self.pos = (chunk_offset - self.block_start) as usize;
                         return Ok(Some(LogEvent::Bad {
                             offset: o,
                             len: partial.len() as u64,
-                            zeros: false,
+                            kind: BadKind::Damaged,
                             reason: "record start without an end".into(),
                         }));
                     }
@@ -263,7 +357,7 @@ impl<R: Read> LogReader<R> {
                         return Ok(Some(LogEvent::Bad {
                             offset: chunk_offset,
                             len: end - chunk_offset,
-                            zeros: false,
+                            kind: BadKind::Damaged,
                             reason: "record exceeds the size limit".into(),
                         }));
                     }
@@ -280,7 +374,7 @@ impl<R: Read> LogReader<R> {
                         return Ok(Some(LogEvent::Bad {
                             offset: o,
                             len: partial.len() as u64,
-                            zeros: false,
+                            kind: BadKind::Damaged,
                             reason: "record start without an end".into(),
                         }));
                     }
@@ -292,7 +386,7 @@ impl<R: Read> LogReader<R> {
                             return Ok(Some(LogEvent::Bad {
                                 offset: start,
                                 len: end - start,
-                                zeros: false,
+                                kind: BadKind::Damaged,
                                 reason: "record exceeds the size limit".into(),
                             }));
                         }
@@ -302,7 +396,7 @@ impl<R: Read> LogReader<R> {
                         return Ok(Some(LogEvent::Bad {
                             offset: chunk_offset,
                             len: end - chunk_offset,
-                            zeros: false,
+                            kind: BadKind::Damaged,
                             reason: "record continuation without a start".into(),
                         }));
                     };
@@ -313,7 +407,7 @@ impl<R: Read> LogReader<R> {
                             return Ok(Some(LogEvent::Bad {
                                 offset: start,
                                 len: end - start,
-                                zeros: false,
+                                kind: BadKind::Damaged,
                                 reason: "record exceeds the size limit".into(),
                             }));
                         }
@@ -329,14 +423,28 @@ impl<R: Read> LogReader<R> {
                     }
                     self.partial = Some((start, data));
                 }
-                other => {
-                    return Ok(Some(
-                        self.skip_block(false, format!("unknown chunk type {other}")),
-                    ));
+                _ => {
+                    return self
+                        .bad_region(chunk_offset, false, format!("unknown chunk type {kind}"))
+                        .map(Some);
                 }
             }
         }
     }
+}
+
+/// True when some prefix of `bytes` carries the checksum `stored`: a chunk whose length
+/// field was damaged, not one the end of the file cut short.
+fn prefix_matches(kind: u8, bytes: &[u8], stored: u32) -> bool {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[kind]);
+    for chunk in std::iter::once(&[][..]).chain(bytes.chunks(1)) {
+        h.update(chunk);
+        if mask_crc(h.clone().finalize()) == stored {
+            return true;
+        }
+    }
+    false
 }
 
 /// Reads until `buf` is full or the source ends; returns the bytes read.
@@ -356,7 +464,7 @@ fn read_full<R: Read>(src: &mut R, buf: &mut [u8]) -> io::Result<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::format::{FileHeader, WAL_MAGIC};
+    use super::super::format::{FileHeader, WAL_FORMAT_VERSION, WAL_MAGIC, WAL_VERSIONS};
     use super::super::writer::LogWriter;
     use super::*;
     use crate::fs::WritableFile;
@@ -383,6 +491,7 @@ mod tests {
         let file = MemFile::default();
         let header = FileHeader {
             magic: WAL_MAGIC,
+            version: WAL_FORMAT_VERSION,
             file_number: 1,
             prev_number: 0,
         };
@@ -398,7 +507,9 @@ mod tests {
     }
 
     fn read_all(bytes: &[u8]) -> Vec<LogEvent> {
-        let Opened::Reader(mut r) = LogReader::open(bytes, WAL_MAGIC, 1 << 24).unwrap().unwrap()
+        let Opened::Reader(mut r) = LogReader::open(bytes, WAL_MAGIC, WAL_VERSIONS, 1 << 24)
+            .unwrap()
+            .unwrap()
         else {
             panic!("expected a reader");
         };
@@ -482,11 +593,84 @@ mod tests {
         // Every other record survives, including its neighbours in the same block.
         assert_eq!(got.len(), 39);
         assert!(got.contains(&recs[4]) && got.contains(&recs[39]));
-        assert!(
-            events
-                .iter()
-                .any(|e| matches!(e, LogEvent::Bad { zeros: false, .. }))
-        );
+        assert!(events.iter().any(|e| matches!(
+            e,
+            LogEvent::Bad {
+                kind: BadKind::Damaged,
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn a_damaged_length_does_not_hide_the_records_behind_it() {
+        // Many small records in one block: a damaged length must not cost the rest of the
+        // block, or the records proving the damage was once durable would never be seen.
+        let recs: Vec<Vec<u8>> = (0..40).map(|i| vec![i as u8; 30]).collect();
+        let (bytes, spans) = write_log(&recs);
+        for bit in 0..16 {
+            let mut bad = bytes.clone();
+            bad[spans[3].0 as usize + 4 + bit / 8] ^= 1 << (bit % 8);
+            let events = read_all(&bad);
+            let mut expected = recs.clone();
+            expected.remove(3);
+            assert_eq!(records(&events), expected, "length bit {bit}");
+            assert!(events.iter().any(|e| matches!(
+                e,
+                LogEvent::Bad { offset, kind: BadKind::Damaged, .. } if *offset == spans[3].0
+            )));
+        }
+    }
+
+    #[test]
+    fn a_hole_of_zeros_inside_a_block_is_unwritten_and_records_after_it_are_found() {
+        let recs: Vec<Vec<u8>> = (0..10).map(|i| vec![i as u8 + 1; 100]).collect();
+        let (mut bytes, spans) = write_log(&recs);
+        let (from, to) = (spans[2].0 as usize, spans[5].0 as usize);
+        bytes[from..to].fill(0);
+        let events = read_all(&bytes);
+        assert_eq!(records(&events).len(), 7);
+        assert!(events.contains(&LogEvent::Bad {
+            offset: from as u64,
+            len: (to - from) as u64,
+            kind: BadKind::Unwritten,
+            reason: "unwritten (zero) space".into(),
+        }));
+    }
+
+    #[test]
+    fn the_end_of_the_file_tells_a_cut_short_chunk_from_a_damaged_length() {
+        let recs: Vec<Vec<u8>> = (0..4).map(|i| vec![i as u8 + 1; 200]).collect();
+        let (bytes, spans) = write_log(&recs);
+        let last = spans[3].0 as usize;
+        // Cut short by the end of the file: what a crash during the append leaves.
+        for cut in [last + 3, last + 7, last + 100, bytes.len() - 1] {
+            let events = read_all(&bytes[..cut]);
+            assert_eq!(records(&events).len(), 3);
+            assert!(
+                matches!(
+                    events.last(),
+                    Some(LogEvent::Bad {
+                        kind: BadKind::Truncated,
+                        ..
+                    })
+                ),
+                "cut at {cut}: {:?}",
+                events.last()
+            );
+        }
+        // Every byte there, but the length claims more: damage, not a torn append.
+        let mut longer = bytes.clone();
+        longer[last + 5] ^= 0x01;
+        let events = read_all(&longer);
+        assert_eq!(records(&events).len(), 3);
+        assert!(matches!(
+            events.last(),
+            Some(LogEvent::Bad {
+                kind: BadKind::Damaged,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -496,19 +680,20 @@ mod tests {
         bytes.resize(BLOCK_SIZE * 2 + 100, 0);
         let events = read_all(&bytes);
         assert_eq!(records(&events), recs);
-        assert!(
-            events
-                .iter()
-                .skip(2)
-                .all(|e| matches!(e, LogEvent::Bad { zeros: true, .. }))
-        );
+        assert!(events.iter().skip(2).all(|e| matches!(
+            e,
+            LogEvent::Bad {
+                kind: BadKind::Unwritten,
+                ..
+            }
+        )));
     }
 
     #[test]
     fn oversized_records_are_refused_without_allocating_them() {
         let recs = vec![vec![1u8; 100_000], b"small".to_vec()];
         let (bytes, _) = write_log(&recs);
-        let Opened::Reader(mut r) = LogReader::open(&bytes[..], WAL_MAGIC, 50_000)
+        let Opened::Reader(mut r) = LogReader::open(&bytes[..], WAL_MAGIC, WAL_VERSIONS, 50_000)
             .unwrap()
             .unwrap()
         else {
@@ -525,13 +710,13 @@ mod tests {
     #[test]
     fn short_or_zero_header_means_empty() {
         assert!(matches!(
-            LogReader::open(&[0u8; 10][..], WAL_MAGIC, 10)
+            LogReader::open(&[0u8; 10][..], WAL_MAGIC, WAL_VERSIONS, 10)
                 .unwrap()
                 .unwrap(),
             Opened::Empty
         ));
         assert!(matches!(
-            LogReader::open(&[0u8; 64][..], WAL_MAGIC, 10)
+            LogReader::open(&[0u8; 64][..], WAL_MAGIC, WAL_VERSIONS, 10)
                 .unwrap()
                 .unwrap(),
             Opened::Empty
@@ -539,12 +724,16 @@ mod tests {
         let mut bad = [0u8; 64];
         bad[3] = 1;
         bad[40] = 1;
-        assert!(LogReader::open(&bad[..], WAL_MAGIC, 10).unwrap().is_err());
+        assert!(
+            LogReader::open(&bad[..], WAL_MAGIC, WAL_VERSIONS, 10)
+                .unwrap()
+                .is_err()
+        );
     }
 
     fn opens_empty(bytes: &[u8]) -> bool {
         matches!(
-            LogReader::open(bytes, WAL_MAGIC, 1 << 20).unwrap(),
+            LogReader::open(bytes, WAL_MAGIC, WAL_VERSIONS, 1 << 20).unwrap(),
             Ok(Opened::Empty)
         )
     }

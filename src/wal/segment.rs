@@ -8,6 +8,11 @@
 //! region followed by a record whose `synced_to` lies beyond it was once durable, so it is
 //! corruption, not a torn tail (the approach Pebble takes).
 //!
+//! A segment closed cleanly (on roll-over and on close) ends with a *seal*: a record of just
+//! the `synced_to` prefix, written after everything before it was synced, and synced itself.
+//! Damage anywhere before a seal is therefore always corruption, also in the last record.
+//! Seals were added in WAL format version 2; version 1 segments are still read.
+//!
 //! The active segment is pre-sized to the segment limit (a sparse file), so an fsync need
 //! not update the file size; the unused tail reads as zeros and is cut when the segment is
 //! sealed or recovered.
@@ -17,8 +22,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::format::{FileHeader, WAL_MAGIC};
-use super::reader::{LogEvent, LogReader, Opened};
+use super::format::{FileHeader, WAL_FORMAT_VERSION, WAL_MAGIC, WAL_VERSIONS};
+use super::reader::{BadKind, LogEvent, LogReader, Opened};
 use super::writer::LogWriter;
 use crate::error::{Corrupt, Result};
 use crate::fs::FileSystem;
@@ -96,6 +101,7 @@ impl Wal {
         let file = fs.create(&dir.join(file_name(number)))?;
         let header = FileHeader {
             magic: WAL_MAGIC,
+            version: WAL_FORMAT_VERSION,
             file_number: number,
             prev_number: prev,
         };
@@ -128,9 +134,9 @@ impl Wal {
         self.writer.offset() >= self.segment_bytes
     }
 
-    /// Seals the active segment (trimming and syncing it) and starts segment `number`.
+    /// Seals the active segment and starts segment `number`.
     pub fn roll(&mut self, number: u64) -> io::Result<()> {
-        self.writer.finish()?;
+        self.seal()?;
         let writer = Self::new_segment(
             &*self.fs,
             &self.dir,
@@ -196,8 +202,19 @@ impl Wal {
         self.sealed.iter().map(|&(_, s)| s).sum::<u64>() + self.writer.offset()
     }
 
-    /// Syncs and trims the active segment; used on close.
+    /// Seals the active segment; used on close.
     pub fn finish(&mut self) -> io::Result<()> {
+        self.seal()
+    }
+
+    /// Makes everything written durable, then appends the seal record (whose `synced_to` is
+    /// its own offset) and cuts the preallocated tail, syncing again. The first sync must
+    /// come first: a seal that reached the disk before the records it vouches for would make
+    /// a torn tail look like damaged durable data.
+    fn seal(&mut self) -> io::Result<()> {
+        self.writer.sync()?;
+        self.writer
+            .add_record(&self.writer.synced_offset().to_le_bytes())?;
         self.writer.finish()
     }
 }
@@ -226,6 +243,8 @@ pub struct Scan {
     pub bad_was_synced: bool,
     /// Valid records seen after `first_bad` (applied only in salvage mode).
     pub records_after_bad: u64,
+    /// True when the segment ends with a seal record (it was closed cleanly).
+    pub sealed: bool,
     /// Physical file length.
     pub file_len: u64,
 }
@@ -270,7 +289,7 @@ pub fn scan_from(
         file_len,
         ..Scan::default()
     };
-    let mut reader = match LogReader::open(src, WAL_MAGIC, max_record)? {
+    let mut reader = match LogReader::open(src, WAL_MAGIC, WAL_VERSIONS, max_record)? {
         Ok(Opened::Reader(r)) => r,
         Ok(Opened::Empty) => {
             out.first_bad = (file_len > 0).then(|| BadRegion {
@@ -293,6 +312,7 @@ pub fn scan_from(
         .in_file(path));
     }
     out.prev_number = Some(reader.header().prev_number);
+    let seals = reader.header().version >= WAL_FORMAT_VERSION;
     out.valid_end = super::format::FILE_HEADER_LEN as u64;
     while let Some(event) = reader.next()? {
         match event {
@@ -303,6 +323,15 @@ pub fn scan_from(
                     );
                 };
                 let synced_to = u64::from_le_bytes(prefix.try_into().unwrap_or_default());
+                if out.sealed {
+                    return Err(
+                        Corrupt::new(offset, "WAL record after the segment's seal").in_file(path)
+                    );
+                }
+                if seals && batch.is_empty() {
+                    // The seal: everything before `synced_to` (its own offset) was durable.
+                    out.sealed = true;
+                }
                 if let Some(bad) = &out.first_bad {
                     out.records_after_bad += 1;
                     if synced_to > bad.offset {
@@ -312,17 +341,20 @@ pub fn scan_from(
                         continue;
                     }
                 }
-                apply(offset + RECORD_PREFIX_LEN as u64, batch)?;
+                if !out.sealed {
+                    apply(offset + RECORD_PREFIX_LEN as u64, batch)?;
+                }
                 if out.first_bad.is_none() {
                     out.valid_end = end;
                 }
             }
             LogEvent::Bad {
                 offset,
-                zeros,
+                kind,
                 reason,
                 ..
             } => {
+                let zeros = kind == BadKind::Unwritten;
                 if out.first_bad.is_none() {
                     out.first_bad = Some(BadRegion {
                         offset,

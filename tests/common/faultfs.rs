@@ -166,24 +166,31 @@ impl Inode {
     }
 }
 
-/// A directory change not yet made durable.
+/// A directory change not yet made durable: durable once its parent directory is synced.
 #[derive(Debug, Clone)]
 enum DirChange {
     Link(PathBuf, u64),
     Rename(PathBuf, PathBuf),
     Unlink(PathBuf),
+    Mkdir(PathBuf),
 }
 
 impl DirChange {
     fn dir(&self) -> &Path {
         let p = match self {
-            DirChange::Link(p, _) | DirChange::Rename(p, _) | DirChange::Unlink(p) => p,
+            DirChange::Link(p, _)
+            | DirChange::Rename(p, _)
+            | DirChange::Unlink(p)
+            | DirChange::Mkdir(p) => p,
         };
         p.parent().unwrap_or(Path::new(""))
     }
 
-    fn apply(&self, entries: &mut BTreeMap<PathBuf, u64>) {
+    fn apply(&self, entries: &mut BTreeMap<PathBuf, u64>, dirs: &mut BTreeSet<PathBuf>) {
         match self {
+            DirChange::Mkdir(p) => {
+                dirs.insert(p.clone());
+            }
             DirChange::Link(p, ino) => {
                 entries.insert(p.clone(), *ino);
             }
@@ -208,7 +215,10 @@ struct State {
     /// Entries as of the last directory sync.
     durable_entries: BTreeMap<PathBuf, u64>,
     dir_pending: Vec<DirChange>,
+    /// Directories as seen now.
     dirs: BTreeSet<PathBuf>,
+    /// Directories whose creation a sync of their parent made durable.
+    durable_dirs: BTreeSet<PathBuf>,
     locks: BTreeSet<PathBuf>,
     /// The inode of the most recent append, for [`Crash::TearLastWrite`].
     last_write: Option<u64>,
@@ -288,6 +298,44 @@ impl FaultFs {
         }))
     }
 
+    /// An identical, independent copy of this filesystem, pending changes included (what a
+    /// process crash leaves).
+    pub fn fork(&self) -> Arc<FaultFs> {
+        let image = self.state.lock().image(Crash::Process, &mut Rng::new(0));
+        Arc::new(FaultFs {
+            state: Arc::new(Mutex::new(image)),
+        })
+    }
+
+    /// The bytes of `path` as readers see them, if it exists.
+    pub fn read_file(&self, path: &Path) -> Option<Vec<u8>> {
+        let s = self.state.lock();
+        let ino = s.entries.get(path)?;
+        Some(s.inodes[ino].data.clone())
+    }
+
+    /// Damage on the medium: XORs byte `at` of `path` with `mask`, in what readers see now
+    /// and in the durable image.
+    pub fn flip(&self, path: &Path, at: usize, mask: u8) {
+        let mut s = self.state.lock();
+        let ino = s.entries[path];
+        let inode = s.inodes.get_mut(&ino).expect("inode");
+        inode.data[at] ^= mask;
+        if let Some(b) = inode.durable.get_mut(at) {
+            *b ^= mask;
+        }
+    }
+
+    /// Paths of the files whose names contain `part`, sorted.
+    pub fn files_named(&self, part: &str) -> Vec<PathBuf> {
+        let s = self.state.lock();
+        s.entries
+            .keys()
+            .filter(|p| p.to_string_lossy().contains(part))
+            .cloned()
+            .collect()
+    }
+
     /// The current content of every file (for debugging a failed seed).
     pub fn listing(&self) -> Vec<(PathBuf, usize, usize)> {
         let s = self.state.lock();
@@ -316,10 +364,13 @@ impl State {
                 durable_entries: s.durable_entries.clone(),
                 dir_pending: s.dir_pending.clone(),
                 dirs: s.dirs.clone(),
+                durable_dirs: s.durable_dirs.clone(),
                 ..State::default()
             };
         }
         let mut entries = s.durable_entries.clone();
+        let mut dirs = s.durable_dirs.clone();
+        // (`dirs` is rebuilt below without the unreachable ones.)
         for change in &s.dir_pending {
             let survives = match mode {
                 Crash::DropUnsynced => false,
@@ -327,11 +378,21 @@ impl State {
                 Crash::TearLastWrite | Crash::Process => true,
             };
             if survives {
-                change.apply(&mut entries);
+                change.apply(&mut entries, &mut dirs);
             }
         }
+        // Whatever sat in a directory whose own entry was lost is lost with it.
+        let reachable = |p: &Path| {
+            p.ancestors()
+                .skip(1)
+                .all(|a| a.parent().is_none() || dirs.contains(a))
+        };
+        let live: BTreeSet<PathBuf> = dirs.iter().filter(|d| reachable(d)).cloned().collect();
+        entries.retain(|p, _| reachable(p));
+        let dirs = live;
         let mut out = State {
-            dirs: s.dirs.clone(),
+            durable_dirs: dirs.clone(),
+            dirs,
             next_ino: s.next_ino,
             ..State::default()
         };
@@ -511,7 +572,17 @@ impl FileSystem for FaultFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
         s.check(Op::CreateDir, dir)?;
-        s.dirs.insert(dir.to_path_buf());
+        // Parents first; the root always exists. Each creation is durable only once its
+        // parent directory is synced.
+        let mut missing: Vec<&Path> = dir
+            .ancestors()
+            .filter(|a| a.parent().is_some() && !s.dirs.contains(*a))
+            .collect();
+        missing.reverse();
+        for d in missing {
+            s.dirs.insert(d.to_path_buf());
+            s.dir_pending.push(DirChange::Mkdir(d.to_path_buf()));
+        }
         Ok(())
     }
 
@@ -614,7 +685,12 @@ impl FileSystem for FaultFs {
         let mut rest = Vec::new();
         for change in pending {
             if change.dir() == dir {
-                change.apply(&mut s.durable_entries);
+                let State {
+                    durable_entries,
+                    durable_dirs,
+                    ..
+                } = &mut *s;
+                change.apply(durable_entries, durable_dirs);
             } else {
                 rest.push(change);
             }

@@ -224,7 +224,7 @@ fn an_io_error_at_open_names_the_path_it_concerns() {
         panic!("expected an I/O error, got {err:?}");
     };
     assert_eq!(path.as_deref(), Some(file.as_path()));
-    assert_eq!(source.kind(), std::io::ErrorKind::AlreadyExists, "{source}");
+    assert_eq!(source.kind(), std::io::ErrorKind::NotADirectory, "{source}");
     assert!(err.to_string().contains("not-a-directory"), "{err}");
 }
 

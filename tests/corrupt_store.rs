@@ -90,3 +90,37 @@ fn a_file_number_beyond_the_counter_range_is_corruption() {
     let r = Db::open(dir.path());
     assert!(matches!(r, Err(Error::Corruption { .. })), "{r:?}");
 }
+
+#[test]
+fn a_table_of_the_wrong_length_is_refused_at_open() {
+    // A table's length is checked against its manifest entry and its footer before any read
+    // goes through the map: a table cut short (or grown) is corruption at open, never a read
+    // past the end of the mapping.
+    let base = tempfile::tempdir().unwrap();
+    let orig = base.path().join("orig");
+    build(&orig);
+    let table = std::fs::read_dir(&orig)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "sst"))
+        .unwrap();
+    let bytes = std::fs::read(&table).unwrap();
+    let name = table.file_name().unwrap();
+    for (i, damaged) in [
+        bytes[..bytes.len() - 1].to_vec(),
+        bytes[..bytes.len() / 2].to_vec(),
+        [&bytes[..], b"\0\0\0\0"].concat(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dir = base.path().join(format!("len{i}"));
+        common::copy_dir(&orig, &dir);
+        std::fs::write(dir.join(name), damaged).unwrap();
+        let r = Db::open(&dir);
+        assert!(
+            matches!(r, Err(Error::Corruption { .. })),
+            "case {i}: {r:?}"
+        );
+    }
+}

@@ -354,6 +354,7 @@ fn fault_fs_drops_unsynced_bytes_and_directory_entries() {
     let fs = FaultFs::new();
     let dir = Path::new("/d");
     fs.create_dir_all(dir).unwrap();
+    fs.sync_dir(Path::new("/")).unwrap();
     let mut rng = Rng::new(1);
     let mut a = fs.create(&dir.join("a")).unwrap();
     a.append(b"durable").unwrap();
@@ -378,10 +379,45 @@ fn fault_fs_drops_unsynced_bytes_and_directory_entries() {
 }
 
 #[test]
+fn fault_fs_loses_a_directory_whose_parent_was_not_synced() {
+    let fs = FaultFs::new();
+    let dir = Path::new("/p/d");
+    fs.create_dir_all(dir).unwrap();
+    let mut f = fs.create(&dir.join("f")).unwrap();
+    f.append(b"x").unwrap();
+    f.sync().unwrap();
+    fs.sync_dir(dir).unwrap();
+    let mut rng = Rng::new(1);
+    let after = fs.crash(Crash::DropUnsynced, &mut rng);
+    assert!(after.list(dir).is_err() && after.map(&dir.join("f")).is_err());
+    fs.sync_dir(Path::new("/")).unwrap();
+    let after = fs.crash(Crash::DropUnsynced, &mut rng);
+    assert!(after.list(Path::new("/p")).is_ok() && after.list(dir).is_err());
+    fs.sync_dir(Path::new("/p")).unwrap();
+    let after = fs.crash(Crash::DropUnsynced, &mut rng);
+    assert_eq!(&after.map(&dir.join("f")).unwrap()[..], b"x");
+}
+
+#[test]
+fn a_new_store_survives_a_power_cut_right_after_its_first_synced_write() {
+    // Creating the store's directory is durable only once its parent directory is synced;
+    // without that, a power cut could take the whole store, acknowledged writes and all.
+    let fs = FaultFs::new();
+    let dir = Path::new("/stores/new");
+    let db = open(&fs, dir, SyncMode::Always, 1).unwrap();
+    db.put("k", "v").unwrap();
+    let after = fs.crash(Crash::DropUnsynced, &mut Rng::new(7));
+    drop(db);
+    let db = open(&after, dir, SyncMode::Always, 1).unwrap();
+    assert_eq!(db.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+}
+
+#[test]
 fn fault_fs_tears_the_last_write_and_keeps_random_parts() {
     let fs = FaultFs::new();
     let dir = Path::new("/d");
     fs.create_dir_all(dir).unwrap();
+    fs.sync_dir(Path::new("/")).unwrap();
     let mut f = fs.create(&dir.join("f")).unwrap();
     f.append(b"0123").unwrap();
     f.sync().unwrap();

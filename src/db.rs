@@ -36,6 +36,7 @@ use crate::memtable::Memtable;
 use crate::snapshot::{Snapshot, SnapshotList};
 use crate::state::LsmState;
 use crate::stats::{Counters, LevelStats, RecoveryReport, Stats};
+use crate::sync_point::sync_point;
 use crate::wal::segment::{RECORD_PREFIX_LEN, Wal, WalSegment};
 use crate::{SeqNo, VersionedValue};
 
@@ -130,6 +131,8 @@ pub(crate) struct Core {
     pub(crate) compaction: CompactionState,
     pub(crate) counters: Counters,
     pub(crate) recovery: RecoveryReport,
+    #[cfg(test)]
+    pub(crate) sync_points: crate::sync_point::SyncPoints,
 }
 
 /// The manifest and the table-set bookkeeping it mirrors.
@@ -214,6 +217,8 @@ impl Core {
             compaction: CompactionState::new(periodic),
             counters: Counters::default(),
             recovery: r.report,
+            #[cfg(test)]
+            sync_points: Default::default(),
         }
     }
 
@@ -551,6 +556,7 @@ impl Core {
 
     /// Waits until compaction brings the tree back under the hard limits.
     fn stall_for_compaction(&self) -> Result<()> {
+        sync_point!(self.sync_points, "write stall: waiting for compaction");
         let start = Instant::now();
         let mut bg = self.bg.lock();
         while bg.error.is_none()

@@ -84,6 +84,7 @@ mod snapshot;
 mod sstable;
 mod state;
 mod stats;
+mod sync_point;
 mod table_set;
 mod wal;
 

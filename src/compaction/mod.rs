@@ -22,6 +22,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::NUM_LEVELS;
 use crate::db::Core;
 use crate::error::{Error, Result};
+use crate::sync_point::sync_point;
 use picker::Job;
 
 /// Runs kept in [`CompactionStatus::history`].
@@ -362,6 +363,7 @@ impl Core {
             return Ok(false);
         }
         if self.periodic_due().is_some_and(|d| d.is_zero()) {
+            sync_point!(self.sync_points, "periodic compaction: before its flush");
             self.flush_all()?;
             self.compact_all_tables(CompactionReason::Periodic)?;
             return Ok(true);

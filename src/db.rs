@@ -695,6 +695,10 @@ impl Core {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        // A compaction started from a user thread may still be writing tables: it sees the
+        // shutdown flag and stops at its next check, and the directory lock is released only
+        // after it has.
+        let _job = self.compaction.lock.lock();
         let _leader = self.leader.lock();
         let result = if self.poisoned.load(Ordering::Acquire) {
             Ok(())
@@ -1092,6 +1096,10 @@ impl Db {
 
     /// Syncs the WAL, stops background work and releases the directory lock. Other handles
     /// to the store fail with [`Error::Closed`] on writes afterwards.
+    ///
+    /// A compaction running on another thread ([`Db::compact`] and friends) is cancelled, and
+    /// `close` returns only once it has stopped: nothing writes to the directory after the
+    /// lock is released. The cancelled call returns [`Error::Closed`].
     pub fn close(self) -> Result<()> {
         self.handle.close()
     }

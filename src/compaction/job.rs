@@ -42,8 +42,24 @@ impl Core {
             self.install_move(&job)?;
             (Vec::new(), 0)
         } else {
-            let (outputs, dropped) = self.merge_inputs(&job)?;
-            self.install(&job, &outputs)?;
+            let mut created = Vec::new();
+            let (outputs, dropped) = match self.merge_inputs(&job, &mut created) {
+                Ok(merged) => merged,
+                Err(e) => {
+                    self.remove_unlogged(&created);
+                    return Err(e);
+                }
+            };
+            if let Err(e) = self.install(&job, &outputs) {
+                // Refused before the manifest was touched (the store closed or failed): the
+                // outputs belong to nobody. After a failed manifest write they may be named
+                // on disk, so they stay; the next open removes them if nothing names them.
+                if matches!(e, Error::Closed | Error::Poisoned(_)) {
+                    drop(outputs);
+                    self.remove_unlogged(&created);
+                }
+                return Err(e);
+            }
             (outputs, dropped)
         };
         let tables_out = if job.trivial_move {
@@ -81,8 +97,21 @@ impl Core {
         Ok(run)
     }
 
-    /// Merges the inputs into new tables at the output level.
-    fn merge_inputs(&self, job: &Job) -> Result<(Vec<Arc<Table>>, u64)> {
+    /// Deletes output tables of a job that stopped before logging them.
+    fn remove_unlogged(&self, numbers: &[u64]) {
+        for &n in numbers {
+            let path = self.dir.join(format::file_name(n));
+            if let Err(e) = self.fs.remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "could not delete an unused compaction output");
+            }
+        }
+    }
+
+    /// Merges the inputs into new tables at the output level; `created` collects the number
+    /// of every table file created, finished or not.
+    fn merge_inputs(&self, job: &Job, created: &mut Vec<u64>) -> Result<(Vec<Arc<Table>>, u64)> {
         let tables_now = Arc::clone(&self.current_state().tables);
         let mut children: Vec<BoxCursor> = Vec::new();
         let mut by_level: Vec<Vec<Arc<Table>>> = vec![Vec::new(); crate::NUM_LEVELS];
@@ -134,6 +163,7 @@ impl Core {
             if filter.keep(&parsed, bottom) {
                 if current.is_none() {
                     let number = self.allocate_file_number();
+                    created.push(number);
                     let path = self.dir.join(format::file_name(number));
                     current = Some(Output {
                         number,

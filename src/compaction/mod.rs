@@ -136,7 +136,8 @@ pub(crate) struct LevelIo {
 /// Compaction bookkeeping kept by the core.
 #[derive(Debug)]
 pub(crate) struct CompactionState {
-    /// Held while a job runs: one compaction at a time.
+    /// Held while a job runs: one compaction at a time. Closing takes it too, so it waits
+    /// for a running job (which stops early once the store is shutting down).
     pub lock: Mutex<()>,
     pub running: AtomicBool,
     pub inner: Mutex<StatusInner>,
@@ -255,6 +256,9 @@ impl Core {
     /// Merges every table into one sorted run. Memtables are not flushed here.
     pub(crate) fn compact_all_tables(&self, reason: CompactionReason) -> Result<CompactionRun> {
         let _job = self.compaction.lock.lock();
+        if self.shutting_down() {
+            return Err(Error::Closed);
+        }
         match picker::full_job(&self.current_state().tables) {
             Some(job) => self.run_recorded(job, reason, true),
             None => {
@@ -268,6 +272,9 @@ impl Core {
     /// Pushes every table overlapping `span` down, level by level, to the deepest level.
     pub(crate) fn compact_span(&self, span: &KeySpan) -> Result<CompactionRun> {
         let _job = self.compaction.lock.lock();
+        if self.shutting_down() {
+            return Err(Error::Closed);
+        }
         let mut total = CompactionRun::empty(CompactionReason::Manual);
         let start = Instant::now();
         for level in 0..NUM_LEVELS - 1 {
@@ -351,6 +358,9 @@ impl Core {
         };
         if due {
             let _job = self.compaction.lock.lock();
+            if self.shutting_down() {
+                return Err(Error::Closed);
+            }
             // Re-pick under the lock: a manual compaction may have changed the tables.
             let job = {
                 let inner = self.compaction.inner.lock();

@@ -1,0 +1,79 @@
+//! The store's lifecycle under concurrency: closing while a user thread compacts, flushing
+//! while writes keep freezing memtables, a panic in the middle of a commit or a flush, and a
+//! slow WAL deletion next to commits. Each test stops a thread at a known file operation
+//! (see `common::holdfs`) and checks what the rest of the store does meanwhile.
+//!
+//! Waits here are bounded: a test that would hang on a broken store fails after a timeout
+//! instead (the timeouts detect hangs; they are not speed targets).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failing test should panic
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use common::holdfs::{FsOp, HoldFs};
+use strata::{Db, Error, SyncMode};
+
+/// Long enough that only a hung store reaches it.
+const HANG: Duration = Duration::from_secs(20);
+
+fn open(fs: &Arc<HoldFs>, dir: &std::path::Path) -> strata::DbBuilder {
+    Db::builder(dir).filesystem(Arc::clone(fs) as Arc<dyn strata::FileSystem>)
+}
+
+/// Runs `f` on a new thread; its result, or `None` if it has not finished within [`HANG`].
+fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(HANG).ok()
+}
+
+#[test]
+fn close_waits_for_a_compaction_started_by_a_user_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = HoldFs::new();
+    let db = open(&fs, dir.path()).open().unwrap();
+    for round in 0..3 {
+        for i in 0..300 {
+            db.put(common::k(i), format!("v{round}")).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    // Stop the compaction when it creates its first output table.
+    fs.hold(FsOp::Create, ".sst", 0);
+    let compactor = {
+        let db = db.clone();
+        thread::spawn(move || db.compact())
+    };
+    assert!(fs.wait_held(1, HANG), "the compaction never wrote a table");
+    let closer = thread::spawn(move || db.close());
+    // A close that does not wait gives the lock up at once, with the compaction mid-way.
+    let unlocked_mid_job = fs.wait_unlocked(Duration::from_millis(500));
+    fs.release();
+    closer.join().unwrap().unwrap();
+    let run = compactor.join().unwrap();
+    assert!(
+        !unlocked_mid_job,
+        "close released the directory lock while a compaction was still writing"
+    );
+    assert_eq!(fs.writes_after_unlock(), Vec::<String>::new());
+    assert!(
+        matches!(run, Ok(_) | Err(Error::Closed)),
+        "compaction ended with {run:?}"
+    );
+
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(
+        db.stats().recovery.stale_tables_removed,
+        0,
+        "a cancelled compaction leaves its partial output behind"
+    );
+    let all = common::contents(&db, "after reopen");
+    assert_eq!(all.len(), 300);
+    assert!(all.values().all(|v| v == "v2"));
+}

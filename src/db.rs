@@ -115,6 +115,9 @@ pub(crate) struct Core {
     queue_cv: Condvar,
     /// Held by whoever appends to the WAL or switches memtables.
     leader: Mutex<()>,
+    /// Asks the next commit leader to freeze the memtable (set by a thread that must not
+    /// wait for the leader lock).
+    freeze_requested: AtomicBool,
     pub(crate) wal: Mutex<Wal>,
     pub(crate) versions: Mutex<VersionState>,
     pub(crate) next_file: AtomicU64,
@@ -201,6 +204,7 @@ impl Core {
             queue: Mutex::new(WriteQueue::default()),
             queue_cv: Condvar::new(),
             leader: Mutex::new(()),
+            freeze_requested: AtomicBool::new(false),
             wal: Mutex::new(r.wal),
             versions: Mutex::new(VersionState {
                 manifest: r.manifest,
@@ -543,7 +547,9 @@ impl Core {
             }
             let wal_full =
                 !state.mem.is_empty() && self.wal.lock().total_bytes() > self.config.max_wal_bytes;
-            if state.mem.approximate_bytes() < self.config.memtable_bytes && !wal_full {
+            let requested = self.freeze_requested.load(Ordering::Acquire) && !state.mem.is_empty();
+            if state.mem.approximate_bytes() < self.config.memtable_bytes && !wal_full && !requested
+            {
                 return Ok(());
             }
             if state.imms.len() >= self.config.max_immutable_memtables {
@@ -601,6 +607,7 @@ impl Core {
     /// Freezes the mutable memtable and starts a new one with a fresh WAL segment. Requires
     /// the leader lock.
     pub(crate) fn freeze_memtable(&self) -> Result<()> {
+        self.freeze_requested.store(false, Ordering::Release);
         let number = self.allocate_file_number();
         if let Err(e) = self.wal.lock().roll(number) {
             let e = Error::from(e);
@@ -642,22 +649,57 @@ impl Core {
         Ok(())
     }
 
-    /// Freezes the memtable (if it holds anything) and waits until every frozen memtable is
-    /// in a table.
+    /// Freezes the memtable (if it holds anything) and waits until it and every memtable
+    /// frozen before it are in tables. Memtables frozen after the call are not waited for, so
+    /// this ends under any write load.
     pub(crate) fn flush_all(&self) -> Result<()> {
-        self.check_writable()?;
-        {
+        let frozen = {
             let _leader = self.leader.lock();
+            // Checked under the leader lock: closing takes it too, so no segment is created
+            // after the store released its directory.
+            self.check_writable()?;
             if !self.current_state().mem.is_empty() {
                 self.freeze_memtable()?;
             }
-        }
+            self.current_state().imms.clone()
+        };
+        self.wait_flushed(&frozen)
+    }
+
+    /// [`Core::flush_all`] for the compaction thread, which must never wait on the write
+    /// path: a commit leader stalled for compaction holds the leader lock until compaction
+    /// catches up. When a leader is busy, the freeze is left to it (at its next commit) and
+    /// only the memtables already frozen are waited for.
+    pub(crate) fn flush_all_without_waiting_for_writers(&self) -> Result<()> {
+        let frozen = match self.leader.try_lock() {
+            Some(_leader) => {
+                self.check_writable()?;
+                if !self.current_state().mem.is_empty() {
+                    self.freeze_memtable()?;
+                }
+                self.current_state().imms.clone()
+            }
+            None => {
+                self.freeze_requested.store(true, Ordering::Release);
+                self.current_state().imms.clone()
+            }
+        };
+        self.wait_flushed(&frozen)
+    }
+
+    /// Waits until none of `frozen` waits for its flush any more.
+    fn wait_flushed(&self, frozen: &[Arc<Memtable>]) -> Result<()> {
         let mut bg = self.bg.lock();
         loop {
             if let Some(e) = &bg.error {
                 return Err(Error::Poisoned(e.clone()));
             }
-            if self.current_state().imms.is_empty() {
+            let pending = self.current_state();
+            if !pending
+                .imms
+                .iter()
+                .any(|m| frozen.iter().any(|f| Arc::ptr_eq(m, f)))
+            {
                 return Ok(());
             }
             if bg.shutdown {
@@ -1201,3 +1243,72 @@ const _: () = {
     assert_send::<Range>();
     assert_send::<Versions>();
 };
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::compaction::PeriodicCompaction;
+
+    /// Long enough that only a hung store reaches it.
+    const HANG: Duration = Duration::from_secs(20);
+
+    #[test]
+    fn periodic_compaction_never_waits_on_a_stalled_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::builder(dir.path())
+            .sync_mode(SyncMode::Buffered)
+            .l0_limits(2, 2, 3)
+            .open()
+            .unwrap();
+        let points = &db.core().sync_points;
+        // Stop the compaction thread once, where it has chosen the periodic compaction.
+        let (at_periodic, reached_periodic) = mpsc::channel();
+        let (resume, resumed) = mpsc::channel::<()>();
+        let resumed = Mutex::new(resumed);
+        let first = AtomicBool::new(true);
+        points.set("periodic compaction: before its flush", move || {
+            if first.swap(false, Ordering::AcqRel) {
+                let _ = at_periodic.send(());
+                let _ = resumed.lock().recv();
+            }
+        });
+        let (stalling, stalled) = mpsc::channel();
+        let stalling = Mutex::new(stalling);
+        points.set("write stall: waiting for compaction", move || {
+            let _ = stalling.lock().send(());
+        });
+        db.set_periodic_compaction(PeriodicCompaction {
+            enabled: true,
+            interval: Duration::from_millis(1),
+            min_interval: Duration::ZERO,
+        });
+        reached_periodic
+            .recv_timeout(HANG)
+            .expect("the periodic compaction never started");
+        // Level 0 reaches the stop limit, and the next writer stalls as commit leader.
+        for round in 0..3 {
+            db.put("k", format!("{round}")).unwrap();
+            db.flush().unwrap();
+        }
+        let (done, finished) = mpsc::channel();
+        let writer = db.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(writer.put("k", "stalled"));
+        });
+        stalled
+            .recv_timeout(HANG)
+            .expect("the writer did not stall");
+        resume.send(()).unwrap();
+        let Ok(result) = finished.recv_timeout(HANG) else {
+            std::mem::forget(db);
+            panic!(
+                "deadlock: the compaction thread waits for the stalled writer, which waits for it"
+            );
+        };
+        result.unwrap();
+        assert_eq!(db.get("k").unwrap().as_deref(), Some(&b"stalled"[..]));
+    }
+}

@@ -77,3 +77,52 @@ fn close_waits_for_a_compaction_started_by_a_user_thread() {
     assert_eq!(all.len(), 300);
     assert!(all.values().all(|v| v == "v2"));
 }
+
+#[test]
+fn flush_waits_for_the_memtables_frozen_at_the_call_not_for_later_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = HoldFs::new();
+    let db = open(&fs, dir.path())
+        .sync_mode(SyncMode::Buffered)
+        .memtable_bytes(16 << 10)
+        .max_immutable_memtables(4)
+        .open()
+        .unwrap();
+    let frozen = |db: &Db| db.stats().immutable_memtables;
+    let mut i = 0u64;
+    let mut write_until = |db: &Db, n: usize| {
+        while frozen(db) < n {
+            db.put(common::k(i), [b'x'; 100]).unwrap();
+            i += 1;
+        }
+        db.put(common::k(i), "in the mutable memtable").unwrap();
+        i += 1;
+    };
+    // The flush thread stops at its first table: one frozen memtable waits.
+    fs.hold(FsOp::Create, ".sst", 0);
+    write_until(&db, 1);
+    let flusher = {
+        let db = db.clone();
+        thread::spawn(move || db.flush())
+    };
+    // flush() freezes the mutable memtable: two wait now. Writes after the call freeze a
+    // third, which flush() has no reason to wait for.
+    while frozen(&db) < 2 {
+        thread::yield_now();
+    }
+    write_until(&db, 3);
+    fs.allow(2);
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(flusher.join());
+    });
+    let returned = rx.recv_timeout(HANG).ok();
+    let tables = db.stats().levels[0].tables;
+    fs.release();
+    let flushed = returned.expect("flush() waited for a memtable frozen after it was called");
+    flushed.unwrap().unwrap();
+    assert!(
+        tables >= 2,
+        "flush() returned before its memtables were in tables"
+    );
+}

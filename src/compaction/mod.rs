@@ -374,7 +374,7 @@ impl Core {
         }
         if self.periodic_due().is_some_and(|d| d.is_zero()) {
             sync_point!(self.sync_points, "periodic compaction: before its flush");
-            self.flush_all()?;
+            self.flush_all_without_waiting_for_writers()?;
             self.compact_all_tables(CompactionReason::Periodic)?;
             return Ok(true);
         }

@@ -27,7 +27,7 @@ use crate::compaction::{
     CompactionReason, CompactionRun, CompactionState, CompactionStatus, PeriodicCompaction, picker,
 };
 use crate::config::{Config, DbBuilder, SyncMode};
-use crate::error::{CasConflict, Error, PoisonCause, Result};
+use crate::error::{CasConflict, Error, PoisonCause, Result, catch_panic};
 use crate::fs::{FileLock, FileSystem};
 use crate::iter::{Range, Versions};
 use crate::key::Kind;
@@ -337,7 +337,17 @@ impl Core {
         q.leader_active = true;
         let group = take_group(&mut q.pending);
         drop(q);
-        let results = self.commit_group(group);
+        let tickets: Vec<u64> = group.iter().map(|p| p.ticket).collect();
+        // A panic must not leave `leader_active` set (every later writer would wait for a
+        // leader that is gone): it poisons the store and fails the whole group.
+        let results = match catch_panic(|| Ok(self.commit_group(group))) {
+            Ok(results) => results,
+            Err(e) => {
+                self.poison("group commit", &e);
+                let e = self.poison_cause().map_or(e, Error::Poisoned);
+                tickets.iter().map(|&t| (t, Err(e.duplicate()))).collect()
+            }
+        };
         let mut q = self.queue.lock();
         let mut mine = Err(Error::Closed);
         for (t, r) in results {
@@ -770,7 +780,7 @@ impl Core {
                     core.bg_cv.wait(&mut bg);
                 }
             }
-            if let Err(e) = core.flush_oldest() {
+            if let Err(e) = catch_panic(|| core.flush_oldest()) {
                 core.poison("flush", &e);
             }
             let _bg = core.bg.lock();
@@ -1148,7 +1158,8 @@ impl Db {
 
     /// Why the store rejects writes, or `None` while it accepts them.
     ///
-    /// A failed WAL write or fsync, flush, manifest write or compaction *poisons* the store:
+    /// A failed WAL write or fsync, flush, manifest write or compaction, or a panic in any of
+    /// them (reported as [`Error::Panic`]), *poisons* the store:
     /// every later write fails with [`Error::Poisoned`] carrying this same cause, while reads
     /// keep working. Reopening the store recovers it. A health check should report this.
     ///

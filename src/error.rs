@@ -88,6 +88,11 @@ pub enum Error {
     /// The store was closed.
     #[error("the store is closed")]
     Closed,
+
+    /// A panic inside the engine, or inside a [`FileSystem`](crate::FileSystem) it called,
+    /// interrupted an operation. The store is poisoned afterwards, as after a failed write.
+    #[error("panic: {0}")]
+    Panic(String),
 }
 
 impl From<std::io::Error> for Error {
@@ -113,6 +118,22 @@ impl<T> IoContext<T> for std::io::Result<T> {
             path: Some(path.to_path_buf()),
             source,
         })
+    }
+}
+
+/// Runs `f`, turning a panic inside it into [`Error::Panic`], so that a panic in a commit or
+/// a background job can poison the store instead of leaving its locks and flags behind.
+pub(crate) fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            Err(Error::Panic(message))
+        }
     }
 }
 
@@ -264,6 +285,7 @@ impl Error {
             Error::Conflict(c) => Error::Conflict(c.clone()),
             Error::InvalidConfig(s) => Error::InvalidConfig(s.clone()),
             Error::Closed => Error::Closed,
+            Error::Panic(m) => Error::Panic(m.clone()),
         }
     }
 }

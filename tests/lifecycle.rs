@@ -126,3 +126,90 @@ fn flush_waits_for_the_memtables_frozen_at_the_call_not_for_later_ones() {
         "flush() returned before its memtables were in tables"
     );
 }
+
+#[test]
+fn a_panic_inside_group_commit_poisons_the_store_instead_of_hanging_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = HoldFs::new();
+    let db = open(&fs, dir.path()).open().unwrap();
+    db.put("before", "1").unwrap();
+    fs.panic_on(FsOp::Append, ".wal", 0);
+    let leader = {
+        let db = db.clone();
+        thread::spawn(move || db.put("during", "2")).join()
+    };
+    let next = {
+        let db = db.clone();
+        within(move || db.put("after", "3"))
+    };
+    let Some(next) = next else {
+        std::mem::forget(db);
+        panic!("the write after a panicking commit hung");
+    };
+    assert!(
+        matches!(leader, Ok(Err(Error::Poisoned(_)))),
+        "the panicking commit returned {leader:?}"
+    );
+    assert!(
+        matches!(next, Err(Error::Poisoned(_))),
+        "the next write returned {next:?}"
+    );
+    let cause = db.poisoned().expect("the store is poisoned");
+    assert_eq!(cause.operation(), "group commit");
+    assert!(cause.to_string().contains("injected panic"), "{cause}");
+    assert_eq!(db.get("before").unwrap().as_deref(), Some(&b"1"[..]));
+    drop(db);
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(db.get("before").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(db.get("after").unwrap(), None);
+    db.put("after", "3").unwrap();
+}
+
+#[test]
+fn a_panic_in_the_flush_thread_poisons_the_store_instead_of_hanging_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = HoldFs::new();
+    let db = open(&fs, dir.path()).open().unwrap();
+    db.put("k", "v").unwrap();
+    fs.panic_on(FsOp::Create, ".sst", 0);
+    let flushed = {
+        let db = db.clone();
+        within(move || db.flush())
+    };
+    let Some(flushed) = flushed else {
+        std::mem::forget(db);
+        panic!("flush() hung after the flush thread panicked");
+    };
+    assert!(
+        matches!(flushed, Err(Error::Poisoned(_))),
+        "flush() returned {flushed:?}"
+    );
+    assert_eq!(db.poisoned().unwrap().operation(), "flush");
+    assert!(matches!(db.put("k", "w"), Err(Error::Poisoned(_))));
+    drop(db);
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(db.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+}
+
+#[test]
+fn a_panic_in_a_compaction_poisons_the_store_and_clears_its_running_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = HoldFs::new();
+    let db = open(&fs, dir.path()).open().unwrap();
+    for round in 0..2 {
+        db.put("k", format!("{round}")).unwrap();
+        db.flush().unwrap();
+    }
+    fs.panic_on(FsOp::Create, ".sst", 0);
+    let run = {
+        let db = db.clone();
+        thread::spawn(move || db.compact()).join()
+    };
+    assert!(
+        matches!(run, Ok(Err(Error::Panic(_)))),
+        "the compaction returned {run:?}"
+    );
+    assert_eq!(db.poisoned().unwrap().operation(), "compaction");
+    assert!(!db.compaction_status().running);
+    assert_eq!(db.get("k").unwrap().as_deref(), Some(&b"1"[..]));
+}

@@ -21,7 +21,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::NUM_LEVELS;
 use crate::db::Core;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, catch_panic};
 use crate::sync_point::sync_point;
 use picker::Job;
 
@@ -229,7 +229,7 @@ impl Core {
             .map(|(_, t)| t.props().largest.clone())
             .max_by(|a, b| crate::key::compare(a, b));
         let level = job.output_level.saturating_sub(1);
-        let result = self.run_job(job, reason);
+        let result = catch_panic(|| self.run_job(job, reason));
         self.compaction.running.store(false, Ordering::Release);
         let run = match result {
             Ok(run) => run,
@@ -323,7 +323,7 @@ impl Core {
                 return;
             }
             if core.bg.lock().error.is_none() {
-                match core.compact_once() {
+                match catch_panic(|| core.compact_once()) {
                     Ok(true) => continue,
                     Ok(false) => {}
                     Err(Error::Closed) => return,

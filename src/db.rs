@@ -655,7 +655,8 @@ impl Core {
             self.log_edit(&mut versions, &edit)?;
         }
         drop(versions);
-        self.wal.lock().remove_below(active)?;
+        let retired = self.wal.lock().take_below(active);
+        crate::wal::segment::remove_segments(&*self.fs, &self.dir, &retired)?;
         Ok(())
     }
 

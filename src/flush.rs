@@ -18,6 +18,7 @@ use crate::sstable::table_builder::{TableBuilder, TableOptions};
 use crate::sstable::table_reader::Table;
 use crate::state::LsmState;
 use crate::stats::Counters;
+use crate::wal::segment;
 
 /// A manifest bigger than this is rewritten as a single snapshot edit.
 const MANIFEST_REWRITE_BYTES: u64 = 4 << 20;
@@ -92,7 +93,8 @@ impl Core {
             tables: Arc::new(cur.tables.apply(&[(0, Arc::clone(&table))], &[])),
         });
         drop(versions);
-        self.wal.lock().remove_below(log_number)?;
+        let retired = self.wal.lock().take_below(log_number);
+        segment::remove_segments(&*self.fs, &self.dir, &retired)?;
         Counters::add(&self.counters.flushes, 1);
         if let Some(io) = self.compaction.levels.first() {
             io.bytes_written.fetch_add(size, Ordering::Relaxed);

@@ -213,3 +213,32 @@ fn a_panic_in_a_compaction_poisons_the_store_and_clears_its_running_flag() {
     assert!(!db.compaction_status().running);
     assert_eq!(db.get("k").unwrap().as_deref(), Some(&b"1"[..]));
 }
+
+#[test]
+fn a_slow_wal_deletion_does_not_block_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = HoldFs::new();
+    let db = open(&fs, dir.path()).open().unwrap();
+    for i in 0..100 {
+        db.put(common::k(i), "v").unwrap();
+    }
+    // The flush after freezing deletes the WAL segment the memtable lived in: hold that.
+    fs.hold(FsOp::Remove, ".wal", 0);
+    let flusher = {
+        let db = db.clone();
+        thread::spawn(move || db.flush())
+    };
+    assert!(
+        fs.wait_held(1, HANG),
+        "the flush never deleted a WAL segment"
+    );
+    let put = {
+        let db = db.clone();
+        within(move || db.put("next", "write"))
+    };
+    fs.release();
+    flusher.join().unwrap().unwrap();
+    let put = put.expect("a commit waited for a WAL segment deletion");
+    put.unwrap();
+    assert_eq!(db.get("next").unwrap().as_deref(), Some(&b"write"[..]));
+}

@@ -149,25 +149,15 @@ impl Wal {
         self.active
     }
 
-    /// Deletes sealed segments numbered below `number`; returns how many.
-    pub fn remove_below(&mut self, number: u64) -> io::Result<usize> {
-        let mut removed = 0;
-        while let Some(&(n, _)) = self.sealed.first() {
-            if n >= number {
-                break;
-            }
-            match self.fs.remove_file(&self.dir.join(file_name(n))) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-            self.sealed.remove(0);
-            removed += 1;
-        }
-        if removed > 0 {
-            self.fs.sync_dir(&self.dir)?;
-        }
-        Ok(removed)
+    /// Forgets the sealed segments numbered below `number` and returns their paths, to be
+    /// deleted with [`remove_segments`] after the caller lets go of the WAL: commits need it,
+    /// and must not wait for an unlink and a directory sync.
+    pub fn take_below(&mut self, number: u64) -> Vec<PathBuf> {
+        let keep = self.sealed.partition_point(|&(n, _)| n < number);
+        self.sealed
+            .drain(..keep)
+            .map(|(n, _)| self.dir.join(file_name(n)))
+            .collect()
     }
 
     /// Every live segment, oldest first.
@@ -200,6 +190,21 @@ impl Wal {
     pub fn finish(&mut self) -> io::Result<()> {
         self.writer.finish()
     }
+}
+
+/// Deletes the segment files `paths` (from [`Wal::take_below`]) and syncs `dir`.
+pub fn remove_segments(fs: &dyn FileSystem, dir: &Path, paths: &[PathBuf]) -> io::Result<()> {
+    for path in paths {
+        match fs.remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if !paths.is_empty() {
+        fs.sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// A region of a segment that held no valid record.

@@ -37,7 +37,7 @@ use crate::snapshot::{Snapshot, SnapshotList};
 use crate::state::LsmState;
 use crate::stats::{Counters, LevelStats, RecoveryReport, Stats};
 use crate::sync_point::sync_point;
-use crate::wal::segment::{RECORD_PREFIX_LEN, Wal, WalSegment};
+use crate::wal::segment::{self, RECORD_PREFIX_LEN, Spare, Wal, WalSegment};
 use crate::{SeqNo, VersionedValue};
 
 /// A commit group stops growing at this many bytes (LevelDB's figure).
@@ -118,6 +118,8 @@ pub(crate) struct Core {
     /// Asks the next commit leader to freeze the memtable (set by a thread that must not
     /// wait for the leader lock).
     freeze_requested: AtomicBool,
+    /// The WAL rolled over: the flush thread prepares the next segment and trims the old one.
+    wal_chores: AtomicBool,
     pub(crate) wal: Mutex<Wal>,
     pub(crate) versions: Mutex<VersionState>,
     pub(crate) next_file: AtomicU64,
@@ -205,6 +207,8 @@ impl Core {
             queue_cv: Condvar::new(),
             leader: Mutex::new(()),
             freeze_requested: AtomicBool::new(false),
+            // The first segment has no spare yet.
+            wal_chores: AtomicBool::new(true),
             wal: Mutex::new(r.wal),
             versions: Mutex::new(VersionState {
                 manifest: r.manifest,
@@ -445,15 +449,20 @@ impl Core {
         if let Some(c) = record.get_mut(RECORD_PREFIX_LEN + 8..RECORD_PREFIX_LEN + 12) {
             c.copy_from_slice(&count32.to_le_bytes());
         }
+        let mut rolled = false;
         let wal_result = {
             let mut wal = self.wal.lock();
-            let rolled = if wal.needs_roll() {
-                wal.roll(self.allocate_file_number())
+            let roll = if wal.needs_roll() {
+                rolled = true;
+                wal.roll(|| self.allocate_file_number()).map(drop)
             } else {
                 Ok(())
             };
-            rolled.and_then(|()| wal.append(&mut record, need_sync))
+            roll.and_then(|()| wal.append(&mut record, need_sync))
         };
+        if rolled {
+            self.wake_for_wal_chores();
+        }
         if let Err(e) = wal_result {
             let e = Error::from(e);
             self.poison("WAL write", &e);
@@ -618,12 +627,16 @@ impl Core {
     /// the leader lock.
     pub(crate) fn freeze_memtable(&self) -> Result<()> {
         self.freeze_requested.store(false, Ordering::Release);
-        let number = self.allocate_file_number();
-        if let Err(e) = self.wal.lock().roll(number) {
-            let e = Error::from(e);
-            self.poison("WAL segment roll", &e);
-            return Err(e);
-        }
+        let rolled = self.wal.lock().roll(|| self.allocate_file_number());
+        let number = match rolled {
+            Ok(number) => number,
+            Err(e) => {
+                let e = Error::from(e);
+                self.poison("WAL segment roll", &e);
+                return Err(e);
+            }
+        };
+        self.wal_chores.store(true, Ordering::Release);
         let fresh = Arc::new(Memtable::new(number, self.config.memtable_bytes));
         self.publish(|cur| {
             let mut imms = Vec::with_capacity(cur.imms.len() + 1);
@@ -656,7 +669,7 @@ impl Core {
         }
         drop(versions);
         let retired = self.wal.lock().take_below(active);
-        crate::wal::segment::remove_segments(&*self.fs, &self.dir, &retired)?;
+        segment::remove_segments(&*self.fs, &self.dir, &retired)?;
         Ok(())
     }
 
@@ -767,6 +780,36 @@ impl Core {
         !self.current_state().imms.is_empty()
     }
 
+    /// Asks the flush thread for [`Core::wal_chores`] after a roll.
+    fn wake_for_wal_chores(&self) {
+        self.wal_chores.store(true, Ordering::Release);
+        let _bg = self.bg.lock();
+        self.bg_cv.notify_one();
+    }
+
+    /// WAL work kept out of the commit path: make the next segment ready for the next roll,
+    /// and cut the preallocated tails of sealed segments.
+    fn wal_chores(&self) -> Result<()> {
+        let wanted = self.wal.lock().wants_spare();
+        if let Some(prev) = wanted {
+            let number = self.allocate_file_number();
+            let spare = Spare::prepare(
+                &*self.fs,
+                &self.dir,
+                number,
+                prev,
+                self.config.wal_segment_bytes,
+            )?;
+            let unused = self.wal.lock().offer_spare(spare);
+            if let Some(unused) = unused {
+                unused.discard(&*self.fs, &self.dir);
+            }
+        }
+        let untrimmed = self.wal.lock().take_untrimmed();
+        segment::trim_segments(&*self.fs, &untrimmed)?;
+        Ok(())
+    }
+
     fn background_loop(core: Arc<Core>) {
         loop {
             {
@@ -775,13 +818,22 @@ impl Core {
                     if bg.shutdown {
                         return;
                     }
-                    if bg.error.is_none() && core.has_flush_work() {
+                    if bg.error.is_none()
+                        && (core.has_flush_work() || core.wal_chores.load(Ordering::Acquire))
+                    {
                         break;
                     }
                     core.bg_cv.wait(&mut bg);
                 }
             }
-            if let Err(e) = catch_panic(|| core.flush_oldest()) {
+            if core.wal_chores.swap(false, Ordering::AcqRel)
+                && let Err(e) = catch_panic(|| core.wal_chores())
+            {
+                core.poison("WAL maintenance", &e);
+            }
+            if core.has_flush_work()
+                && let Err(e) = catch_panic(|| core.flush_oldest())
+            {
                 core.poison("flush", &e);
             }
             let _bg = core.bg.lock();

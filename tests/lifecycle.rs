@@ -242,3 +242,60 @@ fn a_slow_wal_deletion_does_not_block_commits() {
     put.unwrap();
     assert_eq!(db.get("next").unwrap().as_deref(), Some(&b"write"[..]));
 }
+
+#[test]
+fn a_wal_roll_in_the_commit_path_creates_no_file_and_syncs_at_most_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = HoldFs::new();
+    let db = open(&fs, dir.path())
+        .wal_segment_bytes(8 << 10)
+        .open()
+        .unwrap();
+    // The next segment is made ready in the background; give it the chance.
+    let spare_ready = (0..200).any(|_| {
+        let ready = std::fs::read_dir(dir.path())
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".wal.spare"));
+        if !ready {
+            thread::sleep(Duration::from_millis(10));
+        }
+        ready
+    });
+    fs.record();
+    let first = db.wal_segments().last().unwrap().number;
+    let writer = {
+        let db = db.clone();
+        thread::Builder::new()
+            .name("writer".into())
+            .spawn(move || {
+                let mut i = 0;
+                while db.wal_segments().last().unwrap().number == first {
+                    db.put(common::k(i), [b'v'; 100]).unwrap();
+                    i += 1;
+                }
+            })
+            .unwrap()
+    };
+    writer.join().unwrap();
+    let ops: Vec<FsOp> = fs
+        .recorded()
+        .into_iter()
+        .filter(|(thread, _, _)| thread == "writer")
+        .map(|(_, op, _)| op)
+        .collect();
+    let in_commit_path = |op: FsOp| ops.iter().filter(|&&o| o == op).count();
+    for op in [
+        FsOp::Create,
+        FsOp::Preallocate,
+        FsOp::TruncateFile,
+        FsOp::Truncate,
+    ] {
+        assert_eq!(in_commit_path(op), 0, "{op:?} in the commit path: {ops:?}");
+    }
+    assert!(in_commit_path(FsOp::SyncDir) <= 1, "{ops:?}");
+    assert!(spare_ready, "no segment was made ready ahead of the roll");
+    let all = common::contents(&db, "after the roll");
+    assert!(all.len() > 10);
+    drop(db);
+    assert_eq!(common::contents(&Db::open(dir.path()).unwrap(), "reopened"), all);
+}

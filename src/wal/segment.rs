@@ -8,9 +8,14 @@
 //! region followed by a record whose `synced_to` lies beyond it was once durable, so it is
 //! corruption, not a torn tail (the approach Pebble takes).
 //!
-//! The active segment is pre-sized to the segment limit (a sparse file), so an fsync need
-//! not update the file size; the unused tail reads as zeros and is cut when the segment is
-//! sealed or recovered.
+//! Segments are preallocated to the segment limit (`fallocate` where the filesystem has it),
+//! so an `fdatasync` need not update the file size; the unused tail reads as zeros and is cut
+//! in the background after the segment is sealed, or at recovery.
+//!
+//! Rolling over to a new segment happens in the commit path, so the next segment is made
+//! ready ahead of time by a background thread ([`Spare`]): created as `NNNNNN.wal.spare`,
+//! header written, space preallocated and synced. A roll then only renames it into place and
+//! syncs the directory. Recovery ignores spare files, and opening deletes them.
 #![deny(clippy::indexing_slicing)]
 
 use std::io;
@@ -29,6 +34,11 @@ pub const RECORD_PREFIX_LEN: usize = 8;
 /// The name of segment `number`.
 pub fn file_name(number: u64) -> String {
     format!("{number:06}.wal")
+}
+
+/// The name of segment `number` while it is a [`Spare`].
+pub fn spare_name(number: u64) -> String {
+    format!("{number:06}.wal.spare")
 }
 
 /// The number in a segment file name.
@@ -62,6 +72,67 @@ pub struct Wal {
     active: u64,
     sealed: Vec<(u64, u64)>,
     segment_bytes: u64,
+    /// The next segment, made ready ahead of time.
+    spare: Option<Spare>,
+    /// Sealed segments whose preallocated tail is still to be cut: (number, length).
+    untrimmed: Vec<(u64, u64)>,
+}
+
+/// A segment made ready ahead of use under its spare name: created, header written, space
+/// preallocated, all synced. Its header names the segment that was active when it was made,
+/// so it can only follow that one.
+#[derive(Debug)]
+pub struct Spare {
+    number: u64,
+    prev: u64,
+    writer: LogWriter,
+}
+
+impl Spare {
+    /// Prepares segment `number` to follow segment `prev`. Needs no lock: the file is not a
+    /// segment until [`Wal::roll`] renames it.
+    pub fn prepare(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        number: u64,
+        prev: u64,
+        segment_bytes: u64,
+    ) -> io::Result<Spare> {
+        let path = dir.join(spare_name(number));
+        let made = fs.create(&path).and_then(|file| {
+            let mut writer = LogWriter::new(file, &segment_header(number, prev))?;
+            writer.preallocate(segment_bytes)?;
+            Ok(writer)
+        });
+        match made {
+            Ok(writer) => Ok(Spare {
+                number,
+                prev,
+                writer,
+            }),
+            Err(e) => {
+                let _ = fs.remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes an unused spare.
+    pub fn discard(self, fs: &dyn FileSystem, dir: &Path) {
+        let path = dir.join(spare_name(self.number));
+        drop(self.writer);
+        if let Err(e) = fs.remove_file(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not delete an unused WAL segment");
+        }
+    }
+}
+
+fn segment_header(number: u64, prev: u64) -> FileHeader {
+    FileHeader {
+        magic: WAL_MAGIC,
+        file_number: number,
+        prev_number: prev,
+    }
 }
 
 impl Wal {
@@ -76,6 +147,12 @@ impl Wal {
         sealed: Vec<(u64, u64)>,
     ) -> io::Result<Wal> {
         let writer = Self::new_segment(&*fs, dir, number, prev, segment_bytes)?;
+        // Spares left by an earlier run are not segments; they only take space.
+        for name in fs.list(dir)? {
+            if name.ends_with(".wal.spare") {
+                fs.remove_file(&dir.join(name))?;
+            }
+        }
         Ok(Wal {
             fs,
             dir: dir.to_path_buf(),
@@ -83,6 +160,8 @@ impl Wal {
             active: number,
             sealed,
             segment_bytes,
+            spare: None,
+            untrimmed: Vec::new(),
         })
     }
 
@@ -94,12 +173,7 @@ impl Wal {
         segment_bytes: u64,
     ) -> io::Result<LogWriter> {
         let file = fs.create(&dir.join(file_name(number)))?;
-        let header = FileHeader {
-            magic: WAL_MAGIC,
-            file_number: number,
-            prev_number: prev,
-        };
-        let mut writer = LogWriter::new(file, &header)?;
+        let mut writer = LogWriter::new(file, &segment_header(number, prev))?;
         writer.preallocate(segment_bytes)?;
         fs.sync_dir(dir)?;
         Ok(writer)
@@ -128,20 +202,63 @@ impl Wal {
         self.writer.offset() >= self.segment_bytes
     }
 
-    /// Seals the active segment (trimming and syncing it) and starts segment `number`.
-    pub fn roll(&mut self, number: u64) -> io::Result<()> {
-        self.writer.finish()?;
-        let writer = Self::new_segment(
-            &*self.fs,
-            &self.dir,
-            number,
-            self.active,
-            self.segment_bytes,
-        )?;
+    /// The active segment's number while no spare is ready: a spare made now must follow it.
+    pub fn wants_spare(&self) -> Option<u64> {
+        self.spare.is_none().then_some(self.active)
+    }
+
+    /// Keeps `spare` for the next roll if it follows the active segment; otherwise hands it
+    /// back to be discarded (a roll overtook it).
+    pub fn offer_spare(&mut self, spare: Spare) -> Option<Spare> {
+        if self.spare.is_none() && spare.prev == self.active {
+            self.spare = Some(spare);
+            None
+        } else {
+            Some(spare)
+        }
+    }
+
+    /// Seals the active segment and starts the next one: the spare when one is ready (a
+    /// rename and a directory sync), otherwise a new segment numbered `fresh()`. Returns the
+    /// new segment's number. The sealed segment is synced, if it is not already, but keeps
+    /// its preallocated tail until [`Wal::take_untrimmed`] hands it out to be cut.
+    pub fn roll(&mut self, fresh: impl FnOnce() -> u64) -> io::Result<u64> {
+        // Every record of the old segment is durable before any of the new one can be.
+        self.writer.sync()?;
+        let (number, writer) = match self.spare.take() {
+            Some(spare) => {
+                let path = self.dir.join(file_name(spare.number));
+                self.fs
+                    .rename(&self.dir.join(spare_name(spare.number)), &path)?;
+                self.fs.sync_dir(&self.dir)?;
+                (spare.number, spare.writer)
+            }
+            None => {
+                let number = fresh();
+                let writer = Self::new_segment(
+                    &*self.fs,
+                    &self.dir,
+                    number,
+                    self.active,
+                    self.segment_bytes,
+                )?;
+                (number, writer)
+            }
+        };
         let old = std::mem::replace(&mut self.writer, writer);
         self.sealed.push((self.active, old.offset()));
+        self.untrimmed.push((self.active, old.offset()));
         self.active = number;
-        Ok(())
+        Ok(number)
+    }
+
+    /// Sealed segments whose preallocated tail is still to be cut, as (path, length), for
+    /// [`trim_segments`].
+    pub fn take_untrimmed(&mut self) -> Vec<(PathBuf, u64)> {
+        self.untrimmed
+            .drain(..)
+            .map(|(n, len)| (self.dir.join(file_name(n)), len))
+            .collect()
     }
 
     /// The active segment's number.
@@ -186,9 +303,15 @@ impl Wal {
         self.sealed.iter().map(|&(_, s)| s).sum::<u64>() + self.writer.offset()
     }
 
-    /// Syncs and trims the active segment; used on close.
+    /// Syncs and trims the active segment, trims sealed ones and deletes the spare; used on
+    /// close.
     pub fn finish(&mut self) -> io::Result<()> {
-        self.writer.finish()
+        self.writer.finish()?;
+        if let Some(spare) = self.spare.take() {
+            spare.discard(&*self.fs, &self.dir);
+        }
+        let untrimmed = self.take_untrimmed();
+        trim_segments(&*self.fs, &untrimmed)
     }
 }
 
@@ -203,6 +326,19 @@ pub fn remove_segments(fs: &dyn FileSystem, dir: &Path, paths: &[PathBuf]) -> io
     }
     if !paths.is_empty() {
         fs.sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Cuts sealed segments (from [`Wal::take_untrimmed`]) to their written length. A segment
+/// deleted meanwhile is skipped.
+pub fn trim_segments(fs: &dyn FileSystem, segments: &[(PathBuf, u64)]) -> io::Result<()> {
+    for (path, len) in segments {
+        match fs.truncate(path, *len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

@@ -253,9 +253,12 @@ fn a_wal_roll_in_the_commit_path_creates_no_file_and_syncs_at_most_the_directory
         .unwrap();
     // The next segment is made ready in the background; give it the chance.
     let spare_ready = (0..200).any(|_| {
-        let ready = std::fs::read_dir(dir.path())
-            .unwrap()
-            .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".wal.spare"));
+        let ready = std::fs::read_dir(dir.path()).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".wal.spare")
+        });
         if !ready {
             thread::sleep(Duration::from_millis(10));
         }
@@ -297,5 +300,8 @@ fn a_wal_roll_in_the_commit_path_creates_no_file_and_syncs_at_most_the_directory
     let all = common::contents(&db, "after the roll");
     assert!(all.len() > 10);
     drop(db);
-    assert_eq!(common::contents(&Db::open(dir.path()).unwrap(), "reopened"), all);
+    assert_eq!(
+        common::contents(&Db::open(dir.path()).unwrap(), "reopened"),
+        all
+    );
 }

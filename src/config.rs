@@ -69,6 +69,8 @@ pub struct Config {
     /// Frozen memtables allowed to wait for their flush before writes stall. Default 2.
     pub max_immutable_memtables: usize,
     /// Size at which the active WAL segment is sealed and a new one started. Default 16 MiB.
+    /// The active segment and the next one (made ready ahead of use) are allocated on disk at
+    /// this size, so an open store holds twice this much disk space for its WAL.
     pub wal_segment_bytes: u64,
     /// Durability of writes. Default [`SyncMode::Always`].
     pub sync: SyncMode,

@@ -31,14 +31,15 @@ use crate::error::{CasConflict, Error, PoisonCause, Result, catch_panic};
 use crate::fs::{FileLock, FileSystem};
 use crate::iter::{Range, Versions};
 use crate::key::Kind;
+use crate::lookup::VersionedValue;
 use crate::manifest::{ManifestState, ManifestWriter};
 use crate::memtable::Memtable;
+use crate::seqno::SeqNo;
 use crate::snapshot::{Snapshot, SnapshotList};
 use crate::state::LsmState;
 use crate::stats::{Counters, LevelStats, RecoveryReport, Stats};
 use crate::sync_point::sync_point;
 use crate::wal::segment::{self, RECORD_PREFIX_LEN, Spare, Wal, WalSegment};
-use crate::{SeqNo, VersionedValue};
 
 /// A commit group stops growing at this many bytes (LevelDB's figure).
 const MAX_GROUP_BYTES: usize = 1 << 20;

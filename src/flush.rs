@@ -10,10 +10,10 @@ use std::sync::atomic::Ordering;
 
 use crate::db::Core;
 use crate::error::Result;
+use crate::file_names;
 use crate::key;
 use crate::manifest::{Edit, TableMeta};
 use crate::retention::{Retention, RetentionFilter};
-use crate::sstable::format;
 use crate::sstable::table_builder::{TableBuilder, TableOptions};
 use crate::sstable::table_reader::Table;
 use crate::state::LsmState;
@@ -49,7 +49,7 @@ impl Core {
             return Ok(false);
         };
         let number = self.allocate_file_number();
-        let path = self.dir.join(format::file_name(number));
+        let path = self.dir.join(file_names::table(number));
         let mut builder = TableBuilder::new(self.fs.create(&path)?, self.table_options());
         let mut filter = RetentionFilter::new(self.retention());
         for (k, v) in imm.iter() {
@@ -122,10 +122,10 @@ impl Core {
         versions
             .state
             .apply(edit)
-            .map_err(|r| crate::Error::Corruption {
+            .map_err(|r| crate::error::Error::Corruption {
                 file: self
                     .dir
-                    .join(crate::manifest::file_name(versions.manifest.number())),
+                    .join(file_names::manifest(versions.manifest.number())),
                 offset: 0,
                 reason: format!("refused manifest edit: {r}"),
             })?;
@@ -149,7 +149,7 @@ impl Core {
                 &versions.state,
             )?;
             let old = std::mem::replace(&mut versions.manifest, fresh);
-            let name = crate::manifest::file_name(old.number());
+            let name = file_names::manifest(old.number());
             if let Err(e) = self.fs.remove_file(&self.dir.join(name)) {
                 tracing::warn!(error = %e, "could not delete old manifest");
             }

@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::SeqNo;
 use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::key::{self, KIND_SEEK, Kind};
 use crate::merge_iter::MergeCursor;
+use crate::seqno::SeqNo;
 use crate::snapshot::SnapshotGuard;
 use crate::state::LsmState;
 
@@ -278,16 +278,6 @@ impl DoubleEndedIterator for Range {
         }
         self.step_backward()
     }
-}
-
-/// A value together with its version, as returned by
-/// [`Db::get_versioned`](crate::Db::get_versioned).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VersionedValue {
-    /// The seqno of the write that stored the value.
-    pub version: SeqNo,
-    /// The value.
-    pub value: Bytes,
 }
 
 /// One version of a key: its seqno and value (`None` for a tombstone).

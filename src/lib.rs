@@ -61,18 +61,23 @@
 //! durable).
 
 mod batch;
+mod checksum;
 mod coding;
 mod compaction;
 mod config;
 mod cursor;
 mod db;
 mod error;
+mod file_names;
 mod flush;
 mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
+mod hash;
 mod iter;
 mod key;
+mod limits;
+mod lookup;
 mod manifest;
 mod memtable;
 mod merge_iter;
@@ -99,19 +104,10 @@ pub use config::{Config, DbBuilder, HistoryRetention, RecoveryMode, SyncMode};
 pub use db::Db;
 pub use error::{CasConflict, Error, PoisonCause, Result};
 pub use fs::{FileLock, FileSystem, StdFs, WritableFile};
-pub use iter::{Range, Version, VersionedValue, Versions};
+pub use iter::{Range, Version, Versions};
+pub use limits::{MAX_BATCH_BYTES, MAX_KEY_LEN, MAX_VALUE_LEN, NUM_LEVELS};
+pub use lookup::VersionedValue;
 pub use seqno::SeqNo;
 pub use snapshot::Snapshot;
 pub use stats::{LevelStats, RecoveryReport, Stats, TornTail};
 pub use wal::segment::WalSegment;
-
-/// The longest key accepted, in bytes.
-pub const MAX_KEY_LEN: usize = 64 << 10;
-/// The longest value accepted, in bytes.
-pub const MAX_VALUE_LEN: usize = 64 << 20;
-/// The largest encoded [`WriteBatch`] accepted, in bytes.
-pub const MAX_BATCH_BYTES: usize = 256 << 20;
-/// Levels in the tree (level 0 plus six sorted levels).
-pub const NUM_LEVELS: usize = 7;
-
-const _: () = assert!(MAX_BATCH_BYTES < u32::MAX as usize);

@@ -15,9 +15,9 @@ use crate::batch::BatchView;
 use crate::config::{Config, RecoveryMode};
 use crate::db::{Core, Recovered};
 use crate::error::{Corrupt, Error, IoContext, Result};
+use crate::file_names;
 use crate::manifest::{self, ManifestState, ManifestWriter};
 use crate::memtable::Memtable;
-use crate::sstable::format as table_format;
 use crate::sstable::table_reader::Table;
 use crate::state::LsmState;
 use crate::stats::{RecoveryReport, TornTail};
@@ -25,14 +25,14 @@ use crate::table_set::TableSet;
 use crate::wal::segment::{self, Scan, Wal};
 
 /// Largest WAL record recovery accepts: one maximal batch plus framing.
-pub(crate) const MAX_WAL_RECORD: usize = crate::MAX_BATCH_BYTES + 64;
+pub(crate) const MAX_WAL_RECORD: usize = crate::limits::MAX_BATCH_BYTES + 64;
 
 /// Opens the store in `dir`. The flag asks the caller to flush the recovered memtables at
 /// once, because recovery dropped damaged records that must not resurface later.
 pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
     let fs = Arc::clone(&config.fs);
     fs.create_dir_all(dir).at(dir)?;
-    let lock_path = dir.join("LOCK");
+    let lock_path = dir.join(file_names::LOCK);
     let lock = fs.lock(&lock_path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::WouldBlock {
             Error::Locked(dir.to_path_buf())
@@ -49,13 +49,13 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
         None => (ManifestState::new(), false),
     };
     if !existing
-        && names.iter().any(|n| {
-            segment::parse_file_name(n).is_some() || table_format::parse_file_name(n).is_some()
-        })
+        && names
+            .iter()
+            .any(|n| file_names::parse_wal(n).is_some() || file_names::parse_table(n).is_some())
     {
         return Err(
             Corrupt::new(0, "store files present but CURRENT is missing")
-                .in_file(dir.join(manifest::CURRENT)),
+                .in_file(dir.join(file_names::CURRENT)),
         );
     }
 
@@ -63,7 +63,7 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
     let mut levels: Vec<Vec<Arc<Table>>> = vec![Vec::new(); mstate.levels.len()];
     for (level, tables) in mstate.levels.iter().enumerate() {
         for meta in tables.values() {
-            let path = dir.join(table_format::file_name(meta.number));
+            let path = dir.join(file_names::table(meta.number));
             let table = Table::open(Arc::clone(&fs), &path, meta.number).map_err(|e| match e {
                 Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                     Corrupt::new(0, "table named by the manifest is missing").in_file(&path)
@@ -84,9 +84,9 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
     let max_seen = names
         .iter()
         .filter_map(|n| {
-            segment::parse_file_name(n)
-                .or_else(|| table_format::parse_file_name(n))
-                .or_else(|| manifest::parse_file_name(n))
+            file_names::parse_wal(n)
+                .or_else(|| file_names::parse_table(n))
+                .or_else(|| file_names::parse_manifest(n))
         })
         .max()
         .unwrap_or(0);
@@ -98,7 +98,7 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
     // WAL replay.
     let segments: Vec<u64> = names
         .iter()
-        .filter_map(|n| segment::parse_file_name(n))
+        .filter_map(|n| file_names::parse_wal(n))
         .filter(|&n| n >= mstate.log_number)
         .collect::<BTreeSet<_>>()
         .into_iter()
@@ -108,7 +108,7 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
     let mut last_segment = 0;
     for (i, &number) in segments.iter().enumerate() {
         let newest = i + 1 == segments.len();
-        let path = dir.join(segment::file_name(number));
+        let path = dir.join(file_names::wal(number));
         if replay.stopped {
             // Point-in-time recovery stopped earlier: this segment is not replayed. It stays in
             // the sealed list so the flush that follows open deletes it.
@@ -189,9 +189,8 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
     let mut removed_any = false;
     let mut stale_tables = 0;
     for name in &names {
-        let stale_table =
-            table_format::parse_file_name(name).is_some_and(|n| !live_tables.contains(&n));
-        let stale_wal = segment::parse_file_name(name).is_some_and(|n| n < mstate.log_number);
+        let stale_table = file_names::parse_table(name).is_some_and(|n| !live_tables.contains(&n));
+        let stale_wal = file_names::parse_wal(name).is_some_and(|n| n < mstate.log_number);
         // A `CURRENT.tmp` left by an interrupted switch is gone already: pointing `CURRENT`
         // at the new manifest above wrote and renamed that name.
         if stale_table || stale_wal {

@@ -16,7 +16,8 @@ use parking_lot::Mutex;
 use crate::db::Core;
 use crate::error::Result;
 use crate::iter::{Range, Versions};
-use crate::{SeqNo, VersionedValue};
+use crate::lookup::VersionedValue;
+use crate::seqno::SeqNo;
 
 /// Live snapshot seqnos with their reference counts.
 #[derive(Debug, Default)]

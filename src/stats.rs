@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::SeqNo;
+use crate::seqno::SeqNo;
 
 /// Sizes and counters of a store, as returned by [`Db::stats`](crate::Db::stats).
 #[derive(Debug, Clone, Default)]

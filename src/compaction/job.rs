@@ -15,11 +15,12 @@ use super::{CompactionReason, CompactionRun};
 use crate::cursor::{BoxCursor, Cursor};
 use crate::db::Core;
 use crate::error::{Error, Result};
+use crate::file_names;
 use crate::key::{self, Kind};
+use crate::limits::NUM_LEVELS;
 use crate::manifest::{Edit, TableMeta};
 use crate::merge_iter::{LevelCursor, MergeCursor};
 use crate::retention::RetentionFilter;
-use crate::sstable::format;
 use crate::sstable::table_builder::TableBuilder;
 use crate::sstable::table_reader::Table;
 use crate::state::LsmState;
@@ -100,7 +101,7 @@ impl Core {
     /// Deletes output tables of a job that stopped before logging them.
     fn remove_unlogged(&self, numbers: &[u64]) {
         for &n in numbers {
-            let path = self.dir.join(format::file_name(n));
+            let path = self.dir.join(file_names::table(n));
             if let Err(e) = self.fs.remove_file(&path)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
@@ -114,7 +115,7 @@ impl Core {
     fn merge_inputs(&self, job: &Job, created: &mut Vec<u64>) -> Result<(Vec<Arc<Table>>, u64)> {
         let tables_now = Arc::clone(&self.current_state().tables);
         let mut children: Vec<BoxCursor> = Vec::new();
-        let mut by_level: Vec<Vec<Arc<Table>>> = vec![Vec::new(); crate::NUM_LEVELS];
+        let mut by_level: Vec<Vec<Arc<Table>>> = vec![Vec::new(); NUM_LEVELS];
         for (level, t) in &job.inputs {
             if *level == 0 {
                 children.push(Box::new(t.cursor()));
@@ -164,7 +165,7 @@ impl Core {
                 if current.is_none() {
                     let number = self.allocate_file_number();
                     created.push(number);
-                    let path = self.dir.join(format::file_name(number));
+                    let path = self.dir.join(file_names::table(number));
                     current = Some(Output {
                         number,
                         builder: TableBuilder::new(self.fs.create(&path)?, self.table_options()),
@@ -186,7 +187,7 @@ impl Core {
 
     fn finish_output(&self, out: Output) -> Result<Arc<Table>> {
         out.builder.finish()?;
-        let path = self.dir.join(format::file_name(out.number));
+        let path = self.dir.join(file_names::table(out.number));
         Ok(Arc::new(Table::open(
             Arc::clone(&self.fs),
             &path,

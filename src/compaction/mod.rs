@@ -19,9 +19,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::NUM_LEVELS;
 use crate::db::Core;
 use crate::error::{Error, Result, catch_panic};
+use crate::limits::NUM_LEVELS;
 use crate::sync_point::sync_point;
 use picker::Job;
 

@@ -26,29 +26,11 @@ use super::format::{FileHeader, WAL_MAGIC};
 use super::reader::{LogEvent, LogReader, Opened};
 use super::writer::LogWriter;
 use crate::error::{Corrupt, Result};
+use crate::file_names;
 use crate::fs::FileSystem;
 
 /// Bytes in front of each WAL record's batch.
 pub const RECORD_PREFIX_LEN: usize = 8;
-
-/// The name of segment `number`.
-pub fn file_name(number: u64) -> String {
-    format!("{number:06}.wal")
-}
-
-/// The name of segment `number` while it is a [`Spare`].
-pub fn spare_name(number: u64) -> String {
-    format!("{number:06}.wal.spare")
-}
-
-/// The number in a segment file name.
-pub fn parse_file_name(name: &str) -> Option<u64> {
-    let stem = name.strip_suffix(".wal")?;
-    if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    stem.parse().ok()
-}
 
 /// One WAL segment file, as reported by [`Db::wal_segments`](crate::Db::wal_segments).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +80,7 @@ impl Spare {
         prev: u64,
         segment_bytes: u64,
     ) -> io::Result<Spare> {
-        let path = dir.join(spare_name(number));
+        let path = dir.join(file_names::wal_spare(number));
         let made = fs.create(&path).and_then(|file| {
             let mut writer = LogWriter::new(file, &segment_header(number, prev))?;
             writer.preallocate(segment_bytes)?;
@@ -119,7 +101,7 @@ impl Spare {
 
     /// Deletes an unused spare.
     pub fn discard(self, fs: &dyn FileSystem, dir: &Path) {
-        let path = dir.join(spare_name(self.number));
+        let path = dir.join(file_names::wal_spare(self.number));
         drop(self.writer);
         if let Err(e) = fs.remove_file(&path) {
             tracing::warn!(path = %path.display(), error = %e, "could not delete an unused WAL segment");
@@ -149,7 +131,7 @@ impl Wal {
         let writer = Self::new_segment(&*fs, dir, number, prev, segment_bytes)?;
         // Spares left by an earlier run are not segments; they only take space.
         for name in fs.list(dir)? {
-            if name.ends_with(".wal.spare") {
+            if file_names::is_wal_spare(&name) {
                 fs.remove_file(&dir.join(name))?;
             }
         }
@@ -172,7 +154,7 @@ impl Wal {
         prev: u64,
         segment_bytes: u64,
     ) -> io::Result<LogWriter> {
-        let file = fs.create(&dir.join(file_name(number)))?;
+        let file = fs.create(&dir.join(file_names::wal(number)))?;
         let mut writer = LogWriter::new(file, &segment_header(number, prev))?;
         writer.preallocate(segment_bytes)?;
         fs.sync_dir(dir)?;
@@ -227,9 +209,9 @@ impl Wal {
         self.writer.sync()?;
         let (number, writer) = match self.spare.take() {
             Some(spare) => {
-                let path = self.dir.join(file_name(spare.number));
+                let path = self.dir.join(file_names::wal(spare.number));
                 self.fs
-                    .rename(&self.dir.join(spare_name(spare.number)), &path)?;
+                    .rename(&self.dir.join(file_names::wal_spare(spare.number)), &path)?;
                 self.fs.sync_dir(&self.dir)?;
                 (spare.number, spare.writer)
             }
@@ -257,7 +239,7 @@ impl Wal {
     pub fn take_untrimmed(&mut self) -> Vec<(PathBuf, u64)> {
         self.untrimmed
             .drain(..)
-            .map(|(n, len)| (self.dir.join(file_name(n)), len))
+            .map(|(n, len)| (self.dir.join(file_names::wal(n)), len))
             .collect()
     }
 
@@ -273,7 +255,7 @@ impl Wal {
         let keep = self.sealed.partition_point(|&(n, _)| n < number);
         self.sealed
             .drain(..keep)
-            .map(|(n, _)| self.dir.join(file_name(n)))
+            .map(|(n, _)| self.dir.join(file_names::wal(n)))
             .collect()
     }
 
@@ -284,14 +266,14 @@ impl Wal {
             .iter()
             .map(|&(number, size)| WalSegment {
                 number,
-                path: self.dir.join(file_name(number)),
+                path: self.dir.join(file_names::wal(number)),
                 size,
                 active: false,
             })
             .collect();
         out.push(WalSegment {
             number: self.active,
-            path: self.dir.join(file_name(self.active)),
+            path: self.dir.join(file_names::wal(self.active)),
             size: self.writer.offset(),
             active: true,
         });
@@ -477,19 +459,4 @@ pub fn scan_from(
         }
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_names_round_trip() {
-        assert_eq!(file_name(7), "000007.wal");
-        assert_eq!(parse_file_name("000007.wal"), Some(7));
-        assert_eq!(parse_file_name("12345678.wal"), Some(12_345_678));
-        assert_eq!(parse_file_name("x.wal"), None);
-        assert_eq!(parse_file_name(".wal"), None);
-        assert_eq!(parse_file_name("000007.sst"), None);
-    }
 }

@@ -99,9 +99,9 @@ pub mod server;
 pub use bytes::Bytes;
 
 pub use batch::WriteBatch;
-pub use compaction::{CompactionReason, CompactionRun, CompactionStatus, PeriodicCompaction};
-pub use config::{Config, DbBuilder, HistoryRetention, RecoveryMode, SyncMode};
-pub use db::Db;
+pub use compaction::{CompactionReason, CompactionRun, CompactionStatus};
+pub use config::{Config, HistoryRetention, PeriodicCompaction, RecoveryMode, SyncMode};
+pub use db::{Db, DbBuilder};
 pub use error::{CasConflict, Error, PoisonCause, Result};
 pub use fs::{FileLock, FileSystem, StdFs, WritableFile};
 pub use iter::{Range, Version, Versions};

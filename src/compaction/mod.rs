@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::config::PeriodicCompaction;
 use crate::db::Core;
 use crate::error::{Error, Result, catch_panic};
 use crate::limits::NUM_LEVELS;
@@ -85,28 +86,6 @@ impl CompactionRun {
         self.bytes_out += other.bytes_out;
         self.entries_in += other.entries_in;
         self.entries_dropped += other.entries_dropped;
-    }
-}
-
-/// The schedule of the periodic full compaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeriodicCompaction {
-    /// Whether it runs at all.
-    pub enabled: bool,
-    /// Time between runs.
-    pub interval: Duration,
-    /// Minimum time between two full compactions: a periodic run, or an unforced
-    /// [`Db::try_compact`](crate::Db::try_compact), waits at least this long after the last.
-    pub min_interval: Duration,
-}
-
-impl Default for PeriodicCompaction {
-    fn default() -> Self {
-        PeriodicCompaction {
-            enabled: false,
-            interval: Duration::from_secs(3600),
-            min_interval: Duration::from_secs(600),
-        }
     }
 }
 

@@ -24,9 +24,10 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::batch::{self, BatchView, WriteBatch};
 use crate::compaction::{
-    CompactionReason, CompactionRun, CompactionState, CompactionStatus, PeriodicCompaction, picker,
+    CompactionReason, CompactionRun, CompactionState, CompactionStatus, picker,
 };
-use crate::config::{Config, DbBuilder, SyncMode};
+use crate::config::PeriodicCompaction;
+use crate::config::{Config, SyncMode};
 use crate::error::{CasConflict, Error, PoisonCause, Result, catch_panic};
 use crate::fs::{FileLock, FileSystem};
 use crate::iter::{Range, Versions};
@@ -43,6 +44,10 @@ use crate::wal::segment::{self, RECORD_PREFIX_LEN, Spare, Wal, WalSegment};
 
 /// A commit group stops growing at this many bytes (LevelDB's figure).
 const MAX_GROUP_BYTES: usize = 1 << 20;
+
+mod builder;
+
+pub use builder::DbBuilder;
 
 /// An embedded key-value store.
 ///
@@ -1315,7 +1320,7 @@ mod tests {
     use std::sync::mpsc;
 
     use super::*;
-    use crate::compaction::PeriodicCompaction;
+    use crate::config::PeriodicCompaction;
 
     /// Long enough that only a hung store reaches it.
     const HANG: Duration = Duration::from_secs(20);

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::file_names;
 use crate::key;
 use crate::manifest::{Edit, TableMeta};
-use crate::retention::{Retention, RetentionFilter};
+use crate::retention::RetentionFilter;
 use crate::sstable::table_builder::{TableBuilder, TableOptions};
 use crate::sstable::table_reader::Table;
 use crate::state::LsmState;
@@ -32,26 +32,16 @@ impl Core {
         }
     }
 
-    /// The retention rules as of now.
-    pub(crate) fn retention(&self) -> Retention {
-        let (horizon, snapshots) = self.snapshots.horizon_and_live(&self.visible);
-        Retention {
-            versions: self.config.history.versions,
-            horizon,
-            snapshots,
-        }
-    }
-
     /// Flushes the oldest frozen memtable; false when there was none.
     pub(crate) fn flush_oldest(&self) -> Result<bool> {
-        let state = self.current_state();
+        let state = self.view.current();
         let Some(imm) = state.imms.last().cloned() else {
             return Ok(false);
         };
         let number = self.allocate_file_number();
         let path = self.dir.join(file_names::table(number));
         let mut builder = TableBuilder::new(self.fs.create(&path)?, self.table_options());
-        let mut filter = RetentionFilter::new(self.retention());
+        let mut filter = RetentionFilter::new(self.view.retention(self.config.history.versions));
         for (k, v) in imm.iter() {
             if let Some(p) = key::parse(&k)
                 && filter.keep(&p, false)
@@ -65,7 +55,7 @@ impl Core {
 
         let mut versions = self.versions.lock();
         // The memtable frozen right after this one holds the oldest write still only in the WAL.
-        let now = self.current_state();
+        let now = self.view.current();
         let pos = now.imms.iter().position(|m| Arc::ptr_eq(m, &imm));
         let log_number = match pos {
             Some(i) if i > 0 => now
@@ -82,7 +72,7 @@ impl Core {
             removed: Vec::new(),
         };
         self.log_edit(&mut versions, &edit)?;
-        self.publish(|cur| LsmState {
+        self.view.publish(|cur| LsmState {
             mem: Arc::clone(&cur.mem),
             imms: cur
                 .imms

@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::key::{self, KIND_SEEK, Kind};
 use crate::merge_iter::MergeCursor;
 use crate::seqno::SeqNo;
-use crate::snapshot::SnapshotGuard;
 use crate::state::LsmState;
+use crate::view::SnapshotGuard;
 
 pub(crate) type Bounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 

@@ -91,6 +91,7 @@ mod state;
 mod stats;
 mod sync_point;
 mod table_set;
+mod view;
 mod wal;
 
 #[cfg(feature = "server")]

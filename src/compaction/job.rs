@@ -113,7 +113,7 @@ impl Core {
     /// Merges the inputs into new tables at the output level; `created` collects the number
     /// of every table file created, finished or not.
     fn merge_inputs(&self, job: &Job, created: &mut Vec<u64>) -> Result<(Vec<Arc<Table>>, u64)> {
-        let tables_now = Arc::clone(&self.current_state().tables);
+        let tables_now = Arc::clone(&self.view.current().tables);
         let mut children: Vec<BoxCursor> = Vec::new();
         let mut by_level: Vec<Vec<Arc<Table>>> = vec![Vec::new(); NUM_LEVELS];
         for (level, t) in &job.inputs {
@@ -128,7 +128,7 @@ impl Core {
             children.push(Box::new(LevelCursor::new(Arc::from(l))));
         }
         let mut merged = MergeCursor::new(children);
-        let mut filter = RetentionFilter::new(self.retention());
+        let mut filter = RetentionFilter::new(self.view.retention(self.config.history.versions));
         let target = self.config.target_table_bytes;
         let mut outputs: Vec<Arc<Table>> = Vec::new();
         let mut current: Option<Output> = None;
@@ -217,7 +217,7 @@ impl Core {
             .iter()
             .map(|t| (job.output_level, Arc::clone(t)))
             .collect();
-        self.publish(|cur| LsmState {
+        self.view.publish(|cur| LsmState {
             mem: Arc::clone(&cur.mem),
             imms: cur.imms.clone(),
             tables: Arc::new(cur.tables.apply(&added, &removed)),
@@ -242,7 +242,7 @@ impl Core {
         };
         self.log_edit(&mut versions, &edit)?;
         let (level, table, to) = (*level, Arc::clone(table), job.output_level);
-        self.publish(|cur| LsmState {
+        self.view.publish(|cur| LsmState {
             mem: Arc::clone(&cur.mem),
             imms: cur.imms.clone(),
             tables: Arc::new(

@@ -238,7 +238,7 @@ impl Core {
         if self.shutting_down() {
             return Err(Error::Closed);
         }
-        match picker::full_job(&self.current_state().tables) {
+        match picker::full_job(&self.view.current().tables) {
             Some(job) => self.run_recorded(job, reason, true),
             None => {
                 let run = CompactionRun::empty(reason);
@@ -257,7 +257,7 @@ impl Core {
         let mut total = CompactionRun::empty(CompactionReason::Manual);
         let start = Instant::now();
         for level in 0..NUM_LEVELS - 1 {
-            let tables = std::sync::Arc::clone(&self.current_state().tables);
+            let tables = std::sync::Arc::clone(&self.view.current().tables);
             let deepest = (0..NUM_LEVELS)
                 .rev()
                 .find(|&l| !tables.level(l).is_empty())
@@ -333,7 +333,7 @@ impl Core {
     fn compact_once(&self) -> Result<bool> {
         let due = {
             let inner = self.compaction.inner.lock();
-            picker::pick(&self.config, &self.current_state().tables, &inner.cursor).is_some()
+            picker::pick(&self.config, &self.view.current().tables, &inner.cursor).is_some()
         };
         if due {
             let _job = self.compaction.lock.lock();
@@ -343,7 +343,7 @@ impl Core {
             // Re-pick under the lock: a manual compaction may have changed the tables.
             let job = {
                 let inner = self.compaction.inner.lock();
-                picker::pick(&self.config, &self.current_state().tables, &inner.cursor)
+                picker::pick(&self.config, &self.view.current().tables, &inner.cursor)
             };
             if let Some(job) = job {
                 self.run_recorded(job, CompactionReason::Automatic, false)?;

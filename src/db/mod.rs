@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex};
 
 use crate::batch::{self, BatchView, WriteBatch};
 use crate::compaction::{
@@ -36,10 +36,11 @@ use crate::lookup::VersionedValue;
 use crate::manifest::{ManifestState, ManifestWriter};
 use crate::memtable::Memtable;
 use crate::seqno::SeqNo;
-use crate::snapshot::{Snapshot, SnapshotList};
+use crate::snapshot::Snapshot;
 use crate::state::LsmState;
 use crate::stats::{Counters, LevelStats, RecoveryReport, Stats};
 use crate::sync_point::sync_point;
+use crate::view::{SnapshotGuard, View};
 use crate::wal::segment::{self, RECORD_PREFIX_LEN, Spare, Wal, WalSegment};
 
 /// A commit group stops growing at this many bytes (LevelDB's figure).
@@ -113,10 +114,8 @@ pub(crate) struct Core {
     pub(crate) config: Config,
     pub(crate) fs: Arc<dyn FileSystem>,
     lock: Mutex<Option<Box<dyn FileLock>>>,
-    state: RwLock<Arc<LsmState>>,
-    /// The highest seqno readers may see.
-    pub(crate) visible: AtomicU64,
-    pub(crate) snapshots: Arc<SnapshotList>,
+    /// What readers see.
+    pub(crate) view: Arc<View>,
     queue: Mutex<WriteQueue>,
     queue_cv: Condvar,
     /// Held by whoever appends to the WAL or switches memtables.
@@ -206,9 +205,7 @@ impl Core {
             fs: Arc::clone(&r.config.fs),
             config: r.config,
             lock: Mutex::new(Some(r.lock)),
-            state: RwLock::new(Arc::new(r.state)),
-            visible: AtomicU64::new(r.last_seq),
-            snapshots: Arc::new(SnapshotList::default()),
+            view: Arc::new(View::new(r.state, r.last_seq)),
             queue: Mutex::new(WriteQueue::default()),
             queue_cv: Condvar::new(),
             leader: Mutex::new(()),
@@ -236,49 +233,8 @@ impl Core {
         }
     }
 
-    /// The current published state.
-    pub(crate) fn current_state(&self) -> Arc<LsmState> {
-        Arc::clone(&self.state.read())
-    }
-
-    /// Replaces the published state with `f(current)`.
-    pub(crate) fn publish(&self, f: impl FnOnce(&LsmState) -> LsmState) {
-        let mut s = self.state.write();
-        let next = f(&s);
-        *s = Arc::new(next);
-    }
-
-    /// The state and visible seqno, read together so that the state holds every write at or
-    /// below the seqno.
-    fn read_view(&self) -> (Arc<LsmState>, u64) {
-        let s = self.state.read();
-        (Arc::clone(&s), self.visible.load(Ordering::Acquire))
-    }
-
     pub(crate) fn allocate_file_number(&self) -> u64 {
         self.next_file.fetch_add(1, Ordering::AcqRel)
-    }
-
-    pub(crate) fn get_at_seq(&self, key: &[u8], snap: u64) -> Result<Option<VersionedValue>> {
-        let state = self.current_state();
-        Ok(match state.get(key, snap)? {
-            Some(hit) if hit.kind == Kind::Put => Some(VersionedValue {
-                version: SeqNo::new(hit.seq),
-                value: hit.value,
-            }),
-            _ => None,
-        })
-    }
-
-    fn get_latest(&self, key: &[u8]) -> Result<Option<VersionedValue>> {
-        let (state, snap) = self.read_view();
-        Ok(match state.get(key, snap)? {
-            Some(hit) if hit.kind == Kind::Put => Some(VersionedValue {
-                version: SeqNo::new(hit.seq),
-                value: hit.value,
-            }),
-            _ => None,
-        })
     }
 
     // ---- failure handling ----
@@ -324,7 +280,7 @@ impl Core {
             return Err(e);
         }
         if batch.is_empty() && batch.preconditions().is_empty() {
-            return Ok(SeqNo::new(self.visible.load(Ordering::Acquire)));
+            return Ok(SeqNo::new(self.view.visible()));
         }
         let mut q = self.queue.lock();
         let ticket = q.next_ticket;
@@ -387,7 +343,7 @@ impl Core {
         if let Err(e) = self.make_room() {
             return fail_all(&group, &e);
         }
-        let first_seq = self.visible.load(Ordering::Acquire) + 1;
+        let first_seq = self.view.visible() + 1;
         let mut record = Vec::with_capacity(
             RECORD_PREFIX_LEN
                 + batch::BATCH_HEADER_LEN
@@ -482,7 +438,7 @@ impl Core {
         let body = record.get(RECORD_PREFIX_LEN..).unwrap_or_default();
         match BatchView::new(body, 0).and_then(|v| v.ops()) {
             Ok(ops) => {
-                let mem = Arc::clone(&self.state.read().mem);
+                let mem = self.view.memtable();
                 mem.insert_ops(first_seq, &ops);
                 let (puts, dels) = ops.iter().fold((0, 0), |(p, d), op| match op.kind {
                     Kind::Put => (p + 1, d),
@@ -501,7 +457,7 @@ impl Core {
                 return fail_all(&group, &e);
             }
         }
-        self.visible.store(next_seq - 1, Ordering::Release);
+        self.view.set_visible(next_seq - 1);
         Counters::add(&self.counters.user_bytes, user_bytes);
         Counters::add(&self.counters.wal_bytes, record.len() as u64);
         Counters::add(&self.counters.batches, accepted.len() as u64);
@@ -521,7 +477,7 @@ impl Core {
         for (key, expected) in batch.preconditions() {
             let current = match written.get(&key[..]) {
                 Some(v) => *v,
-                None => self.get_latest(key)?.map(|v| v.version),
+                None => self.view.get_latest(key)?.map(|v| v.version),
             };
             if current != *expected {
                 return Ok(Some(CasConflict {
@@ -553,7 +509,7 @@ impl Core {
     fn make_room(&self) -> Result<()> {
         let mut slowed = false;
         loop {
-            let state = self.current_state();
+            let state = self.view.current();
             let pressure = self.compaction_pressure(&state);
             if pressure >= 1.0 {
                 self.stall_for_compaction()?;
@@ -592,7 +548,7 @@ impl Core {
         let mut bg = self.bg.lock();
         while bg.error.is_none()
             && !bg.shutdown
-            && self.compaction_pressure(&self.current_state()) >= 1.0
+            && self.compaction_pressure(&self.view.current()) >= 1.0
         {
             self.compaction.cv.notify_all();
             self.compaction
@@ -614,7 +570,7 @@ impl Core {
         let mut bg = self.bg.lock();
         while bg.error.is_none()
             && !bg.shutdown
-            && self.current_state().imms.len() >= self.config.max_immutable_memtables
+            && self.view.current().imms.len() >= self.config.max_immutable_memtables
         {
             self.bg_cv.notify_one();
             self.flush_cv.wait_for(&mut bg, Duration::from_millis(50));
@@ -644,7 +600,7 @@ impl Core {
         };
         self.wal_chores.store(true, Ordering::Release);
         let fresh = Arc::new(Memtable::new(number, self.config.memtable_bytes));
-        self.publish(|cur| {
+        self.view.publish(|cur| {
             let mut imms = Vec::with_capacity(cur.imms.len() + 1);
             imms.push(Arc::clone(&cur.mem));
             imms.extend(cur.imms.iter().cloned());
@@ -688,10 +644,10 @@ impl Core {
             // Checked under the leader lock: closing takes it too, so no segment is created
             // after the store released its directory.
             self.check_writable()?;
-            if !self.current_state().mem.is_empty() {
+            if !self.view.current().mem.is_empty() {
                 self.freeze_memtable()?;
             }
-            self.current_state().imms.clone()
+            self.view.current().imms.clone()
         };
         self.wait_flushed(&frozen)
     }
@@ -704,14 +660,14 @@ impl Core {
         let frozen = match self.leader.try_lock() {
             Some(_leader) => {
                 self.check_writable()?;
-                if !self.current_state().mem.is_empty() {
+                if !self.view.current().mem.is_empty() {
                     self.freeze_memtable()?;
                 }
-                self.current_state().imms.clone()
+                self.view.current().imms.clone()
             }
             None => {
                 self.freeze_requested.store(true, Ordering::Release);
-                self.current_state().imms.clone()
+                self.view.current().imms.clone()
             }
         };
         self.wait_flushed(&frozen)
@@ -724,7 +680,7 @@ impl Core {
             if let Some(e) = &bg.error {
                 return Err(Error::Poisoned(e.clone()));
             }
-            let pending = self.current_state();
+            let pending = self.view.current();
             if !pending
                 .imms
                 .iter()
@@ -783,7 +739,7 @@ impl Core {
 
     /// True when a frozen memtable waits for its flush.
     pub(crate) fn has_flush_work(&self) -> bool {
-        !self.current_state().imms.is_empty()
+        !self.view.current().imms.is_empty()
     }
 
     /// Asks the flush thread for [`Core::wal_chores`] after a roll.
@@ -849,7 +805,7 @@ impl Core {
     }
 
     fn stats(&self) -> Stats {
-        let state = self.current_state();
+        let state = self.view.current();
         let (wal_segments, wal_bytes) = {
             let wal = self.wal.lock();
             (wal.segments().len(), wal.total_bytes())
@@ -895,7 +851,7 @@ impl Core {
                 .filter(|&l| !state.tables.level(l).is_empty())
                 .count();
         Stats {
-            last_seqno: SeqNo::new(self.visible.load(Ordering::Acquire)),
+            last_seqno: SeqNo::new(self.view.visible()),
             memtable_bytes: state.mem.approximate_bytes() as u64,
             immutable_memtables: state.imms.len(),
             immutable_memtable_bytes: state
@@ -906,7 +862,7 @@ impl Core {
             levels,
             wal_segments,
             wal_bytes,
-            live_snapshots: self.snapshots.count(),
+            live_snapshots: self.view.live_snapshots(),
             user_bytes_written: Counters::get(&c.user_bytes),
             wal_bytes_written: Counters::get(&c.wal_bytes),
             flush_bytes_written: Counters::get(&c.flush_bytes),
@@ -994,7 +950,7 @@ impl Db {
             // Recovery dropped damaged records: persist what was recovered in a table now, so
             // the dropped records can never reappear in a later recovery.
             let _leader = core.leader.lock();
-            if !core.current_state().mem.is_empty() {
+            if !core.view.current().mem.is_empty() {
                 core.freeze_memtable()?;
             }
             while core.flush_oldest()? {}
@@ -1039,12 +995,12 @@ impl Db {
 
     /// The current value of `key`, or `None` if it is absent or deleted.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
-        Ok(self.core().get_latest(key.as_ref())?.map(|v| v.value))
+        Ok(self.core().view.get_latest(key.as_ref())?.map(|v| v.value))
     }
 
     /// The current value of `key` together with its version.
     pub fn get_versioned(&self, key: impl AsRef<[u8]>) -> Result<Option<VersionedValue>> {
-        self.core().get_latest(key.as_ref())
+        self.core().view.get_latest(key.as_ref())
     }
 
     /// The value `key` had as of `version`: the newest write at or below that seqno.
@@ -1053,15 +1009,17 @@ impl Db {
     /// [`HistoryRetention`](crate::HistoryRetention)); older versions read as whatever older
     /// retained version remains, or `None`. Hold a [`Snapshot`] to pin a view exactly.
     pub fn get_at(&self, key: impl AsRef<[u8]>, version: SeqNo) -> Result<Option<Bytes>> {
-        let snap = version
-            .get()
-            .min(self.core().visible.load(Ordering::Acquire));
-        Ok(self.core().get_at_seq(key.as_ref(), snap)?.map(|v| v.value))
+        let snap = version.get().min(self.core().view.visible());
+        Ok(self
+            .core()
+            .view
+            .get_at(key.as_ref(), snap)?
+            .map(|v| v.value))
     }
 
     /// True when `key` has a live value.
     pub fn contains_key(&self, key: impl AsRef<[u8]>) -> Result<bool> {
-        Ok(self.core().get_latest(key.as_ref())?.is_some())
+        Ok(self.core().view.get_latest(key.as_ref())?.is_some())
     }
 
     /// Live entries with keys in `range`, in key order (reverse it with `.rev()`).
@@ -1114,20 +1072,18 @@ impl Db {
         Versions::new(state, guard, key.as_ref())
     }
 
-    fn pinned(&self) -> (Arc<crate::snapshot::SnapshotGuard>, Arc<LsmState>) {
-        let core = self.core();
-        let guard = Arc::new(core.snapshots.register(&core.visible));
-        (guard, core.current_state())
+    fn pinned(&self) -> (Arc<SnapshotGuard>, Arc<LsmState>) {
+        self.core().view.pin()
     }
 
     /// A point-in-time view of the whole store.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot::new(Arc::clone(self.core()))
+        Snapshot::new(Arc::clone(&self.core().view))
     }
 
     /// The highest seqno readers can see: the version of the latest acknowledged write.
     pub fn last_seqno(&self) -> SeqNo {
-        SeqNo::new(self.core().visible.load(Ordering::Acquire))
+        SeqNo::new(self.core().view.visible())
     }
 
     // ---- writes ----

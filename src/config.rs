@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::fs::{FileSystem, StdFs};
+use crate::sstable::table_builder::TableOptions;
 
 /// When a write is made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -137,6 +138,15 @@ impl Default for Config {
 }
 
 impl Config {
+    /// How tables are laid out.
+    pub(crate) fn table_options(&self) -> TableOptions {
+        TableOptions {
+            block_bytes: self.block_bytes,
+            restart_interval: self.block_restart_interval,
+            filter_bits_per_key: self.filter_bits_per_key,
+        }
+    }
+
     /// Checks every setting's range.
     pub fn validate(&self) -> Result<()> {
         let bad = |s: &str| Err(Error::InvalidConfig(s.to_string()));

@@ -60,11 +60,14 @@
 //! [`Error::Poisoned`] and the way back is to reopen it (recovery replays exactly what is
 //! durable).
 
+mod background;
 mod batch;
+mod catalog;
 mod checksum;
 mod coding;
 mod compaction;
 mod config;
+mod core;
 mod cursor;
 mod db;
 mod error;
@@ -76,6 +79,7 @@ pub mod fuzzing;
 mod hash;
 mod iter;
 mod key;
+mod lifecycle;
 mod limits;
 mod lookup;
 mod manifest;
@@ -93,6 +97,7 @@ mod sync_point;
 mod table_set;
 mod view;
 mod wal;
+mod write;
 
 #[cfg(feature = "server")]
 pub mod server;

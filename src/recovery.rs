@@ -8,14 +8,14 @@
 #![deny(clippy::indexing_slicing)]
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::BatchView;
 use crate::config::{Config, RecoveryMode};
-use crate::db::{Core, Recovered};
 use crate::error::{Corrupt, Error, IoContext, Result};
 use crate::file_names;
+use crate::fs::FileLock;
 use crate::manifest::{self, ManifestState, ManifestWriter};
 use crate::memtable::Memtable;
 use crate::sstable::table_reader::Table;
@@ -27,9 +27,23 @@ use crate::wal::segment::{self, Scan, Wal};
 /// Largest WAL record recovery accepts: one maximal batch plus framing.
 pub(crate) const MAX_WAL_RECORD: usize = crate::limits::MAX_BATCH_BYTES + 64;
 
+/// Everything opening a store recovers, from which the engine is put together.
+pub(crate) struct Recovered {
+    pub dir: PathBuf,
+    pub config: Config,
+    pub lock: Box<dyn FileLock>,
+    pub state: LsmState,
+    pub last_seq: u64,
+    pub wal: Wal,
+    pub manifest: ManifestWriter,
+    pub manifest_state: ManifestState,
+    pub next_file: u64,
+    pub report: RecoveryReport,
+}
+
 /// Opens the store in `dir`. The flag asks the caller to flush the recovered memtables at
 /// once, because recovery dropped damaged records that must not resurface later.
-pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
+pub(crate) fn open(dir: &Path, config: Config) -> Result<(Recovered, bool)> {
     let fs = Arc::clone(&config.fs);
     fs.create_dir_all(dir).at(dir)?;
     let lock_path = dir.join(file_names::LOCK);
@@ -224,7 +238,7 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
         imms,
         tables: Arc::new(TableSet::from_levels(levels)),
     };
-    let core = Core::assemble(Recovered {
+    let recovered = Recovered {
         dir: dir.to_path_buf(),
         config,
         lock,
@@ -235,8 +249,8 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
         manifest_state: mstate,
         next_file,
         report: replay.report,
-    });
-    Ok((core, rewrite))
+    };
+    Ok((recovered, rewrite))
 }
 
 /// Replay bookkeeping.

@@ -132,6 +132,14 @@ pub struct TornTail {
     pub reason: String,
 }
 
+/// Per-level I/O counters.
+#[derive(Debug, Default)]
+pub(crate) struct LevelIo {
+    pub bytes_written: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub compactions: AtomicU64,
+}
+
 /// Counters bumped by the engine.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {

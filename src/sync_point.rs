@@ -23,6 +23,13 @@ pub(crate) struct SyncPoints {
 }
 
 #[cfg(test)]
+impl std::fmt::Debug for SyncPoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncPoints").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
 impl SyncPoints {
     /// Runs `f` in every thread that reaches point `name` from now on.
     pub(crate) fn set(&self, name: &'static str, f: impl Fn() + Send + Sync + 'static) {
@@ -38,7 +45,7 @@ impl SyncPoints {
     }
 }
 
-/// Marks a sync point; `$points` is a [`SyncPoints`]. Nothing outside the crate's tests.
+/// Marks a sync point; `$points` is a `SyncPoints`. Nothing outside the crate's tests.
 macro_rules! sync_point {
     ($points:expr, $name:literal) => {
         #[cfg(test)]

@@ -1,54 +1,32 @@
-//! The store: the public [`Db`] handle and the engine core behind it.
-//!
-//! Concurrency model:
-//! - Readers take the current [`LsmState`] (an `Arc`, swapped atomically on every structural
-//!   change) together with the visible seqno, then read without locks.
-//! - Writers queue up; the writer at the head becomes the *leader*, takes the writes queued
-//!   behind it as one commit group, appends them to the WAL as one record with one fsync,
-//!   inserts them into the memtable and publishes the new visible seqno (group commit, as in
-//!   LevelDB). Only the leader touches the WAL and switches memtables.
-//! - A background thread flushes frozen memtables to level-0 tables; structural changes are
-//!   recorded in the manifest before they are published.
-//! - Any failed WAL write or fsync poisons the store: every later write fails until reopen.
-
-use std::collections::{HashMap, VecDeque};
-use std::ops::RangeBounds;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-
-use bytes::Bytes;
-use parking_lot::{Condvar, Mutex};
-
-use crate::batch::{self, BatchView, WriteBatch};
-use crate::compaction::{
-    CompactionReason, CompactionRun, CompactionState, CompactionStatus, picker,
-};
-use crate::config::PeriodicCompaction;
-use crate::config::{Config, SyncMode};
-use crate::error::{CasConflict, Error, PoisonCause, Result, catch_panic};
-use crate::fs::{FileLock, FileSystem};
-use crate::iter::{Range, Versions};
-use crate::key::Kind;
-use crate::lookup::VersionedValue;
-use crate::manifest::{ManifestState, ManifestWriter};
-use crate::memtable::Memtable;
-use crate::seqno::SeqNo;
-use crate::snapshot::Snapshot;
-use crate::state::LsmState;
-use crate::stats::{Counters, LevelStats, RecoveryReport, Stats};
-use crate::sync_point::sync_point;
-use crate::view::{SnapshotGuard, View};
-use crate::wal::segment::{self, RECORD_PREFIX_LEN, Spare, Wal, WalSegment};
-
-/// A commit group stops growing at this many bytes (LevelDB's figure).
-const MAX_GROUP_BYTES: usize = 1 << 20;
+//! The public [`Db`] handle: opening, reading, writing and maintaining a store, and closing
+//! it. The engine behind it is in `core.rs`.
 
 mod builder;
 
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
 pub use builder::DbBuilder;
+
+use crate::batch::WriteBatch;
+use crate::compaction::{CompactionReason, CompactionRun, CompactionStatus};
+use crate::config::{Config, PeriodicCompaction, SyncMode};
+use crate::core::Core;
+use crate::error::{CasConflict, Error, PoisonCause, Result};
+use crate::iter::{Range, Versions};
+use crate::lookup::VersionedValue;
+use crate::seqno::SeqNo;
+use crate::snapshot::Snapshot;
+use crate::state::LsmState;
+use crate::stats::Stats;
+use crate::view::SnapshotGuard;
+use crate::wal::segment::WalSegment;
 
 /// An embedded key-value store.
 ///
@@ -100,836 +78,12 @@ impl Drop for Handle {
 
 impl Handle {
     fn close(&self) -> Result<()> {
-        self.core.begin_shutdown();
+        self.core.life.begin_shutdown();
         for t in self.workers.lock().drain(..) {
             let _ = t.join();
         }
         self.core.finish_shutdown()
     }
-}
-
-/// State shared by the handle, the background thread, snapshots and iterators.
-pub(crate) struct Core {
-    pub(crate) dir: PathBuf,
-    pub(crate) config: Config,
-    pub(crate) fs: Arc<dyn FileSystem>,
-    lock: Mutex<Option<Box<dyn FileLock>>>,
-    /// What readers see.
-    pub(crate) view: Arc<View>,
-    queue: Mutex<WriteQueue>,
-    queue_cv: Condvar,
-    /// Held by whoever appends to the WAL or switches memtables.
-    leader: Mutex<()>,
-    /// Asks the next commit leader to freeze the memtable (set by a thread that must not
-    /// wait for the leader lock).
-    freeze_requested: AtomicBool,
-    /// The WAL rolled over: the flush thread prepares the next segment and trims the old one.
-    wal_chores: AtomicBool,
-    pub(crate) wal: Mutex<Wal>,
-    pub(crate) versions: Mutex<VersionState>,
-    pub(crate) next_file: AtomicU64,
-    pub(crate) bg: Mutex<BgState>,
-    /// Wakes the background thread.
-    pub(crate) bg_cv: Condvar,
-    /// Signals finished flushes to stalled writers and `flush()`.
-    pub(crate) flush_cv: Condvar,
-    poison: Mutex<Option<PoisonCause>>,
-    poisoned: AtomicBool,
-    closed: AtomicBool,
-    /// Set when closing starts; long jobs check it and stop early.
-    pub(crate) shutdown_flag: AtomicBool,
-    pub(crate) compaction: CompactionState,
-    pub(crate) counters: Counters,
-    pub(crate) recovery: RecoveryReport,
-    #[cfg(test)]
-    pub(crate) sync_points: crate::sync_point::SyncPoints,
-}
-
-/// The manifest and the table-set bookkeeping it mirrors.
-pub(crate) struct VersionState {
-    pub manifest: ManifestWriter,
-    pub state: ManifestState,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct BgState {
-    pub shutdown: bool,
-    pub error: Option<PoisonCause>,
-}
-
-/// How a write stall ended: the store failed or closed while the writer waited, or the
-/// writer may go on.
-fn stall_outcome(bg: &BgState) -> Result<()> {
-    if let Some(e) = &bg.error {
-        return Err(Error::Poisoned(e.clone()));
-    }
-    if bg.shutdown {
-        return Err(Error::Closed);
-    }
-    Ok(())
-}
-
-#[derive(Default)]
-struct WriteQueue {
-    pending: VecDeque<Pending>,
-    results: HashMap<u64, Result<SeqNo>>,
-    leader_active: bool,
-    next_ticket: u64,
-}
-
-struct Pending {
-    ticket: u64,
-    batch: WriteBatch,
-    sync: bool,
-}
-
-/// Everything recovery hands to [`Core::assemble`].
-pub(crate) struct Recovered {
-    pub dir: PathBuf,
-    pub config: Config,
-    pub lock: Box<dyn FileLock>,
-    pub state: LsmState,
-    pub last_seq: u64,
-    pub wal: Wal,
-    pub manifest: ManifestWriter,
-    pub manifest_state: ManifestState,
-    pub next_file: u64,
-    pub report: RecoveryReport,
-}
-
-impl Core {
-    pub(crate) fn assemble(r: Recovered) -> Core {
-        let periodic = r.config.periodic_compaction;
-        Core {
-            dir: r.dir,
-            fs: Arc::clone(&r.config.fs),
-            config: r.config,
-            lock: Mutex::new(Some(r.lock)),
-            view: Arc::new(View::new(r.state, r.last_seq)),
-            queue: Mutex::new(WriteQueue::default()),
-            queue_cv: Condvar::new(),
-            leader: Mutex::new(()),
-            freeze_requested: AtomicBool::new(false),
-            // The first segment has no spare yet.
-            wal_chores: AtomicBool::new(true),
-            wal: Mutex::new(r.wal),
-            versions: Mutex::new(VersionState {
-                manifest: r.manifest,
-                state: r.manifest_state,
-            }),
-            next_file: AtomicU64::new(r.next_file),
-            bg: Mutex::new(BgState::default()),
-            bg_cv: Condvar::new(),
-            flush_cv: Condvar::new(),
-            poison: Mutex::new(None),
-            poisoned: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
-            shutdown_flag: AtomicBool::new(false),
-            compaction: CompactionState::new(periodic),
-            counters: Counters::default(),
-            recovery: r.report,
-            #[cfg(test)]
-            sync_points: Default::default(),
-        }
-    }
-
-    pub(crate) fn allocate_file_number(&self) -> u64 {
-        self.next_file.fetch_add(1, Ordering::AcqRel)
-    }
-
-    // ---- failure handling ----
-
-    /// Records a fatal I/O failure; every later write fails with [`Error::Poisoned`].
-    pub(crate) fn poison(&self, what: &str, e: &Error) {
-        let mut p = self.poison.lock();
-        let cause = p
-            .get_or_insert_with(|| {
-                tracing::error!(error = %e, "{what} failed; the store rejects writes until reopened");
-                PoisonCause::new(what, e)
-            })
-            .clone();
-        self.poisoned.store(true, Ordering::Release);
-        drop(p);
-        self.bg.lock().error.get_or_insert(cause);
-        self.flush_cv.notify_all();
-    }
-
-    /// Why the store rejects writes, if it does.
-    pub(crate) fn poison_cause(&self) -> Option<PoisonCause> {
-        if !self.poisoned.load(Ordering::Acquire) {
-            return None;
-        }
-        self.poison.lock().clone()
-    }
-
-    pub(crate) fn check_writable(&self) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
-        if let Some(cause) = self.poison_cause() {
-            return Err(Error::Poisoned(cause));
-        }
-        Ok(())
-    }
-
-    // ---- write path ----
-
-    fn write(&self, mut batch: WriteBatch, sync: bool) -> Result<SeqNo> {
-        self.check_writable()?;
-        if let Some(e) = batch.take_invalid() {
-            return Err(e);
-        }
-        if batch.is_empty() && batch.preconditions().is_empty() {
-            return Ok(SeqNo::new(self.view.visible()));
-        }
-        let mut q = self.queue.lock();
-        let ticket = q.next_ticket;
-        q.next_ticket += 1;
-        q.pending.push_back(Pending {
-            ticket,
-            batch,
-            sync,
-        });
-        loop {
-            if let Some(r) = q.results.remove(&ticket) {
-                return r;
-            }
-            if !q.leader_active && q.pending.front().is_some_and(|p| p.ticket == ticket) {
-                break;
-            }
-            self.queue_cv.wait(&mut q);
-        }
-        // This writer leads the next commit group.
-        q.leader_active = true;
-        let group = take_group(&mut q.pending);
-        drop(q);
-        let tickets: Vec<u64> = group.iter().map(|p| p.ticket).collect();
-        // A panic must not leave `leader_active` set (every later writer would wait for a
-        // leader that is gone): it poisons the store and fails the whole group.
-        let results = match catch_panic(|| Ok(self.commit_group(group))) {
-            Ok(results) => results,
-            Err(e) => {
-                self.poison("group commit", &e);
-                let e = self.poison_cause().map_or(e, Error::Poisoned);
-                tickets.iter().map(|&t| (t, Err(e.duplicate()))).collect()
-            }
-        };
-        let mut q = self.queue.lock();
-        let mut mine = Err(Error::Closed);
-        for (t, r) in results {
-            if t == ticket {
-                mine = r;
-            } else {
-                q.results.insert(t, r);
-            }
-        }
-        q.leader_active = false;
-        drop(q);
-        self.queue_cv.notify_all();
-        mine
-    }
-
-    fn commit_group(&self, mut group: Vec<Pending>) -> Vec<(u64, Result<SeqNo>)> {
-        let fail_all = |group: &[Pending], e: &Error| -> Vec<(u64, Result<SeqNo>)> {
-            group
-                .iter()
-                .map(|p| (p.ticket, Err(e.duplicate())))
-                .collect()
-        };
-        let _leader = self.leader.lock();
-        if let Err(e) = self.check_writable() {
-            return fail_all(&group, &e);
-        }
-        if let Err(e) = self.make_room() {
-            return fail_all(&group, &e);
-        }
-        let first_seq = self.view.visible() + 1;
-        let mut record = Vec::with_capacity(
-            RECORD_PREFIX_LEN
-                + batch::BATCH_HEADER_LEN
-                + group.iter().map(|p| p.batch.ops().len()).sum::<usize>(),
-        );
-        record.resize(RECORD_PREFIX_LEN, 0);
-        batch::put_header(&mut record, first_seq, 0);
-        let conditional = group.iter().any(|p| !p.batch.preconditions().is_empty());
-        let mut written: HashMap<Vec<u8>, Option<SeqNo>> = HashMap::new();
-        let mut results = Vec::with_capacity(group.len());
-        let mut accepted = Vec::with_capacity(group.len());
-        let mut next_seq = first_seq;
-        let mut need_sync = false;
-        let mut user_bytes = 0u64;
-        for p in &mut group {
-            if let Some(e) = p.batch.take_invalid() {
-                results.push((p.ticket, Err(e)));
-                continue;
-            }
-            if conditional {
-                match self.check_preconditions(&p.batch, &written) {
-                    Ok(None) => {}
-                    Ok(Some(conflict)) => {
-                        Counters::add(&self.counters.conflicts, 1);
-                        results.push((p.ticket, Err(Error::Conflict(conflict))));
-                        continue;
-                    }
-                    Err(e) => {
-                        results.push((p.ticket, Err(e)));
-                        continue;
-                    }
-                }
-            }
-            let n = u64::from(p.batch.count());
-            if conditional && n > 0 {
-                let mut rec = Vec::new();
-                batch::put_header(&mut rec, next_seq, p.batch.count());
-                rec.extend_from_slice(p.batch.ops());
-                if let Ok(ops) = BatchView::new(&rec, 0).and_then(|v| v.ops()) {
-                    for (i, op) in ops.iter().enumerate() {
-                        let v = (op.kind == Kind::Put).then(|| SeqNo::new(next_seq + i as u64));
-                        written.insert(op.key.to_vec(), v);
-                    }
-                }
-            }
-            record.extend_from_slice(p.batch.ops());
-            user_bytes += p.batch.ops().len() as u64;
-            need_sync |= p.sync;
-            let last = SeqNo::new((next_seq + n).saturating_sub(1));
-            next_seq += n;
-            accepted.push(results.len());
-            results.push((p.ticket, Ok(last)));
-        }
-        let count = next_seq - first_seq;
-        if count == 0 {
-            return results;
-        }
-        let Ok(count32) = u32::try_from(count) else {
-            let e = Error::BatchTooLarge {
-                len: count as usize,
-                max: u32::MAX as usize,
-            };
-            return fail_all(&group, &e);
-        };
-        if let Some(c) = record.get_mut(RECORD_PREFIX_LEN + 8..RECORD_PREFIX_LEN + 12) {
-            c.copy_from_slice(&count32.to_le_bytes());
-        }
-        let mut rolled = false;
-        let wal_result = {
-            let mut wal = self.wal.lock();
-            let roll = if wal.needs_roll() {
-                rolled = true;
-                wal.roll(|| self.allocate_file_number()).map(drop)
-            } else {
-                Ok(())
-            };
-            roll.and_then(|()| wal.append(&mut record, need_sync))
-        };
-        if rolled {
-            self.wake_for_wal_chores();
-        }
-        if let Err(e) = wal_result {
-            let e = Error::from(e);
-            self.poison("WAL write", &e);
-            for &i in &accepted {
-                if let Some(r) = results.get_mut(i) {
-                    r.1 = Err(e.duplicate());
-                }
-            }
-            return results;
-        }
-        let body = record.get(RECORD_PREFIX_LEN..).unwrap_or_default();
-        match BatchView::new(body, 0).and_then(|v| v.ops()) {
-            Ok(ops) => {
-                let mem = self.view.memtable();
-                mem.insert_ops(first_seq, &ops);
-                let (puts, dels) = ops.iter().fold((0, 0), |(p, d), op| match op.kind {
-                    Kind::Put => (p + 1, d),
-                    Kind::Delete => (p, d + 1),
-                });
-                Counters::add(&self.counters.puts, puts);
-                Counters::add(&self.counters.deletes, dels);
-            }
-            Err(c) => {
-                let e = Error::Corruption {
-                    file: PathBuf::new(),
-                    offset: c.offset,
-                    reason: format!("commit group failed to decode: {}", c.reason),
-                };
-                self.poison("memtable insert", &e);
-                return fail_all(&group, &e);
-            }
-        }
-        self.view.set_visible(next_seq - 1);
-        Counters::add(&self.counters.user_bytes, user_bytes);
-        Counters::add(&self.counters.wal_bytes, record.len() as u64);
-        Counters::add(&self.counters.batches, accepted.len() as u64);
-        Counters::add(&self.counters.groups, 1);
-        if need_sync {
-            Counters::add(&self.counters.syncs, 1);
-        }
-        results
-    }
-
-    /// `None` when every precondition of `batch` holds.
-    fn check_preconditions(
-        &self,
-        batch: &WriteBatch,
-        written: &HashMap<Vec<u8>, Option<SeqNo>>,
-    ) -> Result<Option<CasConflict>> {
-        for (key, expected) in batch.preconditions() {
-            let current = match written.get(&key[..]) {
-                Some(v) => *v,
-                None => self.view.get_latest(key)?.map(|v| v.version),
-            };
-            if current != *expected {
-                return Ok(Some(CasConflict {
-                    key: key.clone(),
-                    expected: *expected,
-                    current,
-                }));
-            }
-        }
-        Ok(None)
-    }
-
-    /// How far compaction is behind: 0 below the slowdown thresholds, 1 at the stop
-    /// thresholds, in between proportionally.
-    fn compaction_pressure(&self, state: &LsmState) -> f64 {
-        let c = &self.config;
-        let l0 = state.tables.level(0).len() as f64;
-        let by_l0 = (l0 - c.l0_slowdown_tables as f64 + 1.0)
-            / (c.l0_stop_tables as f64 - c.l0_slowdown_tables as f64 + 1.0);
-        let pending = picker::pending_bytes(c, &state.tables) as f64;
-        let slow = c.pending_compaction_slowdown_bytes as f64;
-        let by_debt = (pending - slow) / (c.pending_compaction_stop_bytes as f64 - slow);
-        by_l0.max(by_debt).max(0.0)
-    }
-
-    /// Makes sure the memtable has room, freezing it, and applies backpressure: writes are
-    /// delayed more the further compaction falls behind, and stop only at the hard limits.
-    /// Called with the leader lock held.
-    fn make_room(&self) -> Result<()> {
-        let mut slowed = false;
-        loop {
-            let state = self.view.current();
-            let pressure = self.compaction_pressure(&state);
-            if pressure >= 1.0 {
-                self.stall_for_compaction()?;
-                continue;
-            }
-            if pressure > 0.0 && !slowed {
-                // 0.5 ms at the first threshold, growing to 10 ms next to the stop limit.
-                let delay = Duration::from_micros(500 + (9500.0 * pressure) as u64);
-                std::thread::sleep(delay);
-                self.counters.note_stall(
-                    &self.counters.slowdowns,
-                    &self.counters.slowdown_micros,
-                    delay,
-                );
-                slowed = true;
-            }
-            let wal_full =
-                !state.mem.is_empty() && self.wal.lock().total_bytes() > self.config.max_wal_bytes;
-            let requested = self.freeze_requested.load(Ordering::Acquire) && !state.mem.is_empty();
-            if state.mem.approximate_bytes() < self.config.memtable_bytes && !wal_full && !requested
-            {
-                return Ok(());
-            }
-            if state.imms.len() >= self.config.max_immutable_memtables {
-                self.stall_for_flush()?;
-                continue;
-            }
-            return self.freeze_memtable();
-        }
-    }
-
-    /// Waits until compaction brings the tree back under the hard limits.
-    fn stall_for_compaction(&self) -> Result<()> {
-        sync_point!(self.sync_points, "write stall: waiting for compaction");
-        let start = Instant::now();
-        let mut bg = self.bg.lock();
-        while bg.error.is_none()
-            && !bg.shutdown
-            && self.compaction_pressure(&self.view.current()) >= 1.0
-        {
-            self.compaction.cv.notify_all();
-            self.compaction
-                .cv
-                .wait_for(&mut bg, Duration::from_millis(50));
-        }
-        let outcome = stall_outcome(&bg);
-        drop(bg);
-        self.counters.note_stall(
-            &self.counters.stops,
-            &self.counters.stop_micros,
-            start.elapsed(),
-        );
-        outcome
-    }
-
-    fn stall_for_flush(&self) -> Result<()> {
-        let start = Instant::now();
-        let mut bg = self.bg.lock();
-        while bg.error.is_none()
-            && !bg.shutdown
-            && self.view.current().imms.len() >= self.config.max_immutable_memtables
-        {
-            self.bg_cv.notify_one();
-            self.flush_cv.wait_for(&mut bg, Duration::from_millis(50));
-        }
-        let outcome = stall_outcome(&bg);
-        drop(bg);
-        self.counters.note_stall(
-            &self.counters.stalls,
-            &self.counters.stall_micros,
-            start.elapsed(),
-        );
-        outcome
-    }
-
-    /// Freezes the mutable memtable and starts a new one with a fresh WAL segment. Requires
-    /// the leader lock.
-    pub(crate) fn freeze_memtable(&self) -> Result<()> {
-        self.freeze_requested.store(false, Ordering::Release);
-        let rolled = self.wal.lock().roll(|| self.allocate_file_number());
-        let number = match rolled {
-            Ok(number) => number,
-            Err(e) => {
-                let e = Error::from(e);
-                self.poison("WAL segment roll", &e);
-                return Err(e);
-            }
-        };
-        self.wal_chores.store(true, Ordering::Release);
-        let fresh = Arc::new(Memtable::new(number, self.config.memtable_bytes));
-        self.view.publish(|cur| {
-            let mut imms = Vec::with_capacity(cur.imms.len() + 1);
-            imms.push(Arc::clone(&cur.mem));
-            imms.extend(cur.imms.iter().cloned());
-            LsmState {
-                mem: fresh,
-                imms,
-                tables: Arc::clone(&cur.tables),
-            }
-        });
-        let _bg = self.bg.lock();
-        self.bg_cv.notify_one();
-        Ok(())
-    }
-
-    /// Records in the manifest that no sealed WAL segment is needed any more and deletes them.
-    /// Only valid when every frozen memtable is flushed and the mutable one started in the
-    /// active segment.
-    fn retire_wal_before_active(&self) -> Result<()> {
-        let active = self.wal.lock().active_number();
-        let mut versions = self.versions.lock();
-        if versions.state.log_number < active {
-            let edit = crate::manifest::Edit {
-                log_number: Some(active),
-                next_file: Some(self.next_file.load(Ordering::Acquire)),
-                ..Default::default()
-            };
-            self.log_edit(&mut versions, &edit)?;
-        }
-        drop(versions);
-        let retired = self.wal.lock().take_below(active);
-        segment::remove_segments(&*self.fs, &self.dir, &retired)?;
-        Ok(())
-    }
-
-    /// Freezes the memtable (if it holds anything) and waits until it and every memtable
-    /// frozen before it are in tables. Memtables frozen after the call are not waited for, so
-    /// this ends under any write load.
-    pub(crate) fn flush_all(&self) -> Result<()> {
-        let frozen = {
-            let _leader = self.leader.lock();
-            // Checked under the leader lock: closing takes it too, so no segment is created
-            // after the store released its directory.
-            self.check_writable()?;
-            if !self.view.current().mem.is_empty() {
-                self.freeze_memtable()?;
-            }
-            self.view.current().imms.clone()
-        };
-        self.wait_flushed(&frozen)
-    }
-
-    /// [`Core::flush_all`] for the compaction thread, which must never wait on the write
-    /// path: a commit leader stalled for compaction holds the leader lock until compaction
-    /// catches up. When a leader is busy, the freeze is left to it (at its next commit) and
-    /// only the memtables already frozen are waited for.
-    pub(crate) fn flush_all_without_waiting_for_writers(&self) -> Result<()> {
-        let frozen = match self.leader.try_lock() {
-            Some(_leader) => {
-                self.check_writable()?;
-                if !self.view.current().mem.is_empty() {
-                    self.freeze_memtable()?;
-                }
-                self.view.current().imms.clone()
-            }
-            None => {
-                self.freeze_requested.store(true, Ordering::Release);
-                self.view.current().imms.clone()
-            }
-        };
-        self.wait_flushed(&frozen)
-    }
-
-    /// Waits until none of `frozen` waits for its flush any more.
-    fn wait_flushed(&self, frozen: &[Arc<Memtable>]) -> Result<()> {
-        let mut bg = self.bg.lock();
-        loop {
-            if let Some(e) = &bg.error {
-                return Err(Error::Poisoned(e.clone()));
-            }
-            let pending = self.view.current();
-            if !pending
-                .imms
-                .iter()
-                .any(|m| frozen.iter().any(|f| Arc::ptr_eq(m, f)))
-            {
-                return Ok(());
-            }
-            if bg.shutdown {
-                return Err(Error::Closed);
-            }
-            self.bg_cv.notify_one();
-            self.flush_cv.wait_for(&mut bg, Duration::from_millis(50));
-        }
-    }
-
-    fn sync_wal(&self) -> Result<()> {
-        self.check_writable()?;
-        let r = self.wal.lock().sync();
-        if let Err(e) = r {
-            let e = Error::from(e);
-            self.poison("WAL sync", &e);
-            return Err(e);
-        }
-        Counters::add(&self.counters.syncs, 1);
-        Ok(())
-    }
-
-    // ---- lifecycle ----
-
-    fn begin_shutdown(&self) {
-        self.shutdown_flag.store(true, Ordering::Release);
-        let mut bg = self.bg.lock();
-        bg.shutdown = true;
-        self.bg_cv.notify_all();
-        self.flush_cv.notify_all();
-        self.compaction.cv.notify_all();
-    }
-
-    fn finish_shutdown(&self) -> Result<()> {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
-        // A compaction started from a user thread may still be writing tables: it sees the
-        // shutdown flag and stops at its next check, and the directory lock is released only
-        // after it has.
-        let _job = self.compaction.lock.lock();
-        let _leader = self.leader.lock();
-        let result = if self.poisoned.load(Ordering::Acquire) {
-            Ok(())
-        } else {
-            self.wal.lock().finish().map_err(Error::from)
-        };
-        self.lock.lock().take();
-        result
-    }
-
-    /// True when a frozen memtable waits for its flush.
-    pub(crate) fn has_flush_work(&self) -> bool {
-        !self.view.current().imms.is_empty()
-    }
-
-    /// Asks the flush thread for [`Core::wal_chores`] after a roll.
-    fn wake_for_wal_chores(&self) {
-        self.wal_chores.store(true, Ordering::Release);
-        let _bg = self.bg.lock();
-        self.bg_cv.notify_one();
-    }
-
-    /// WAL work kept out of the commit path: make the next segment ready for the next roll,
-    /// and cut the preallocated tails of sealed segments.
-    fn wal_chores(&self) -> Result<()> {
-        let wanted = self.wal.lock().wants_spare();
-        if let Some(prev) = wanted {
-            let number = self.allocate_file_number();
-            let spare = Spare::prepare(
-                &*self.fs,
-                &self.dir,
-                number,
-                prev,
-                self.config.wal_segment_bytes,
-            )?;
-            let unused = self.wal.lock().offer_spare(spare);
-            if let Some(unused) = unused {
-                unused.discard(&*self.fs, &self.dir);
-            }
-        }
-        let untrimmed = self.wal.lock().take_untrimmed();
-        segment::trim_segments(&*self.fs, &untrimmed)?;
-        Ok(())
-    }
-
-    fn background_loop(core: Arc<Core>) {
-        loop {
-            {
-                let mut bg = core.bg.lock();
-                loop {
-                    if bg.shutdown {
-                        return;
-                    }
-                    if bg.error.is_none()
-                        && (core.has_flush_work() || core.wal_chores.load(Ordering::Acquire))
-                    {
-                        break;
-                    }
-                    core.bg_cv.wait(&mut bg);
-                }
-            }
-            if core.wal_chores.swap(false, Ordering::AcqRel)
-                && let Err(e) = catch_panic(|| core.wal_chores())
-            {
-                core.poison("WAL maintenance", &e);
-            }
-            if core.has_flush_work()
-                && let Err(e) = catch_panic(|| core.flush_oldest())
-            {
-                core.poison("flush", &e);
-            }
-            let _bg = core.bg.lock();
-            core.flush_cv.notify_all();
-            core.compaction.cv.notify_all();
-        }
-    }
-
-    fn stats(&self) -> Stats {
-        let state = self.view.current();
-        let (wal_segments, wal_bytes) = {
-            let wal = self.wal.lock();
-            (wal.segments().len(), wal.total_bytes())
-        };
-        let c = &self.counters;
-        let scores = picker::scores(&self.config, &state.tables);
-        let levels: Vec<LevelStats> = (0..state.tables.num_levels())
-            .map(|l| {
-                let io = self.compaction.levels.get(l);
-                let get = |f: fn(&crate::compaction::LevelIo) -> &AtomicU64| {
-                    io.map_or(0, |io| Counters::get(f(io)))
-                };
-                LevelStats {
-                    tables: state.tables.level(l).len(),
-                    bytes: state.tables.level_bytes(l),
-                    entries: state
-                        .tables
-                        .level(l)
-                        .iter()
-                        .map(|t| t.props().entries)
-                        .sum(),
-                    target_bytes: if l == 0 {
-                        0
-                    } else {
-                        picker::level_target(&self.config, l)
-                    },
-                    score: scores.get(l).copied().unwrap_or(0.0),
-                    bytes_written: get(|io| &io.bytes_written),
-                    bytes_read: get(|io| &io.bytes_read),
-                    compactions: get(|io| &io.compactions),
-                }
-            })
-            .collect();
-        let compaction_bytes_written: u64 = levels.iter().skip(1).map(|l| l.bytes_written).sum();
-        let compaction_bytes_read: u64 = levels.iter().map(|l| l.bytes_read).sum();
-        let user_bytes = Counters::get(&c.user_bytes);
-        let disk_bytes =
-            Counters::get(&c.wal_bytes) + Counters::get(&c.flush_bytes) + compaction_bytes_written;
-        let read_amplification = 1
-            + state.imms.len()
-            + state.tables.level(0).len()
-            + (1..state.tables.num_levels())
-                .filter(|&l| !state.tables.level(l).is_empty())
-                .count();
-        Stats {
-            last_seqno: SeqNo::new(self.view.visible()),
-            memtable_bytes: state.mem.approximate_bytes() as u64,
-            immutable_memtables: state.imms.len(),
-            immutable_memtable_bytes: state
-                .imms
-                .iter()
-                .map(|m| m.approximate_bytes() as u64)
-                .sum(),
-            levels,
-            wal_segments,
-            wal_bytes,
-            live_snapshots: self.view.live_snapshots(),
-            user_bytes_written: Counters::get(&c.user_bytes),
-            wal_bytes_written: Counters::get(&c.wal_bytes),
-            flush_bytes_written: Counters::get(&c.flush_bytes),
-            puts: Counters::get(&c.puts),
-            deletes: Counters::get(&c.deletes),
-            batches: Counters::get(&c.batches),
-            write_groups: Counters::get(&c.groups),
-            wal_syncs: Counters::get(&c.syncs),
-            flushes: Counters::get(&c.flushes),
-            write_stalls: Counters::get(&c.stalls),
-            write_stall_micros: Counters::get(&c.stall_micros),
-            write_slowdowns: Counters::get(&c.slowdowns),
-            write_slowdown_micros: Counters::get(&c.slowdown_micros),
-            write_stops: Counters::get(&c.stops),
-            write_stop_micros: Counters::get(&c.stop_micros),
-            longest_stall_micros: Counters::get(&c.longest_stall_micros),
-            pending_compaction_bytes: picker::pending_bytes(&self.config, &state.tables),
-            compactions: self
-                .compaction
-                .levels
-                .iter()
-                .map(|io| Counters::get(&io.compactions))
-                .sum(),
-            compaction_bytes_read,
-            compaction_bytes_written,
-            write_amplification: if user_bytes == 0 {
-                0.0
-            } else {
-                disk_bytes as f64 / user_bytes as f64
-            },
-            read_amplification,
-            conflicts: Counters::get(&c.conflicts),
-            recovery: self.recovery.clone(),
-        }
-    }
-}
-
-/// Pops the leader's batch and the queued batches that can share its WAL record.
-fn take_group(pending: &mut VecDeque<Pending>) -> Vec<Pending> {
-    let mut group = Vec::new();
-    let Some(first) = pending.pop_front() else {
-        return group;
-    };
-    let first_size = first.batch.encoded_len();
-    let limit = if first_size <= 128 << 10 {
-        first_size + (128 << 10)
-    } else {
-        MAX_GROUP_BYTES
-    };
-    let leader_sync = first.sync;
-    let mut size = first_size;
-    group.push(first);
-    while let Some(next) = pending.front() {
-        // A non-syncing leader must not acknowledge a syncing write without an fsync.
-        if next.sync && !leader_sync {
-            break;
-        }
-        let n = next.batch.encoded_len();
-        if size + n > limit {
-            break;
-        }
-        size += n;
-        if let Some(p) = pending.pop_front() {
-            group.push(p);
-        }
-    }
-    group
 }
 
 impl Db {
@@ -944,30 +98,23 @@ impl Db {
     /// Opens the store at `path` with `config`.
     pub fn open_with(path: impl AsRef<Path>, config: Config) -> Result<Db> {
         config.validate()?;
-        let (core, rewrite) = crate::recovery::open(path.as_ref(), config)?;
-        let core = Arc::new(core);
+        let (recovered, rewrite) = crate::recovery::open(path.as_ref(), config)?;
+        let core = Arc::new(Core::assemble(recovered));
         if rewrite {
             // Recovery dropped damaged records: persist what was recovered in a table now, so
             // the dropped records can never reappear in a later recovery.
-            let _leader = core.leader.lock();
+            let _leader = core.writer.lead();
             if !core.view.current().mem.is_empty() {
-                core.freeze_memtable()?;
+                core.writer.freeze_memtable()?;
             }
-            while core.flush_oldest()? {}
-            core.retire_wal_before_active()?;
+            while core.flush_job().run()? {}
+            core.writer.retire_sealed_segments()?;
         }
-        let flush_core = Arc::clone(&core);
-        let flusher = std::thread::Builder::new()
-            .name("strata-flush".into())
-            .spawn(move || Core::background_loop(flush_core))?;
-        let compact_core = Arc::clone(&core);
-        let compactor = std::thread::Builder::new()
-            .name("strata-compact".into())
-            .spawn(move || Core::compaction_loop(compact_core))?;
+        let workers = crate::background::start(&core)?;
         Ok(Db {
             handle: Arc::new(Handle {
                 core,
-                workers: Mutex::new(vec![flusher, compactor]),
+                workers: Mutex::new(workers),
             }),
         })
     }
@@ -977,7 +124,7 @@ impl Db {
         DbBuilder::new(path.as_ref())
     }
 
-    fn core(&self) -> &Arc<Core> {
+    pub(crate) fn core(&self) -> &Arc<Core> {
         &self.handle.core
     }
 
@@ -1109,7 +256,7 @@ impl Db {
     /// [`WriteBatch::expect_version`] does not hold; nothing is written then.
     pub fn write(&self, batch: WriteBatch) -> Result<SeqNo> {
         let sync = self.core().config.sync == SyncMode::Always;
-        self.core().write(batch, sync)
+        self.core().writer.write(batch, sync)
     }
 
     /// Writes `new` under `key` (a delete when `None`) only if the key's current version is
@@ -1152,13 +299,13 @@ impl Db {
     /// Writes the memtable to a table and waits until every frozen memtable is flushed. Also
     /// makes every earlier write durable.
     pub fn flush(&self) -> Result<()> {
-        self.core().flush_all()?;
-        self.core().sync_wal()
+        self.core().writer.flush_all()?;
+        self.core().writer.sync()
     }
 
     /// Makes every acknowledged write durable (needed only with [`SyncMode::Buffered`]).
     pub fn sync(&self) -> Result<()> {
-        self.core().sync_wal()
+        self.core().writer.sync()
     }
 
     /// Syncs the WAL, stops background work and releases the directory lock. Other handles
@@ -1185,7 +332,7 @@ impl Db {
     /// # Ok::<_, strata::Error>(())
     /// ```
     pub fn poisoned(&self) -> Option<PoisonCause> {
-        self.core().poison_cause()
+        self.core().life.poison_cause()
     }
 
     /// Sizes and counters.
@@ -1209,8 +356,10 @@ impl Db {
     /// # Ok::<_, strata::Error>(())
     /// ```
     pub fn compact(&self) -> Result<CompactionRun> {
-        self.core().flush_all()?;
-        self.core().compact_all_tables(CompactionReason::Manual)
+        let core = self.core();
+        core.writer.flush_all()?;
+        core.compaction
+            .compact_all_tables(&core.compaction_job(), CompactionReason::Manual)
     }
 
     /// Compacts the tables holding keys in `range`, pushing them down to the deepest level.
@@ -1227,8 +376,10 @@ impl Db {
             Bound::Included(k) | Bound::Excluded(k) => Some(k.as_ref().to_vec()),
             Bound::Unbounded => None,
         };
-        self.core().flush_all()?;
-        self.core().compact_span(&(lo, hi))
+        let core = self.core();
+        core.writer.flush_all()?;
+        core.compaction
+            .compact_span(&core.compaction_job(), &(lo, hi))
     }
 
     /// A full compaction unless one is running, or — without `force` — the last full
@@ -1239,7 +390,7 @@ impl Db {
         if core.compaction.running.load(Ordering::Acquire) {
             return Ok(None);
         }
-        if !force && !core.full_compaction_allowed() {
+        if !force && !core.compaction.full_compaction_allowed() {
             return Ok(None);
         }
         self.compact().map(Some)
@@ -1247,17 +398,19 @@ impl Db {
 
     /// Whether a compaction runs, the periodic schedule, and recent runs.
     pub fn compaction_status(&self) -> CompactionStatus {
-        self.core().compaction_status()
+        self.core().compaction.status()
     }
 
     /// Changes the periodic full-compaction schedule.
     pub fn set_periodic_compaction(&self, schedule: PeriodicCompaction) {
-        self.core().set_periodic(schedule);
+        let core = self.core();
+        core.compaction.set_periodic(schedule);
+        core.life.wake_compactor();
     }
 
     /// The live WAL segments, oldest first.
     pub fn wal_segments(&self) -> Vec<WalSegment> {
-        self.core().wal.lock().segments()
+        self.core().writer.wal_segments()
     }
 }
 
@@ -1269,72 +422,3 @@ const _: () = {
     assert_send::<Range>();
     assert_send::<Versions>();
 };
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::AtomicBool;
-    use std::sync::mpsc;
-
-    use super::*;
-    use crate::config::PeriodicCompaction;
-
-    /// Long enough that only a hung store reaches it.
-    const HANG: Duration = Duration::from_secs(20);
-
-    #[test]
-    fn periodic_compaction_never_waits_on_a_stalled_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::builder(dir.path())
-            .sync_mode(SyncMode::Buffered)
-            .l0_limits(2, 2, 3)
-            .open()
-            .unwrap();
-        let points = &db.core().sync_points;
-        // Stop the compaction thread once, where it has chosen the periodic compaction.
-        let (at_periodic, reached_periodic) = mpsc::channel();
-        let (resume, resumed) = mpsc::channel::<()>();
-        let resumed = Mutex::new(resumed);
-        let first = AtomicBool::new(true);
-        points.set("periodic compaction: before its flush", move || {
-            if first.swap(false, Ordering::AcqRel) {
-                let _ = at_periodic.send(());
-                let _ = resumed.lock().recv();
-            }
-        });
-        let (stalling, stalled) = mpsc::channel();
-        let stalling = Mutex::new(stalling);
-        points.set("write stall: waiting for compaction", move || {
-            let _ = stalling.lock().send(());
-        });
-        db.set_periodic_compaction(PeriodicCompaction {
-            enabled: true,
-            interval: Duration::from_millis(1),
-            min_interval: Duration::ZERO,
-        });
-        reached_periodic
-            .recv_timeout(HANG)
-            .expect("the periodic compaction never started");
-        // Level 0 reaches the stop limit, and the next writer stalls as commit leader.
-        for round in 0..3 {
-            db.put("k", format!("{round}")).unwrap();
-            db.flush().unwrap();
-        }
-        let (done, finished) = mpsc::channel();
-        let writer = db.clone();
-        std::thread::spawn(move || {
-            let _ = done.send(writer.put("k", "stalled"));
-        });
-        stalled
-            .recv_timeout(HANG)
-            .expect("the writer did not stall");
-        resume.send(()).unwrap();
-        let Ok(result) = finished.recv_timeout(HANG) else {
-            std::mem::forget(db);
-            panic!(
-                "deadlock: the compaction thread waits for the stalled writer, which waits for it"
-            );
-        };
-        result.unwrap();
-        assert_eq!(db.get("k").unwrap().as_deref(), Some(&b"stalled"[..]));
-    }
-}

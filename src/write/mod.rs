@@ -107,17 +107,16 @@ impl Writer {
         }
         // This writer leads the next commit group.
         q.leader_active = true;
-        let group = take_group(&mut q.pending);
+        let mut group = take_group(&mut q.pending);
         drop(q);
-        let tickets: Vec<u64> = group.iter().map(|p| p.ticket).collect();
         // A panic must not leave `leader_active` set (every later writer would wait for a
         // leader that is gone): it poisons the store and fails the whole group.
-        let results = match catch_panic(|| Ok(self.commit_group(group))) {
+        let results = match catch_panic(|| Ok(self.commit_group(&mut group))) {
             Ok(results) => results,
             Err(e) => {
                 self.life.poison("group commit", &e);
                 let e = self.life.poison_cause().map_or(e, Error::Poisoned);
-                tickets.iter().map(|&t| (t, Err(e.duplicate()))).collect()
+                group.iter().map(|p| (p.ticket, Err(e.duplicate()))).collect()
             }
         };
         let mut q = self.queue.lock();
@@ -135,7 +134,7 @@ impl Writer {
         mine
     }
 
-    fn commit_group(&self, mut group: Vec<Pending>) -> Vec<(u64, Result<SeqNo>)> {
+    fn commit_group(&self, group: &mut [Pending]) -> Vec<(u64, Result<SeqNo>)> {
         let fail_all = |group: &[Pending], e: &Error| -> Vec<(u64, Result<SeqNo>)> {
             group
                 .iter()
@@ -144,10 +143,10 @@ impl Writer {
         };
         let _leader = self.leader.lock();
         if let Err(e) = self.life.check_writable() {
-            return fail_all(&group, &e);
+            return fail_all(group, &e);
         }
         if let Err(e) = self.make_room() {
-            return fail_all(&group, &e);
+            return fail_all(group, &e);
         }
         let first_seq = self.view.visible() + 1;
         let mut record = Vec::with_capacity(
@@ -164,7 +163,7 @@ impl Writer {
         let mut next_seq = first_seq;
         let mut need_sync = false;
         let mut user_bytes = 0u64;
-        for p in &mut group {
+        for p in group.iter_mut() {
             if let Some(e) = p.batch.take_invalid() {
                 results.push((p.ticket, Err(e)));
                 continue;
@@ -212,7 +211,7 @@ impl Writer {
                 len: count as usize,
                 max: u32::MAX as usize,
             };
-            return fail_all(&group, &e);
+            return fail_all(group, &e);
         };
         if let Some(c) = record.get_mut(RECORD_PREFIX_LEN + 8..RECORD_PREFIX_LEN + 12) {
             c.copy_from_slice(&count32.to_le_bytes());
@@ -261,7 +260,7 @@ impl Writer {
                     reason: format!("commit group failed to decode: {}", c.reason),
                 };
                 self.life.poison("memtable insert", &e);
-                return fail_all(&group, &e);
+                return fail_all(group, &e);
             }
         }
         self.view.set_visible(next_seq - 1);

@@ -116,7 +116,10 @@ impl Writer {
             Err(e) => {
                 self.life.poison("group commit", &e);
                 let e = self.life.poison_cause().map_or(e, Error::Poisoned);
-                group.iter().map(|p| (p.ticket, Err(e.duplicate()))).collect()
+                group
+                    .iter()
+                    .map(|p| (p.ticket, Err(e.duplicate())))
+                    .collect()
             }
         };
         let mut q = self.queue.lock();

@@ -76,8 +76,11 @@ pub enum Error {
         max: usize,
     },
 
-    /// A batch precondition (see [`WriteBatch::expect_version`](crate::WriteBatch::expect_version))
-    /// did not hold; nothing in the batch was applied.
+    /// A version precondition did not hold — set by
+    /// [`Db::compare_and_set`](crate::Db::compare_and_set),
+    /// [`Db::compare_and_delete`](crate::Db::compare_and_delete) or
+    /// [`WriteBatch::expect_version`](crate::WriteBatch::expect_version) — so nothing was
+    /// written. The conflict names the key, the version expected and the key's actual one.
     #[error("{0}")]
     Conflict(CasConflict),
 
@@ -85,7 +88,8 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
 
-    /// The store was closed.
+    /// The store was closed: every read and write through a [`Db`](crate::Db) handle fails
+    /// with this once [`Db::close`](crate::Db::close) has been called.
     #[error("the store is closed")]
     Closed,
 

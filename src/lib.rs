@@ -36,10 +36,13 @@
 //! assert_eq!(history, [v2, v1]);
 //! assert_eq!(db.get_at("user:1", v1)?.as_deref(), Some(&b"Alice"[..]));
 //!
-//! // Compare-and-set on versions.
-//! let conflict = db.compare_and_set("user:1", Some(v1), Some("stale"))?.unwrap_err();
-//! assert_eq!(conflict.current, Some(v2));
-//! db.compare_and_set("user:1", Some(v2), Some("Al"))?.expect("current version");
+//! // Compare-and-set on versions; a stale version is a conflict, and nothing is written.
+//! match db.compare_and_set("user:1", Some(v1), "stale") {
+//!     Err(strata::Error::Conflict(c)) => assert_eq!(c.current, Some(v2)),
+//!     other => panic!("{other:?}"),
+//! }
+//! let v3 = db.compare_and_set("user:1", Some(v2), "Al")?;
+//! db.compare_and_delete("user:1", Some(v3))?;
 //!
 //! db.close()?;
 //! # Ok::<_, strata::Error>(())
@@ -59,6 +62,11 @@
 //! write or fsync fails, the store is *poisoned*: every later write fails with
 //! [`Error::Poisoned`] and the way back is to reopen it (recovery replays exactly what is
 //! durable).
+//!
+//! A version precondition that does not hold is [`Error::Conflict`], whichever call set it
+//! ([`Db::compare_and_set`], [`Db::compare_and_delete`] or
+//! [`WriteBatch::expect_version`]); nothing is written then. After [`Db::close`], reads and
+//! writes through any handle fail with [`Error::Closed`].
 
 mod background;
 mod batch;
@@ -110,7 +118,7 @@ pub use config::{Config, HistoryRetention, PeriodicCompaction, RecoveryMode, Syn
 pub use db::{Db, DbBuilder};
 pub use error::{CasConflict, Error, PoisonCause, Result};
 pub use fs::{FileLock, FileSystem, StdFs, WritableFile};
-pub use iter::{Range, Version, Versions};
+pub use iter::{KeyRange, Range, Version, Versions};
 pub use limits::{MAX_BATCH_BYTES, MAX_KEY_LEN, MAX_VALUE_LEN, NUM_LEVELS};
 pub use lookup::VersionedValue;
 pub use seqno::SeqNo;

@@ -91,6 +91,11 @@ impl Lifecycle {
         self.poison.lock().clone()
     }
 
+    /// True once the store is closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// True once the store is poisoned.
     pub(crate) fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::Acquire)

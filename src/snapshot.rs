@@ -1,13 +1,12 @@
 //! Point-in-time reads: the public [`Snapshot`] handle. The registry of live snapshots is part
 //! of the [`View`].
 
-use std::ops::RangeBounds;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::error::Result;
-use crate::iter::{Range, Versions};
+use crate::error::{Error, Result};
+use crate::iter::{KeyRange, Range, Versions, key_bounds, prefix_bounds};
 use crate::lookup::VersionedValue;
 use crate::seqno::SeqNo;
 use crate::view::{SnapshotGuard, View};
@@ -32,6 +31,8 @@ use crate::view::{SnapshotGuard, View};
 pub struct Snapshot {
     view: Arc<View>,
     guard: Arc<SnapshotGuard>,
+    /// Taken from a closed store: every read fails with [`Error::Closed`].
+    closed: bool,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -43,9 +44,24 @@ impl std::fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
-    pub(crate) fn new(view: Arc<View>) -> Snapshot {
+    /// A snapshot at `view`'s visible seqno; with `closed`, one whose reads fail with
+    /// [`Error::Closed`].
+    pub(crate) fn new(view: Arc<View>, closed: bool) -> Snapshot {
         let guard = Arc::new(view.register_snapshot());
-        Snapshot { view, guard }
+        Snapshot {
+            view,
+            guard,
+            closed,
+        }
+    }
+
+    fn range_over(&self, bounds: crate::iter::Bounds) -> Range {
+        let (state, guard) = (self.view.current(), Arc::clone(&self.guard));
+        if self.closed {
+            Range::failed(state, guard, Error::Closed)
+        } else {
+            Range::new(state, guard, bounds)
+        }
     }
 
     /// The seqno this snapshot reads at.
@@ -60,34 +76,34 @@ impl Snapshot {
 
     /// The value of `key` and its version, as of this snapshot.
     pub fn get_versioned(&self, key: impl AsRef<[u8]>) -> Result<Option<VersionedValue>> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
         self.view.get_at(key.as_ref(), self.guard.seq())
     }
 
     /// Entries with keys in `range`, as of this snapshot; see [`Db::range`](crate::Db::range).
-    pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Range {
-        Range::new(
-            self.view.current(),
-            Arc::clone(&self.guard),
-            crate::iter::owned_bounds(&range),
-        )
+    pub fn range(&self, range: impl KeyRange) -> Range {
+        self.range_over(key_bounds(&range))
     }
 
     /// Entries whose keys start with `prefix`, as of this snapshot.
     pub fn prefix(&self, prefix: impl AsRef<[u8]>) -> Range {
-        Range::new(
-            self.view.current(),
-            Arc::clone(&self.guard),
-            crate::iter::prefix_bounds(prefix.as_ref()),
-        )
+        self.range_over(prefix_bounds(prefix.as_ref()))
     }
 
     /// Every entry, as of this snapshot.
     pub fn iter(&self) -> Range {
-        self.range::<&[u8], _>(..)
+        self.range(..)
     }
 
     /// The retained versions of `key` at or below this snapshot, newest first.
     pub fn versions(&self, key: impl AsRef<[u8]>) -> Versions {
-        Versions::new(self.view.current(), Arc::clone(&self.guard), key.as_ref())
+        let (state, guard) = (self.view.current(), Arc::clone(&self.guard));
+        if self.closed {
+            Versions::failed(state, guard, Error::Closed)
+        } else {
+            Versions::new(state, guard, key.as_ref())
+        }
     }
 }

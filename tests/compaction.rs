@@ -398,7 +398,7 @@ fn compact_range_touches_only_overlapping_tables() {
     let st = db.stats();
     assert_eq!((st.levels[0].tables, st.levels[1].tables), (3, 1));
     assert_eq!(db.iter().count(), 2000);
-    let run = db.compact_range::<&str, _>(..).unwrap();
+    let run = db.compact_range(..).unwrap();
     assert_eq!(run.tables_in, 4);
     assert_eq!(db.stats().levels[0].tables, 0);
     assert_eq!(db.iter().count(), 2000);

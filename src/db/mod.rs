@@ -3,7 +3,6 @@
 
 mod builder;
 
-use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,14 +17,12 @@ use crate::batch::WriteBatch;
 use crate::compaction::{CompactionReason, CompactionRun, CompactionStatus};
 use crate::config::{Config, PeriodicCompaction, SyncMode};
 use crate::core::Core;
-use crate::error::{CasConflict, Error, PoisonCause, Result};
-use crate::iter::{Range, Versions};
+use crate::error::{Error, PoisonCause, Result};
+use crate::iter::{Bounds, KeyRange, Range, Versions, key_bounds, prefix_bounds};
 use crate::lookup::VersionedValue;
 use crate::seqno::SeqNo;
 use crate::snapshot::Snapshot;
-use crate::state::LsmState;
 use crate::stats::Stats;
-use crate::view::SnapshotGuard;
 use crate::wal::segment::WalSegment;
 
 /// An embedded key-value store.
@@ -49,6 +46,22 @@ use crate::wal::segment::WalSegment;
 /// db.close()?;
 /// # Ok::<_, strata::Error>(())
 /// ```
+///
+/// # Conflicts
+///
+/// Writes can carry version preconditions: [`Db::compare_and_set`] and
+/// [`Db::compare_and_delete`] take the version the key must have, and a [`WriteBatch`] takes
+/// any number with [`WriteBatch::expect_version`]. A precondition that does not hold fails
+/// the call with [`Error::Conflict`] — one shape for all three — carrying the key's actual
+/// version, and nothing is written; the usual answer is to read again and retry.
+///
+/// # Closing
+///
+/// After [`Db::close`], every read and write through any clone of the handle fails with
+/// [`Error::Closed`] (iterators made then yield that error once). Snapshots and iterators
+/// taken before keep reading what they pinned. Calls that describe the store —
+/// [`Db::path`], [`Db::config`], [`Db::last_seqno`], [`Db::stats`], [`Db::poisoned`],
+/// [`Db::compaction_status`], [`Db::wal_segments`] — keep answering.
 #[derive(Clone)]
 pub struct Db {
     handle: Arc<Handle>,
@@ -142,11 +155,12 @@ impl Db {
 
     /// The current value of `key`, or `None` if it is absent or deleted.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
-        Ok(self.core().view.get_latest(key.as_ref())?.map(|v| v.value))
+        Ok(self.get_versioned(key)?.map(|v| v.value))
     }
 
     /// The current value of `key` together with its version.
     pub fn get_versioned(&self, key: impl AsRef<[u8]>) -> Result<Option<VersionedValue>> {
+        self.check_open()?;
         self.core().view.get_latest(key.as_ref())
     }
 
@@ -156,6 +170,7 @@ impl Db {
     /// [`HistoryRetention`](crate::HistoryRetention)); older versions read as whatever older
     /// retained version remains, or `None`. Hold a [`Snapshot`] to pin a view exactly.
     pub fn get_at(&self, key: impl AsRef<[u8]>, version: SeqNo) -> Result<Option<Bytes>> {
+        self.check_open()?;
         let snap = version.get().min(self.core().view.visible());
         Ok(self
             .core()
@@ -166,7 +181,7 @@ impl Db {
 
     /// True when `key` has a live value.
     pub fn contains_key(&self, key: impl AsRef<[u8]>) -> Result<bool> {
-        Ok(self.core().view.get_latest(key.as_ref())?.is_some())
+        Ok(self.get_versioned(key)?.is_some())
     }
 
     /// Live entries with keys in `range`, in key order (reverse it with `.rev()`).
@@ -182,24 +197,30 @@ impl Db {
     /// }
     /// let keys: Vec<_> = db.range("b".."d").map(|r| r.map(|(k, _)| k)).collect::<Result<_, _>>()?;
     /// assert_eq!(keys, ["b", "c"]);
-    /// let last = db.range::<&str, _>(..).next_back().transpose()?;
+    /// let last = db.range(..).next_back().transpose()?;
     /// assert_eq!(last.map(|(k, _)| k).as_deref(), Some(&b"d"[..]));
     /// # Ok::<_, strata::Error>(())
     /// ```
-    pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Range {
-        let (guard, state) = self.pinned();
-        Range::new(state, guard, crate::iter::owned_bounds(&range))
+    pub fn range(&self, range: impl KeyRange) -> Range {
+        self.range_over(key_bounds(&range))
     }
 
     /// Live entries whose keys start with `prefix`.
     pub fn prefix(&self, prefix: impl AsRef<[u8]>) -> Range {
-        let (guard, state) = self.pinned();
-        Range::new(state, guard, crate::iter::prefix_bounds(prefix.as_ref()))
+        self.range_over(prefix_bounds(prefix.as_ref()))
     }
 
     /// Every live entry.
     pub fn iter(&self) -> Range {
-        self.range::<&[u8], _>(..)
+        self.range(..)
+    }
+
+    fn range_over(&self, bounds: Bounds) -> Range {
+        let (guard, state) = self.core().view.pin();
+        match self.check_open() {
+            Ok(()) => Range::new(state, guard, bounds),
+            Err(e) => Range::failed(state, guard, e),
+        }
     }
 
     /// The retained versions of `key`, newest first, tombstones included.
@@ -215,17 +236,26 @@ impl Db {
     /// # Ok::<_, strata::Error>(())
     /// ```
     pub fn versions(&self, key: impl AsRef<[u8]>) -> Versions {
-        let (guard, state) = self.pinned();
-        Versions::new(state, guard, key.as_ref())
+        let (guard, state) = self.core().view.pin();
+        match self.check_open() {
+            Ok(()) => Versions::new(state, guard, key.as_ref()),
+            Err(e) => Versions::failed(state, guard, e),
+        }
     }
 
-    fn pinned(&self) -> (Arc<SnapshotGuard>, Arc<LsmState>) {
-        self.core().view.pin()
-    }
-
-    /// A point-in-time view of the whole store.
+    /// A point-in-time view of the whole store. One taken after [`Db::close`] fails every
+    /// read with [`Error::Closed`].
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot::new(Arc::clone(&self.core().view))
+        let core = self.core();
+        Snapshot::new(Arc::clone(&core.view), core.life.is_closed())
+    }
+
+    /// Reads, like writes, fail once the store is closed.
+    fn check_open(&self) -> Result<()> {
+        if self.core().life.is_closed() {
+            return Err(Error::Closed);
+        }
+        Ok(())
     }
 
     /// The highest seqno readers can see: the version of the latest acknowledged write.
@@ -239,59 +269,78 @@ impl Db {
     pub fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<SeqNo> {
         let mut b = WriteBatch::new();
         b.put(key, value);
-        self.write(b)
+        self.commit(b)
     }
 
     /// Deletes `key` (writes a tombstone, even if the key is absent); returns its version.
     pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<SeqNo> {
         let mut b = WriteBatch::new();
         b.delete(key);
-        self.write(b)
+        self.commit(b)
     }
 
     /// Applies `batch` atomically; returns the version of its last write (op `i` of the
-    /// batch has version `returned - len + 1 + i`). An empty batch returns the current seqno.
+    /// batch has version `returned - len + 1 + i`), or `None` when the batch has no put or
+    /// delete: nothing was written (a batch of preconditions only checks them, atomically).
     ///
     /// Fails with [`Error::Conflict`] if a precondition set with
-    /// [`WriteBatch::expect_version`] does not hold; nothing is written then.
-    pub fn write(&self, batch: WriteBatch) -> Result<SeqNo> {
+    /// [`WriteBatch::expect_version`] does not hold; nothing is written then (see
+    /// [conflicts](#conflicts)).
+    pub fn write(&self, batch: WriteBatch) -> Result<Option<SeqNo>> {
+        let writes = !batch.is_empty();
+        let last = self.commit(batch)?;
+        Ok(writes.then_some(last))
+    }
+
+    fn commit(&self, batch: WriteBatch) -> Result<SeqNo> {
         let sync = self.core().config.sync == SyncMode::Always;
         self.core().writer.write(batch, sync)
     }
 
-    /// Writes `new` under `key` (a delete when `None`) only if the key's current version is
-    /// `expected` (`None` = absent or deleted).
+    /// Writes `value` under `key` only if the key's current version is `expected` (`None`:
+    /// the key is absent or deleted); returns the new version.
     ///
-    /// The outer `Result` reports I/O failures; the inner one the outcome: `Ok(version)` of
-    /// the new write, or `Err(conflict)` carrying the key's actual version.
+    /// Fails with [`Error::Conflict`], carrying the key's actual version, when it is not
+    /// `expected`; nothing is written then (see [conflicts](#conflicts)).
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
+    /// use strata::Error;
     /// let db = strata::Db::open(dir.path())?;
-    /// let v1 = db.compare_and_set("k", None, Some("first"))?.expect("absent key");
-    /// let conflict = db.compare_and_set("k", None, Some("again"))?.unwrap_err();
-    /// assert_eq!(conflict.current, Some(v1));
-    /// db.compare_and_set("k", Some(v1), Some("second"))?.expect("version matches");
+    /// let v1 = db.compare_and_set("k", None, "first")?;
+    /// match db.compare_and_set("k", None, "again") {
+    ///     Err(Error::Conflict(c)) => assert_eq!(c.current, Some(v1)),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// let v2 = db.compare_and_set("k", Some(v1), "second")?;
+    /// db.compare_and_delete("k", Some(v2))?;
     /// # Ok::<_, strata::Error>(())
     /// ```
     pub fn compare_and_set(
         &self,
         key: impl AsRef<[u8]>,
         expected: Option<SeqNo>,
-        new: Option<impl AsRef<[u8]>>,
-    ) -> Result<Result<SeqNo, CasConflict>> {
+        value: impl AsRef<[u8]>,
+    ) -> Result<SeqNo> {
         let key = key.as_ref();
         let mut b = WriteBatch::new();
-        b.expect_version(key, expected);
-        match new {
-            Some(v) => b.put(key, v),
-            None => b.delete(key),
-        };
-        match self.write(b) {
-            Ok(s) => Ok(Ok(s)),
-            Err(Error::Conflict(c)) => Ok(Err(c)),
-            Err(e) => Err(e),
-        }
+        b.expect_version(key, expected).put(key, value);
+        self.commit(b)
+    }
+
+    /// Deletes `key` only if its current version is `expected` (`None`: the key is absent or
+    /// deleted, and a tombstone is written anyway); returns the tombstone's version.
+    ///
+    /// Fails with [`Error::Conflict`] like [`Db::compare_and_set`].
+    pub fn compare_and_delete(
+        &self,
+        key: impl AsRef<[u8]>,
+        expected: Option<SeqNo>,
+    ) -> Result<SeqNo> {
+        let key = key.as_ref();
+        let mut b = WriteBatch::new();
+        b.expect_version(key, expected).delete(key);
+        self.commit(b)
     }
 
     // ---- maintenance ----
@@ -308,8 +357,9 @@ impl Db {
         self.core().writer.sync()
     }
 
-    /// Syncs the WAL, stops background work and releases the directory lock. Other handles
-    /// to the store fail with [`Error::Closed`] on writes afterwards.
+    /// Syncs the WAL, stops background work and releases the directory lock. Reads and
+    /// writes through other handles fail with [`Error::Closed`] afterwards (see
+    /// [closing](#closing)).
     ///
     /// A compaction running on another thread ([`Db::compact`] and friends) is cancelled, and
     /// `close` returns only once it has stopped: nothing writes to the directory after the
@@ -363,17 +413,15 @@ impl Db {
     }
 
     /// Compacts the tables holding keys in `range`, pushing them down to the deepest level.
-    pub fn compact_range<K: AsRef<[u8]>, R: RangeBounds<K>>(
-        &self,
-        range: R,
-    ) -> Result<CompactionRun> {
+    pub fn compact_range(&self, range: impl KeyRange) -> Result<CompactionRun> {
         use std::ops::Bound;
-        let lo = match range.start_bound() {
-            Bound::Included(k) | Bound::Excluded(k) => k.as_ref().to_vec(),
+        let (lo, hi) = key_bounds(&range);
+        let lo = match lo {
+            Bound::Included(k) | Bound::Excluded(k) => k,
             Bound::Unbounded => Vec::new(),
         };
-        let hi = match range.end_bound() {
-            Bound::Included(k) | Bound::Excluded(k) => Some(k.as_ref().to_vec()),
+        let hi = match hi {
+            Bound::Included(k) | Bound::Excluded(k) => Some(k),
             Bound::Unbounded => None,
         };
         let core = self.core();

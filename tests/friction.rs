@@ -139,3 +139,21 @@ fn after_close_reads_through_any_handle_fail_like_writes_while_held_views_still_
     let reopened = Db::open(dir.path()).unwrap();
     assert_eq!(reopened.get("k").unwrap().as_deref(), Some(&b"v"[..]));
 }
+
+#[test]
+fn the_readme_tour_is_examples_basic_verbatim() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let example = std::fs::read_to_string(root.join("examples/basic.rs")).unwrap();
+    let start = "<!-- examples/basic.rs, included verbatim -->\n```rust\n";
+    let from = readme
+        .find(start)
+        .expect("README includes examples/basic.rs after its marker")
+        + start.len();
+    let len = readme[from..].find("```\n").expect("the code block ends");
+    assert_eq!(
+        &readme[from..from + len],
+        example,
+        "README's tour and examples/basic.rs differ"
+    );
+}

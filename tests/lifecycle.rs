@@ -251,8 +251,8 @@ fn a_wal_roll_in_the_commit_path_creates_no_file_and_syncs_at_most_the_directory
         .wal_segment_bytes(8 << 10)
         .open()
         .unwrap();
-    // The next segment is made ready in the background; give it the chance.
-    let spare_ready = (0..200).any(|_| {
+    // The next segment is made ready in the background (in milliseconds; allow 20 s).
+    let spare_ready = (0..2000).any(|_| {
         let ready = std::fs::read_dir(dir.path()).unwrap().any(|e| {
             e.unwrap()
                 .file_name()

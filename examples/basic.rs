@@ -1,85 +1,50 @@
-//! A tour of strata: open, put, get, range (both directions), batch, snapshot, versions, CAS.
-//!
-//! Run with `cargo run --example basic [DATA_DIR]` (default `data/basic`).
+//! A tour of strata, shown verbatim in the README: `cargo run --example basic [DATA_DIR]`.
 
-use strata::{Db, WriteBatch};
-
-fn show(label: &str, v: Option<strata::Bytes>) {
-    println!(
-        "{label:<28} {:?}",
-        v.map(|b| String::from_utf8_lossy(&b).into_owned())
-    );
-}
+use strata::{Db, Error, WriteBatch};
 
 fn main() -> strata::Result<()> {
-    let dir = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "data/basic".into());
-    let db = Db::builder(&dir).history_versions(8).open()?;
-    println!("opened {dir} at seqno {}", db.last_seqno());
+    let dir = std::env::args().nth(1).unwrap_or("data/basic".into());
+    let db = Db::builder(&dir).history_versions(10).open()?;
 
-    let v1 = db.put("fruit:apple", "red")?;
-    db.put("fruit:banana", "yellow")?;
-    db.put("fruit:cherry", "dark red")?;
-    db.put("veg:carrot", "orange")?;
-    show("get fruit:apple", db.get("fruit:apple")?);
+    // Every write returns its version: a store-wide, strictly increasing number.
+    let v1 = db.put("user:1", "Alice")?;
+    db.put("user:2", "Bob")?;
+    assert_eq!(db.get("user:1")?.as_deref(), Some(&b"Alice"[..]));
 
-    println!("prefix fruit:, forwards:");
-    for item in db.prefix("fruit:") {
-        let (k, v) = item?;
-        println!(
-            "  {} = {}",
-            String::from_utf8_lossy(&k),
-            String::from_utf8_lossy(&v)
-        );
+    // Ranges run both ways, over any range of keys: "a".."b", "a"..="b", "a".., ..="b", ..
+    for item in db.prefix("user:").rev() {
+        let (key, value) = item?;
+        println!("{key:?} = {value:?}");
     }
-    println!("range [fruit:b, veg:~), backwards:");
-    for item in db.range("fruit:b".."veg:~").rev() {
-        let (k, _) = item?;
-        println!("  {}", String::from_utf8_lossy(&k));
-    }
+    println!("{} keys in the store", db.range(..).count());
 
+    // A batch is applied entirely or not at all, also across crashes.
     let mut batch = WriteBatch::new();
-    batch.put("fruit:date", "brown").delete("veg:carrot");
-    let last = db.write(batch)?;
-    println!("batch committed at seqno {last}");
+    batch.put("user:3", "Carol").delete("user:2");
+    let last = db.write(batch)?; // the version of its last write (None for an empty batch)
+    println!("batch written, last version {last:?}");
 
+    // A snapshot reads a fixed point in time; `get_at` reads as of a version.
     let snap = db.snapshot();
-    let v2 = db.put("fruit:apple", "green")?;
-    show("snapshot get fruit:apple", snap.get("fruit:apple")?);
-    show("latest get fruit:apple", db.get("fruit:apple")?);
-    show(
-        &format!("get_at({v1}) fruit:apple"),
-        db.get_at("fruit:apple", v1)?,
-    );
+    let v2 = db.put("user:1", "Alicia")?;
+    assert_eq!(snap.get("user:1")?.as_deref(), Some(&b"Alice"[..]));
+    assert_eq!(db.get_at("user:1", v1)?.as_deref(), Some(&b"Alice"[..]));
 
-    println!("history of fruit:apple (newest first):");
-    for v in db.versions("fruit:apple") {
-        let v = v?;
-        println!(
-            "  seqno {:>4}: {:?}",
-            v.seqno,
-            v.value.map(|b| String::from_utf8_lossy(&b).into_owned())
-        );
+    // The retained history of a key, newest first (a delete has no value).
+    for version in db.versions("user:1") {
+        let version = version?;
+        println!("user:1 at {}: {:?}", version.seqno, version.value);
     }
 
-    match db.compare_and_set("fruit:apple", Some(v1), Some("stale write"))? {
-        Ok(s) => println!("unexpected CAS success at {s}"),
-        Err(c) => println!(
-            "CAS with stale version {v1} refused: current is {:?}",
-            c.current
-        ),
+    // Compare-and-set writes only if the key is still at the version read; a conflict says
+    // which version it is at now, and nothing is written.
+    match db.compare_and_set("user:1", Some(v1), "stale") {
+        Ok(v) => println!("unexpected: written as version {v}"),
+        Err(Error::Conflict(c)) => println!("conflict: user:1 is at version {:?}", c.current),
+        Err(e) => return Err(e),
     }
-    let v3 = db.compare_and_set("fruit:apple", Some(v2), Some("golden"))?;
-    println!("CAS with current version {v2}: {v3:?}");
+    let v3 = db.compare_and_set("user:1", Some(v2), "Al")?;
+    db.compare_and_delete("user:1", Some(v3))?;
 
-    let stats = db.stats();
-    println!(
-        "stats: seqno {}, memtable {} B, {} WAL segment(s), {} table(s)",
-        stats.last_seqno,
-        stats.memtable_bytes,
-        stats.wal_segments,
-        stats.levels.iter().map(|l| l.tables).sum::<usize>()
-    );
     db.close()
 }

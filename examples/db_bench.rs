@@ -175,16 +175,20 @@ fn live_bytes(db: &Db) -> u64 {
         .sum()
 }
 
-/// Bytes the store's files occupy on disk (allocated blocks: sparse WAL space is free).
-fn disk_bytes(dir: &Path) -> u64 {
+/// Bytes the store's files occupy on disk (allocated blocks), plus the bytes its WAL holds:
+/// WAL segments are preallocated to their size limit, which says nothing about the data.
+fn disk_bytes(dir: &Path, wal_bytes: u64) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::read_dir(dir)
+    let files: u64 = std::fs::read_dir(dir)
         .map(|rd| {
-            rd.filter_map(|e| e.ok()?.metadata().ok())
+            rd.filter_map(|e| e.ok())
+                .filter(|e| !e.file_name().to_string_lossy().contains(".wal"))
+                .filter_map(|e| e.metadata().ok())
                 .map(|m| m.blocks() * 512)
                 .sum()
         })
-        .unwrap_or(0)
+        .unwrap_or(0);
+    files + wal_bytes
 }
 
 fn open(path: &Path, sync: SyncMode, memtable_mib: usize) -> Db {
@@ -492,7 +496,7 @@ fn main() {
             let s = db.stats();
             let tables: Vec<String> = s.levels.iter().map(|l| l.tables.to_string()).collect();
             let live = live_bytes(db);
-            let disk = disk_bytes(&b.path);
+            let disk = disk_bytes(&b.path, s.wal_bytes);
             println!(
                 "{:<12}   tables [{}], {:.1} MiB on disk, space amp {:.2}, write amp {:.2}, read amp {}, {} WAL seg, stalls {} / slowdowns {} / stops {}, longest {:.1} ms",
                 "",

@@ -15,8 +15,9 @@ use bytes::Bytes;
 
 use crate::coding::{Reader, put_len_prefixed, put_u32, put_u64, varint_len};
 use crate::error::{Corrupt, Error};
-use crate::key::{Kind, MAX_SEQNO};
-use crate::{MAX_BATCH_BYTES, MAX_KEY_LEN, MAX_VALUE_LEN, SeqNo};
+use crate::key::Kind;
+use crate::limits::{MAX_BATCH_BYTES, MAX_KEY_LEN, MAX_VALUE_LEN};
+use crate::seqno::{MAX_SEQNO, SeqNo};
 
 /// Size of the batch header (first seqno and count).
 pub const BATCH_HEADER_LEN: usize = 12;

@@ -1,13 +1,12 @@
-//! Store configuration: [`Config`], its builder [`DbBuilder`], and the durability and
-//! recovery policies.
+//! Store configuration: [`Config`], the durability and recovery policies, and the periodic
+//! compaction schedule. [`DbBuilder`](crate::DbBuilder) sets it step by step.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::Db;
-use crate::compaction::PeriodicCompaction;
 use crate::error::{Error, Result};
 use crate::fs::{FileSystem, StdFs};
+use crate::sstable::table_builder::TableOptions;
 
 /// When a write is made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -17,7 +16,7 @@ pub enum SyncMode {
     #[default]
     Always,
     /// Writes are handed to the operating system before they are acknowledged, and fsynced by
-    /// [`Db::sync`], [`Db::flush`], [`Db::close`] and when a WAL segment is sealed. Survives a
+    /// [`Db::sync`](crate::Db::sync), [`Db::flush`](crate::Db::flush), [`Db::close`](crate::Db::close) and when a WAL segment is sealed. Survives a
     /// process crash; a power loss or kernel panic can lose writes since the last sync — but
     /// never a write before one that survived (recovery yields a prefix of the history).
     Buffered,
@@ -60,7 +59,7 @@ impl Default for HistoryRetention {
     }
 }
 
-/// Store settings. Build one with [`Db::builder`] or start from `Config::default()`.
+/// Store settings. Build one with [`Db::builder`](crate::Db::builder) or start from `Config::default()`.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
@@ -69,6 +68,8 @@ pub struct Config {
     /// Frozen memtables allowed to wait for their flush before writes stall. Default 2.
     pub max_immutable_memtables: usize,
     /// Size at which the active WAL segment is sealed and a new one started. Default 16 MiB.
+    /// The active segment and the next one (made ready ahead of use) are allocated on disk at
+    /// this size, so an open store holds twice this much disk space for its WAL.
     pub wal_segment_bytes: u64,
     /// Durability of writes. Default [`SyncMode::Always`].
     pub sync: SyncMode,
@@ -137,6 +138,15 @@ impl Default for Config {
 }
 
 impl Config {
+    /// How tables are laid out.
+    pub(crate) fn table_options(&self) -> TableOptions {
+        TableOptions {
+            block_bytes: self.block_bytes,
+            restart_interval: self.block_restart_interval,
+            filter_bits_per_key: self.filter_bits_per_key,
+        }
+    }
+
     /// Checks every setting's range.
     pub fn validate(&self) -> Result<()> {
         let bad = |s: &str| Err(Error::InvalidConfig(s.to_string()));
@@ -187,131 +197,24 @@ impl Config {
     }
 }
 
-/// Builds a [`Config`] step by step and opens the store.
-///
-/// ```
-/// # let dir = tempfile::tempdir()?;
-/// use strata::{Db, SyncMode};
-/// let db = Db::builder(dir.path())
-///     .memtable_bytes(8 << 20)
-///     .sync_mode(SyncMode::Buffered)
-///     .history_versions(10)
-///     .open()?;
-/// db.put("k", "v")?;
-/// # Ok::<_, strata::Error>(())
-/// ```
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct DbBuilder {
-    path: PathBuf,
-    config: Config,
+/// The schedule of the periodic full compaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeriodicCompaction {
+    /// Whether it runs at all.
+    pub enabled: bool,
+    /// Time between runs.
+    pub interval: Duration,
+    /// Minimum time between two full compactions: a periodic run, or an unforced
+    /// [`Db::try_compact`](crate::Db::try_compact), waits at least this long after the last.
+    pub min_interval: Duration,
 }
 
-impl DbBuilder {
-    pub(crate) fn new(path: &Path) -> DbBuilder {
-        DbBuilder {
-            path: path.to_path_buf(),
-            config: Config::default(),
+impl Default for PeriodicCompaction {
+    fn default() -> Self {
+        PeriodicCompaction {
+            enabled: false,
+            interval: Duration::from_secs(3600),
+            min_interval: Duration::from_secs(600),
         }
-    }
-
-    /// Replaces the whole configuration.
-    pub fn config(mut self, config: Config) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// See [`Config::memtable_bytes`].
-    pub fn memtable_bytes(mut self, n: usize) -> Self {
-        self.config.memtable_bytes = n;
-        self
-    }
-
-    /// See [`Config::max_immutable_memtables`].
-    pub fn max_immutable_memtables(mut self, n: usize) -> Self {
-        self.config.max_immutable_memtables = n;
-        self
-    }
-
-    /// See [`Config::wal_segment_bytes`].
-    pub fn wal_segment_bytes(mut self, n: u64) -> Self {
-        self.config.wal_segment_bytes = n;
-        self
-    }
-
-    /// See [`Config::sync`].
-    pub fn sync_mode(mut self, mode: SyncMode) -> Self {
-        self.config.sync = mode;
-        self
-    }
-
-    /// See [`Config::block_bytes`].
-    pub fn block_bytes(mut self, n: usize) -> Self {
-        self.config.block_bytes = n;
-        self
-    }
-
-    /// See [`Config::filter_bits_per_key`].
-    pub fn filter_bits_per_key(mut self, n: u32) -> Self {
-        self.config.filter_bits_per_key = n;
-        self
-    }
-
-    /// Keep the newest `n` versions of every key; see [`HistoryRetention`].
-    pub fn history_versions(mut self, n: usize) -> Self {
-        self.config.history.versions = n;
-        self
-    }
-
-    /// Level sizing: level 1 holds `level1_bytes`, each deeper level `multiplier` times more,
-    /// and compaction cuts output tables at `target_table_bytes`.
-    pub fn level_sizes(
-        mut self,
-        level1_bytes: u64,
-        multiplier: u64,
-        target_table_bytes: u64,
-    ) -> Self {
-        self.config.level1_bytes = level1_bytes;
-        self.config.level_multiplier = multiplier;
-        self.config.target_table_bytes = target_table_bytes;
-        self
-    }
-
-    /// Level-0 limits: compaction trigger, slowdown and stop (see
-    /// [`Config::l0_compaction_trigger`]).
-    pub fn l0_limits(mut self, trigger: usize, slowdown: usize, stop: usize) -> Self {
-        self.config.l0_compaction_trigger = trigger;
-        self.config.l0_slowdown_tables = slowdown;
-        self.config.l0_stop_tables = stop;
-        self
-    }
-
-    /// See [`Config::max_wal_bytes`].
-    pub fn max_wal_bytes(mut self, n: u64) -> Self {
-        self.config.max_wal_bytes = n;
-        self
-    }
-
-    /// See [`Config::periodic_compaction`].
-    pub fn periodic_compaction(mut self, p: PeriodicCompaction) -> Self {
-        self.config.periodic_compaction = p;
-        self
-    }
-
-    /// See [`Config::recovery`].
-    pub fn recovery_mode(mut self, mode: RecoveryMode) -> Self {
-        self.config.recovery = mode;
-        self
-    }
-
-    /// See [`Config::fs`].
-    pub fn filesystem(mut self, fs: Arc<dyn FileSystem>) -> Self {
-        self.config.fs = fs;
-        self
-    }
-
-    /// Opens (or creates) the store.
-    pub fn open(self) -> Result<Db> {
-        Db::open_with(self.path, self.config)
     }
 }

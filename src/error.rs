@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::SeqNo;
+use crate::seqno::SeqNo;
 
 /// `Result` with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -76,8 +76,11 @@ pub enum Error {
         max: usize,
     },
 
-    /// A batch precondition (see [`WriteBatch::expect_version`](crate::WriteBatch::expect_version))
-    /// did not hold; nothing in the batch was applied.
+    /// A version precondition did not hold — set by
+    /// [`Db::compare_and_set`](crate::Db::compare_and_set),
+    /// [`Db::compare_and_delete`](crate::Db::compare_and_delete) or
+    /// [`WriteBatch::expect_version`](crate::WriteBatch::expect_version) — so nothing was
+    /// written. The conflict names the key, the version expected and the key's actual one.
     #[error("{0}")]
     Conflict(CasConflict),
 
@@ -85,9 +88,15 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
 
-    /// The store was closed.
+    /// The store was closed: every read and write through a [`Db`](crate::Db) handle fails
+    /// with this once [`Db::close`](crate::Db::close) has been called.
     #[error("the store is closed")]
     Closed,
+
+    /// A panic inside the engine, or inside a [`FileSystem`](crate::FileSystem) it called,
+    /// interrupted an operation. The store is poisoned afterwards, as after a failed write.
+    #[error("panic: {0}")]
+    Panic(String),
 }
 
 impl From<std::io::Error> for Error {
@@ -113,6 +122,22 @@ impl<T> IoContext<T> for std::io::Result<T> {
             path: Some(path.to_path_buf()),
             source,
         })
+    }
+}
+
+/// Runs `f`, turning a panic inside it into [`Error::Panic`], so that a panic in a commit or
+/// a background job can poison the store instead of leaving its locks and flags behind.
+pub(crate) fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            Err(Error::Panic(message))
+        }
     }
 }
 
@@ -264,6 +289,7 @@ impl Error {
             Error::Conflict(c) => Error::Conflict(c.clone()),
             Error::InvalidConfig(s) => Error::InvalidConfig(s.clone()),
             Error::Closed => Error::Closed,
+            Error::Panic(m) => Error::Panic(m.clone()),
         }
     }
 }

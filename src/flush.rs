@@ -5,52 +5,53 @@
 //! the new state published and the WAL segments the memtable covered deleted. A crash at any
 //! point leaves either the memtable's WAL segments or the table (or both) reachable.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::db::Core;
+use crate::catalog::Catalog;
+use crate::config::Config;
 use crate::error::Result;
+use crate::file_names;
 use crate::key;
+use crate::lifecycle::Lifecycle;
 use crate::manifest::{Edit, TableMeta};
-use crate::retention::{Retention, RetentionFilter};
-use crate::sstable::format;
-use crate::sstable::table_builder::{TableBuilder, TableOptions};
+use crate::retention::RetentionFilter;
+use crate::sstable::table_builder::TableBuilder;
 use crate::sstable::table_reader::Table;
 use crate::state::LsmState;
-use crate::stats::Counters;
+use crate::stats::{Counters, LevelIo};
+use crate::view::View;
+use crate::write::Writer;
 
-/// A manifest bigger than this is rewritten as a single snapshot edit.
-const MANIFEST_REWRITE_BYTES: u64 = 4 << 20;
+/// What a flush reads and changes.
+pub(crate) struct FlushJob<'a> {
+    pub config: &'a Config,
+    pub dir: &'a Path,
+    /// Where the frozen memtables are, and where the new table is published.
+    pub view: &'a View,
+    /// Numbers the table and records it.
+    pub catalog: &'a Catalog,
+    pub life: &'a Lifecycle,
+    /// Holds the WAL segments the flush retires.
+    pub writer: &'a Writer,
+    pub counters: &'a Counters,
+    /// Per-level I/O counters (a flush writes to level 0).
+    pub levels: &'a [LevelIo],
+}
 
-impl Core {
-    pub(crate) fn table_options(&self) -> TableOptions {
-        TableOptions {
-            block_bytes: self.config.block_bytes,
-            restart_interval: self.config.block_restart_interval,
-            filter_bits_per_key: self.config.filter_bits_per_key,
-        }
-    }
-
-    /// The retention rules as of now.
-    pub(crate) fn retention(&self) -> Retention {
-        let (horizon, snapshots) = self.snapshots.horizon_and_live(&self.visible);
-        Retention {
-            versions: self.config.history.versions,
-            horizon,
-            snapshots,
-        }
-    }
-
+impl FlushJob<'_> {
     /// Flushes the oldest frozen memtable; false when there was none.
-    pub(crate) fn flush_oldest(&self) -> Result<bool> {
-        let state = self.current_state();
+    pub(crate) fn run(&self) -> Result<bool> {
+        let state = self.view.current();
         let Some(imm) = state.imms.last().cloned() else {
             return Ok(false);
         };
-        let number = self.allocate_file_number();
-        let path = self.dir.join(format::file_name(number));
-        let mut builder = TableBuilder::new(self.fs.create(&path)?, self.table_options());
-        let mut filter = RetentionFilter::new(self.retention());
+        let fs = &self.config.fs;
+        let number = self.catalog.allocate_file_number();
+        let path = self.dir.join(file_names::table(number));
+        let mut builder = TableBuilder::new(fs.create(&path)?, self.config.table_options());
+        let mut filter = RetentionFilter::new(self.view.retention(self.config.history.versions));
         for (k, v) in imm.iter() {
             if let Some(p) = key::parse(&k)
                 && filter.keep(&p, false)
@@ -59,12 +60,12 @@ impl Core {
             }
         }
         let (_, size) = builder.finish()?;
-        self.fs.sync_dir(&self.dir)?;
-        let table = Arc::new(Table::open(Arc::clone(&self.fs), &path, number)?);
+        fs.sync_dir(self.dir)?;
+        let table = Arc::new(Table::open(Arc::clone(fs), &path, number)?);
 
-        let mut versions = self.versions.lock();
+        let mut log = self.catalog.lock();
         // The memtable frozen right after this one holds the oldest write still only in the WAL.
-        let now = self.current_state();
+        let now = self.view.current();
         let pos = now.imms.iter().position(|m| Arc::ptr_eq(m, &imm));
         let log_number = match pos {
             Some(i) if i > 0 => now
@@ -74,14 +75,14 @@ impl Core {
             _ => now.mem.first_segment(),
         };
         let edit = Edit {
-            next_file: Some(self.next_file.load(Ordering::Acquire)),
+            next_file: Some(self.catalog.next_file()),
             last_seq: Some(imm.max_seq()),
             log_number: Some(log_number),
             added: vec![(0, TableMeta::of(&table))],
             removed: Vec::new(),
         };
-        self.log_edit(&mut versions, &edit)?;
-        self.publish(|cur| LsmState {
+        self.catalog.log_edit(&mut log, &edit, self.life)?;
+        self.view.publish(|cur| LsmState {
             mem: Arc::clone(&cur.mem),
             imms: cur
                 .imms
@@ -91,10 +92,10 @@ impl Core {
                 .collect(),
             tables: Arc::new(cur.tables.apply(&[(0, Arc::clone(&table))], &[])),
         });
-        drop(versions);
-        self.wal.lock().remove_below(log_number)?;
+        drop(log);
+        self.writer.remove_segments_below(log_number)?;
         Counters::add(&self.counters.flushes, 1);
-        if let Some(io) = self.compaction.levels.first() {
+        if let Some(io) = self.levels.first() {
             io.bytes_written.fetch_add(size, Ordering::Relaxed);
         }
         Counters::add(&self.counters.flush_bytes, size);
@@ -106,54 +107,5 @@ impl Core {
             "flushed memtable"
         );
         Ok(true)
-    }
-
-    /// Records `edit` in the manifest (rewriting the manifest when it has grown large).
-    pub(crate) fn log_edit(
-        &self,
-        versions: &mut crate::db::VersionState,
-        edit: &Edit,
-    ) -> Result<()> {
-        // A job that started before the store was poisoned must not log its edit: after a
-        // failed manifest write the in-memory state may be ahead of the manifest.
-        self.check_writable()?;
-        versions
-            .state
-            .apply(edit)
-            .map_err(|r| crate::Error::Corruption {
-                file: self
-                    .dir
-                    .join(crate::manifest::file_name(versions.manifest.number())),
-                offset: 0,
-                reason: format!("refused manifest edit: {r}"),
-            })?;
-        let written = self.write_edit(versions, edit);
-        if let Err(e) = &written {
-            // The edit is applied in memory but maybe not on disk, and a torn record may end
-            // the manifest: nothing more may be logged behind it.
-            self.poison("manifest write", e);
-        }
-        written
-    }
-
-    fn write_edit(&self, versions: &mut crate::db::VersionState, edit: &Edit) -> Result<()> {
-        if versions.manifest.size() > MANIFEST_REWRITE_BYTES {
-            let number = self.allocate_file_number();
-            versions.state.next_file = self.next_file.load(Ordering::Acquire);
-            let fresh = crate::manifest::ManifestWriter::create(
-                Arc::clone(&self.fs),
-                &self.dir,
-                number,
-                &versions.state,
-            )?;
-            let old = std::mem::replace(&mut versions.manifest, fresh);
-            let name = crate::manifest::file_name(old.number());
-            if let Err(e) = self.fs.remove_file(&self.dir.join(name)) {
-                tracing::warn!(error = %e, "could not delete old manifest");
-            }
-            Ok(())
-        } else {
-            versions.manifest.log(edit)
-        }
     }
 }

@@ -23,7 +23,8 @@ pub trait WritableFile: Send + Debug {
     fn sync(&mut self) -> io::Result<()>;
 
     /// Extends the file with zeros to `len` bytes without moving the append position, so that
-    /// later syncs need not update the file size. Implementations may ignore it.
+    /// later syncs need not update the file size or allocate blocks. Implementations may
+    /// ignore it.
     fn preallocate(&mut self, len: u64) -> io::Result<()> {
         let _ = len;
         Ok(())
@@ -85,10 +86,19 @@ impl WritableFile for StdFile {
     }
 
     fn preallocate(&mut self, len: u64) -> io::Result<()> {
-        if self.file.metadata()?.len() < len {
-            self.file.set_len(len)?;
+        if self.file.metadata()?.len() >= len {
+            return Ok(());
         }
-        Ok(())
+        // Allocate the blocks for real: extending with `set_len` makes a sparse file, and a
+        // write into a hole then changes metadata that every `fdatasync` has to write too.
+        #[cfg(target_os = "linux")]
+        match rustix::fs::fallocate(&self.file, rustix::fs::FallocateFlags::empty(), 0, len) {
+            Ok(()) => return Ok(()),
+            // A filesystem without fallocate (tmpfs before 3.5, some network filesystems).
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.file.set_len(len)
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
@@ -200,4 +210,32 @@ pub(crate) fn create_dir_durable(fs: &dyn FileSystem, dir: &Path) -> io::Result<
         fs.sync_dir(parent)?;
     }
     Ok(())
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn preallocation_allocates_blocks_instead_of_making_a_sparse_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment");
+        let mut f = StdFs.create(&path).unwrap();
+        f.append(b"header").unwrap();
+        f.preallocate(1 << 20).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), 1 << 20);
+        assert!(
+            meta.blocks() * 512 >= 1 << 20,
+            "a sparse file: {} blocks allocated",
+            meta.blocks()
+        );
+        f.append(b" and more").unwrap();
+        f.sync().unwrap();
+        let data = fs::read(&path).unwrap();
+        assert_eq!(&data[..15], b"header and more");
+        assert!(data[15..].iter().all(|&b| b == 0));
+    }
 }

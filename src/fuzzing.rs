@@ -22,16 +22,18 @@ use crate::batch::{self, BatchView, WriteBatch};
 use crate::config::Config;
 use crate::cursor::Cursor;
 use crate::fs::WritableFile;
-use crate::key::{self, KIND_SEEK, Kind, MAX_SEQNO};
+use crate::hash::hash64;
+use crate::key::{self, KIND_SEEK, Kind};
+use crate::limits::NUM_LEVELS;
 use crate::manifest::{Edit, ManifestState};
 use crate::recovery::{MAX_WAL_RECORD, Replay};
+use crate::seqno::{MAX_SEQNO, SeqNo};
 use crate::sstable::block::Block;
 use crate::sstable::block_builder::BlockBuilder;
-use crate::sstable::filter::{self, Filter, hash64};
+use crate::sstable::filter::{self, Filter};
 use crate::sstable::table_builder::{TableBuilder, TableOptions};
 use crate::sstable::table_reader::Table;
 use crate::wal::segment::{self, RECORD_PREFIX_LEN};
-use crate::{NUM_LEVELS, SeqNo};
 
 pub use crate::wal::format::{MANIFEST_MAGIC, WAL_MAGIC};
 

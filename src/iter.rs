@@ -6,29 +6,100 @@
 //! and read a fixed point in time while writes continue.
 #![deny(clippy::indexing_slicing)]
 
-use std::ops::{Bound, RangeBounds};
+use std::ops::{
+    Bound, Range as StdRange, RangeBounds, RangeFrom, RangeFull, RangeInclusive, RangeTo,
+    RangeToInclusive,
+};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::SeqNo;
 use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::key::{self, KIND_SEEK, Kind};
 use crate::merge_iter::MergeCursor;
-use crate::snapshot::SnapshotGuard;
+use crate::seqno::SeqNo;
 use crate::state::LsmState;
+use crate::view::SnapshotGuard;
 
 pub(crate) type Bounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
+/// A range of keys, as [`Db::range`](crate::Db::range),
+/// [`Snapshot::range`](crate::Snapshot::range) and
+/// [`Db::compact_range`](crate::Db::compact_range) take it: any of Rust's range expressions
+/// over keys — `a..b`, `a..=b`, `a..`, `..b`, `..=b` and `..` — or a pair of [`Bound`]s.
+/// A key is anything that is `AsRef<[u8]>` (`&str`, `String`, `&[u8]`, `Vec<u8>`, byte
+/// arrays...). Implemented for those types only.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// use std::ops::Bound;
+/// let db = strata::Db::open(dir.path())?;
+/// db.put("a", "1")?;
+/// db.put("b", "2")?;
+/// assert_eq!(db.range(..).count(), 2);
+/// assert_eq!(db.range("b"..).count(), 1);
+/// assert_eq!(db.range((Bound::Excluded("a"), Bound::Unbounded)).count(), 1);
+/// # Ok::<_, strata::Error>(())
+/// ```
+pub trait KeyRange: sealed::Sealed {}
+
+mod sealed {
+    use std::ops::Bound;
+
+    /// Keeps [`KeyRange`](super::KeyRange) to the range types it is documented for.
+    pub trait Sealed {
+        /// The range as owned bounds.
+        fn owned_bounds(&self) -> (Bound<Vec<u8>>, Bound<Vec<u8>>);
+    }
+}
+
 /// Copies a `RangeBounds` over byte strings into owned bounds.
-pub(crate) fn owned_bounds<K: AsRef<[u8]>, R: RangeBounds<K>>(range: &R) -> Bounds {
+fn owned_bounds<K: AsRef<[u8]> + ?Sized, R: RangeBounds<K> + ?Sized>(range: &R) -> Bounds {
     let own = |b: Bound<&K>| match b {
         Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
         Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
         Bound::Unbounded => Bound::Unbounded,
     };
     (own(range.start_bound()), own(range.end_bound()))
+}
+
+impl KeyRange for RangeFull {}
+impl sealed::Sealed for RangeFull {
+    fn owned_bounds(&self) -> Bounds {
+        (Bound::Unbounded, Bound::Unbounded)
+    }
+}
+
+macro_rules! key_ranges {
+    ($($range:ident),*) => {$(
+        impl<K: AsRef<[u8]>> KeyRange for $range<K> {}
+        impl<K: AsRef<[u8]>> sealed::Sealed for $range<K> {
+            fn owned_bounds(&self) -> Bounds {
+                owned_bounds::<K, _>(self)
+            }
+        }
+    )*};
+}
+
+key_ranges!(
+    StdRange,
+    RangeInclusive,
+    RangeFrom,
+    RangeTo,
+    RangeToInclusive
+);
+
+impl<K: AsRef<[u8]>> KeyRange for (Bound<K>, Bound<K>) {}
+impl<K: AsRef<[u8]>> sealed::Sealed for (Bound<K>, Bound<K>) {
+    fn owned_bounds(&self) -> Bounds {
+        owned_bounds::<K, _>(self)
+    }
+}
+
+/// The owned bounds of `range`.
+pub(crate) fn key_bounds(range: &impl KeyRange) -> Bounds {
+    sealed::Sealed::owned_bounds(range)
 }
 
 /// Bounds covering every key that starts with `prefix`.
@@ -65,6 +136,8 @@ pub struct Range {
     /// Key whose older versions are being skipped.
     scratch: Vec<u8>,
     done: bool,
+    /// Yielded once when the iteration ends (an iterator made on a closed store).
+    error: Option<Error>,
 }
 
 impl std::fmt::Debug for Range {
@@ -90,7 +163,16 @@ impl Range {
             back_last: None,
             scratch: Vec::new(),
             done: false,
+            error: None,
         }
+    }
+
+    /// An iterator that yields `e` and ends.
+    pub(crate) fn failed(state: Arc<LsmState>, guard: Arc<SnapshotGuard>, e: Error) -> Range {
+        let mut r = Range::new(state, guard, (Bound::Unbounded, Bound::Unbounded));
+        r.done = true;
+        r.error = Some(e);
+        r
     }
 
     /// The seqno this iterator reads at.
@@ -265,7 +347,7 @@ impl Iterator for Range {
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
-            return None;
+            return self.error.take().map(Err);
         }
         self.step_forward()
     }
@@ -274,20 +356,10 @@ impl Iterator for Range {
 impl DoubleEndedIterator for Range {
     fn next_back(&mut self) -> Option<Self::Item> {
         if self.done {
-            return None;
+            return self.error.take().map(Err);
         }
         self.step_backward()
     }
-}
-
-/// A value together with its version, as returned by
-/// [`Db::get_versioned`](crate::Db::get_versioned).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VersionedValue {
-    /// The seqno of the write that stored the value.
-    pub version: SeqNo,
-    /// The value.
-    pub value: Bytes,
 }
 
 /// One version of a key: its seqno and value (`None` for a tombstone).
@@ -317,6 +389,8 @@ pub struct Versions {
     guard: Arc<SnapshotGuard>,
     key: Vec<u8>,
     done: bool,
+    /// Yielded once when the iteration ends (an iterator made on a closed store).
+    error: Option<Error>,
 }
 
 impl std::fmt::Debug for Versions {
@@ -336,7 +410,16 @@ impl Versions {
             guard,
             key: key.to_vec(),
             done: false,
+            error: None,
         }
+    }
+
+    /// An iterator that yields `e` and ends.
+    pub(crate) fn failed(state: Arc<LsmState>, guard: Arc<SnapshotGuard>, e: Error) -> Versions {
+        let mut v = Versions::new(state, guard, &[]);
+        v.done = true;
+        v.error = Some(e);
+        v
     }
 }
 
@@ -345,7 +428,7 @@ impl Iterator for Versions {
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
-            return None;
+            return self.error.take().map(Err);
         }
         let c = self.cursor.get_or_insert_with(|| {
             let mut c = self.state.cursor();

@@ -15,13 +15,10 @@ use std::cmp::Ordering;
 
 use bytes::Bytes;
 
-use crate::SeqNo;
+use crate::seqno::SeqNo;
 
 /// Size of the trailer appended to every user key.
 pub const TRAILER_LEN: usize = 8;
-
-/// The largest sequence number: 56 bits, the rest of the trailer holds the kind.
-pub const MAX_SEQNO: u64 = (1 << 56) - 1;
 
 /// What a write did to its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -36,10 +36,13 @@
 //! assert_eq!(history, [v2, v1]);
 //! assert_eq!(db.get_at("user:1", v1)?.as_deref(), Some(&b"Alice"[..]));
 //!
-//! // Compare-and-set on versions.
-//! let conflict = db.compare_and_set("user:1", Some(v1), Some("stale"))?.unwrap_err();
-//! assert_eq!(conflict.current, Some(v2));
-//! db.compare_and_set("user:1", Some(v2), Some("Al"))?.expect("current version");
+//! // Compare-and-set on versions; a stale version is a conflict, and nothing is written.
+//! match db.compare_and_set("user:1", Some(v1), "stale") {
+//!     Err(strata::Error::Conflict(c)) => assert_eq!(c.current, Some(v2)),
+//!     other => panic!("{other:?}"),
+//! }
+//! let v3 = db.compare_and_set("user:1", Some(v2), "Al")?;
+//! db.compare_and_delete("user:1", Some(v3))?;
 //!
 //! db.close()?;
 //! # Ok::<_, strata::Error>(())
@@ -59,20 +62,34 @@
 //! write or fsync fails, the store is *poisoned*: every later write fails with
 //! [`Error::Poisoned`] and the way back is to reopen it (recovery replays exactly what is
 //! durable).
+//!
+//! A version precondition that does not hold is [`Error::Conflict`], whichever call set it
+//! ([`Db::compare_and_set`], [`Db::compare_and_delete`] or
+//! [`WriteBatch::expect_version`]); nothing is written then. After [`Db::close`], reads and
+//! writes through any handle fail with [`Error::Closed`].
 
+mod background;
 mod batch;
+mod catalog;
+mod checksum;
 mod coding;
 mod compaction;
 mod config;
+mod core;
 mod cursor;
 mod db;
 mod error;
+mod file_names;
 mod flush;
 mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
+mod hash;
 mod iter;
 mod key;
+mod lifecycle;
+mod limits;
+mod lookup;
 mod manifest;
 mod memtable;
 mod merge_iter;
@@ -84,8 +101,11 @@ mod snapshot;
 mod sstable;
 mod state;
 mod stats;
+mod sync_point;
 mod table_set;
+mod view;
 mod wal;
+mod write;
 
 #[cfg(feature = "server")]
 pub mod server;
@@ -93,24 +113,15 @@ pub mod server;
 pub use bytes::Bytes;
 
 pub use batch::WriteBatch;
-pub use compaction::{CompactionReason, CompactionRun, CompactionStatus, PeriodicCompaction};
-pub use config::{Config, DbBuilder, HistoryRetention, RecoveryMode, SyncMode};
-pub use db::Db;
+pub use compaction::{CompactionReason, CompactionRun, CompactionStatus};
+pub use config::{Config, HistoryRetention, PeriodicCompaction, RecoveryMode, SyncMode};
+pub use db::{Db, DbBuilder};
 pub use error::{CasConflict, Error, PoisonCause, Result};
 pub use fs::{FileLock, FileSystem, StdFs, WritableFile};
-pub use iter::{Range, Version, VersionedValue, Versions};
+pub use iter::{KeyRange, Range, Version, Versions};
+pub use limits::{MAX_BATCH_BYTES, MAX_KEY_LEN, MAX_VALUE_LEN, NUM_LEVELS};
+pub use lookup::VersionedValue;
 pub use seqno::SeqNo;
 pub use snapshot::Snapshot;
 pub use stats::{LevelStats, RecoveryReport, Stats, TornTail};
 pub use wal::segment::WalSegment;
-
-/// The longest key accepted, in bytes.
-pub const MAX_KEY_LEN: usize = 64 << 10;
-/// The longest value accepted, in bytes.
-pub const MAX_VALUE_LEN: usize = 64 << 20;
-/// The largest encoded [`WriteBatch`] accepted, in bytes.
-pub const MAX_BATCH_BYTES: usize = 256 << 20;
-/// Levels in the tree (level 0 plus six sorted levels).
-pub const NUM_LEVELS: usize = 7;
-
-const _: () = assert!(MAX_BATCH_BYTES < u32::MAX as usize);

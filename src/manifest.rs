@@ -31,33 +31,18 @@ use std::sync::Arc;
 
 use crate::coding::{Reader, put_len_prefixed, put_varint};
 use crate::error::{Corrupt, Error, Result};
+use crate::file_names;
 use crate::fs::FileSystem;
-use crate::key::MAX_SEQNO;
+use crate::limits::{MAX_KEY_LEN, NUM_LEVELS};
+use crate::seqno::MAX_SEQNO;
 use crate::wal::format::{FileHeader, MANIFEST_FORMAT_VERSION, MANIFEST_MAGIC, MANIFEST_VERSIONS};
 use crate::wal::reader::{BadKind, LogEvent, LogReader, Opened};
 use crate::wal::writer::LogWriter;
-use crate::{MAX_KEY_LEN, NUM_LEVELS};
 
-/// Name of the file that points at the live manifest.
-pub const CURRENT: &str = "CURRENT";
 /// File numbers stay below this, so the counter can never overflow; larger numbers on disk
 /// are corruption.
 pub const MAX_FILE_NUMBER: u64 = 1 << 62;
 const MAX_EDIT_BYTES: usize = 256 << 20;
-
-/// The manifest file name for `number`.
-pub fn file_name(number: u64) -> String {
-    format!("MANIFEST-{number:06}")
-}
-
-/// The number in a manifest file name.
-pub fn parse_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix("MANIFEST-")?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
 
 /// What the manifest records about one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,7 +284,7 @@ impl ManifestWriter {
         number: u64,
         state: &ManifestState,
     ) -> Result<ManifestWriter> {
-        let path = dir.join(file_name(number));
+        let path = dir.join(file_names::manifest(number));
         let file = fs.create(&path)?;
         let header = FileHeader {
             magic: MANIFEST_MAGIC,
@@ -341,7 +326,7 @@ impl ManifestWriter {
     /// Deletes manifest files other than this one.
     pub fn remove_others(&self, names: &[String]) -> Result<()> {
         for name in names {
-            if let Some(n) = parse_file_name(name)
+            if let Some(n) = file_names::parse_manifest(name)
                 && n != self.number
             {
                 self.fs.remove_file(&self.dir.join(name))?;
@@ -352,12 +337,12 @@ impl ManifestWriter {
 }
 
 fn set_current(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<()> {
-    let tmp = dir.join("CURRENT.tmp");
+    let tmp = dir.join(file_names::CURRENT_TMP);
     let mut f = fs.create(&tmp)?;
-    f.append(format!("{}\n", file_name(number)).as_bytes())?;
+    f.append(format!("{}\n", file_names::manifest(number)).as_bytes())?;
     f.sync()?;
     drop(f);
-    fs.rename(&tmp, &dir.join(CURRENT))?;
+    fs.rename(&tmp, &dir.join(file_names::CURRENT))?;
     fs.sync_dir(dir)?;
     Ok(())
 }
@@ -375,7 +360,7 @@ pub struct Replayed {
 /// Reads `CURRENT` and replays the manifest it names. `None` when there is no `CURRENT`
 /// (a new store).
 pub fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<Option<(Replayed, u64)>> {
-    let current_path = dir.join(CURRENT);
+    let current_path = dir.join(file_names::CURRENT);
     let mut src = match fs.open_read(&current_path) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -386,11 +371,11 @@ pub fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<Option<(Replayed, u64)
     let name = std::str::from_utf8(&text)
         .ok()
         .and_then(|s| s.strip_suffix('\n'))
-        .filter(|s| parse_file_name(s).is_some())
+        .filter(|s| file_names::parse_manifest(s).is_some())
         .ok_or_else(|| {
             Corrupt::new(0, "CURRENT does not name a manifest").in_file(&current_path)
         })?;
-    let number = parse_file_name(name).unwrap_or_default();
+    let number = file_names::parse_manifest(name).unwrap_or_default();
     let path = dir.join(name);
     let state = replay(fs.open_read(&path)?, &path, number)?;
     Ok(Some((state, number)))
@@ -554,12 +539,5 @@ mod tests {
         let mut again = ManifestState::new();
         again.apply(&s.snapshot_edit()).unwrap();
         assert_eq!(again, s);
-    }
-
-    #[test]
-    fn file_names() {
-        assert_eq!(parse_file_name(&file_name(42)), Some(42));
-        assert_eq!(parse_file_name("MANIFEST-"), None);
-        assert_eq!(parse_file_name("MANIFEST-1x"), None);
     }
 }

@@ -22,12 +22,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use bytes::Bytes;
 use crossbeam_skiplist::SkipMap;
 
-use crate::SeqNo;
 use crate::batch::Op;
 use crate::cursor::Cursor;
 use crate::error::Result;
-use crate::key::{self, InternalKey, KIND_SEEK, Kind, TRAILER_LEN};
-use crate::sstable::filter::hash64;
+use crate::hash::hash64;
+use crate::key::{self, InternalKey, KIND_SEEK, TRAILER_LEN};
+use crate::lookup::Hit;
+use crate::seqno::SeqNo;
 
 /// A position in the memtable's map.
 type MapEntry<'a> = crossbeam_skiplist::map::Entry<'a, InternalKey, Bytes>;
@@ -35,17 +36,6 @@ type MapEntry<'a> = crossbeam_skiplist::map::Entry<'a, InternalKey, Bytes>;
 /// Bookkeeping bytes charged per entry on top of key and value (skiplist node, `Bytes`
 /// handles).
 const ENTRY_OVERHEAD: usize = 80;
-
-/// A found version: its seqno, kind and value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hit {
-    /// The write's sequence number.
-    pub seq: u64,
-    /// Put or delete.
-    pub kind: Kind,
-    /// The value (empty for deletes).
-    pub value: Bytes,
-}
 
 /// One memtable.
 #[derive(Debug)]
@@ -376,6 +366,7 @@ impl Cursor for MemCursor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::Kind;
 
     fn op<'a>(kind: Kind, key: &'a [u8], value: &'a [u8]) -> Op<'a> {
         Op { kind, key, value }

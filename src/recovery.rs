@@ -8,35 +8,45 @@
 #![deny(clippy::indexing_slicing)]
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::BatchView;
 use crate::config::{Config, RecoveryMode};
-use crate::db::{Core, Recovered};
 use crate::error::{Corrupt, Error, IoContext, Result};
+use crate::file_names;
+use crate::fs::FileLock;
 use crate::manifest::{self, ManifestState, ManifestWriter};
 use crate::memtable::Memtable;
-use crate::sstable::format as table_format;
 use crate::sstable::table_reader::Table;
 use crate::state::LsmState;
 use crate::stats::{RecoveryReport, TornTail};
 use crate::table_set::TableSet;
 use crate::wal::segment::{self, Scan, Wal};
 
-/// The directory, inside the store, where recovery moves files it does not use but cannot
-/// prove unreferenced.
-pub(crate) const LOST_DIR: &str = "lost";
-
 /// Largest WAL record recovery accepts: one maximal batch plus framing.
-pub(crate) const MAX_WAL_RECORD: usize = crate::MAX_BATCH_BYTES + 64;
+pub(crate) const MAX_WAL_RECORD: usize = crate::limits::MAX_BATCH_BYTES + 64;
+
+/// Everything opening a store recovers, from which the engine is put together.
+pub(crate) struct Recovered {
+    pub dir: PathBuf,
+    pub config: Config,
+    pub lock: Box<dyn FileLock>,
+    pub state: LsmState,
+    pub last_seq: u64,
+    pub wal: Wal,
+    pub manifest: ManifestWriter,
+    pub manifest_state: ManifestState,
+    pub next_file: u64,
+    pub report: RecoveryReport,
+}
 
 /// Opens the store in `dir`. The flag asks the caller to flush the recovered memtables at
 /// once, because recovery dropped damaged records that must not resurface later.
-pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
+pub(crate) fn open(dir: &Path, config: Config) -> Result<(Recovered, bool)> {
     let fs = Arc::clone(&config.fs);
     crate::fs::create_dir_durable(&*fs, dir).at(dir)?;
-    let lock_path = dir.join("LOCK");
+    let lock_path = dir.join(file_names::LOCK);
     let lock = fs.lock(&lock_path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::WouldBlock {
             Error::Locked(dir.to_path_buf())
@@ -53,13 +63,13 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
         None => (ManifestState::new(), None, false),
     };
     if !existing
-        && names.iter().any(|n| {
-            segment::parse_file_name(n).is_some() || table_format::parse_file_name(n).is_some()
-        })
+        && names
+            .iter()
+            .any(|n| file_names::parse_wal(n).is_some() || file_names::parse_table(n).is_some())
     {
         return Err(
             Corrupt::new(0, "store files present but CURRENT is missing")
-                .in_file(dir.join(manifest::CURRENT)),
+                .in_file(dir.join(file_names::CURRENT)),
         );
     }
 
@@ -67,7 +77,7 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
     let mut levels: Vec<Vec<Arc<Table>>> = vec![Vec::new(); mstate.levels.len()];
     for (level, tables) in mstate.levels.iter().enumerate() {
         for meta in tables.values() {
-            let path = dir.join(table_format::file_name(meta.number));
+            let path = dir.join(file_names::table(meta.number));
             let table = Table::open(Arc::clone(&fs), &path, meta.number).map_err(|e| match e {
                 Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                     Corrupt::new(0, "table named by the manifest is missing").in_file(&path)
@@ -88,9 +98,9 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
     let max_seen = names
         .iter()
         .filter_map(|n| {
-            segment::parse_file_name(n)
-                .or_else(|| table_format::parse_file_name(n))
-                .or_else(|| manifest::parse_file_name(n))
+            file_names::parse_wal(n)
+                .or_else(|| file_names::parse_table(n))
+                .or_else(|| file_names::parse_manifest(n))
         })
         .max()
         .unwrap_or(0);
@@ -102,7 +112,7 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
     // WAL replay.
     let segments: Vec<u64> = names
         .iter()
-        .filter_map(|n| segment::parse_file_name(n))
+        .filter_map(|n| file_names::parse_wal(n))
         .filter(|&n| n >= mstate.log_number)
         .collect::<BTreeSet<_>>()
         .into_iter()
@@ -112,7 +122,7 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
     let mut last_segment = 0;
     for (i, &number) in segments.iter().enumerate() {
         let newest = i + 1 == segments.len();
-        let path = dir.join(segment::file_name(number));
+        let path = dir.join(file_names::wal(number));
         if replay.stopped {
             // Point-in-time recovery stopped earlier: this segment is not replayed. It stays in
             // the sealed list so the flush that follows open deletes it.
@@ -196,13 +206,12 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
     let mut stale_tables = 0;
     let mut set_aside = Vec::new();
     for name in &names {
-        let stale_table =
-            table_format::parse_file_name(name).is_some_and(|n| !live_tables.contains(&n));
-        let stale_wal = segment::parse_file_name(name).is_some_and(|n| n < mstate.log_number);
+        let stale_table = file_names::parse_table(name).is_some_and(|n| !live_tables.contains(&n));
+        let stale_wal = file_names::parse_wal(name).is_some_and(|n| n < mstate.log_number);
         // A `CURRENT.tmp` left by an interrupted switch is gone already: pointing `CURRENT`
         // at the new manifest above wrote and renamed that name.
         if stale_table && manifest_torn_at.is_some() {
-            let lost = dir.join(LOST_DIR);
+            let lost = dir.join(file_names::LOST);
             fs.create_dir_all(&lost).at(&lost)?; // made durable by the sync of `dir` below
             let to = lost.join(name);
             fs.rename(&dir.join(name), &to).at(&to)?;
@@ -222,7 +231,7 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
         );
     }
     if !set_aside.is_empty() {
-        let lost = dir.join(LOST_DIR);
+        let lost = dir.join(file_names::LOST);
         fs.sync_dir(&lost).at(&lost)?;
         tracing::warn!(
             tables = set_aside.len(),
@@ -249,7 +258,7 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
         imms,
         tables: Arc::new(TableSet::from_levels(levels)),
     };
-    let core = Core::assemble(Recovered {
+    let recovered = Recovered {
         dir: dir.to_path_buf(),
         config,
         lock,
@@ -260,8 +269,8 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Core, bool)> {
         manifest_state: mstate,
         next_file,
         report: replay.report,
-    });
-    Ok((core, rewrite))
+    };
+    Ok((recovered, rewrite))
 }
 
 /// Replay bookkeeping.

@@ -2,6 +2,9 @@
 
 use std::fmt;
 
+/// The largest sequence number: 56 bits, the rest of an internal key's trailer holds the kind.
+pub const MAX_SEQNO: u64 = (1 << 56) - 1;
+
 /// A store-wide, strictly increasing write sequence number.
 ///
 /// Every put and delete receives the next `SeqNo`; that number is the *version* of the value it
@@ -17,12 +20,12 @@ impl SeqNo {
     /// The sequence number before any write.
     pub const ZERO: SeqNo = SeqNo(0);
     /// The largest sequence number a write can receive.
-    pub const MAX: SeqNo = SeqNo(crate::key::MAX_SEQNO);
+    pub const MAX: SeqNo = SeqNo(MAX_SEQNO);
 
     /// Wraps a raw number, saturating at [`SeqNo::MAX`].
     pub const fn new(v: u64) -> SeqNo {
-        if v > crate::key::MAX_SEQNO {
-            SeqNo(crate::key::MAX_SEQNO)
+        if v > MAX_SEQNO {
+            SeqNo(MAX_SEQNO)
         } else {
             SeqNo(v)
         }

@@ -1,80 +1,15 @@
-//! Point-in-time reads: the registry of live snapshots and the public [`Snapshot`] handle.
-//!
-//! A snapshot pins a seqno. While it lives, flushes and compactions keep, for every key, the
-//! version it sees (see `retention.rs`); iterators register an internal snapshot the same way.
-//! Registration and the compaction horizon are read under one lock, so a job never misses a
-//! snapshot taken while it starts.
+//! Point-in-time reads: the public [`Snapshot`] handle. The registry of live snapshots is part
+//! of the [`View`].
 
-use std::collections::BTreeMap;
-use std::ops::RangeBounds;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use parking_lot::Mutex;
 
-use crate::db::Core;
-use crate::error::Result;
-use crate::iter::{Range, Versions};
-use crate::{SeqNo, VersionedValue};
-
-/// Live snapshot seqnos with their reference counts.
-#[derive(Debug, Default)]
-pub(crate) struct SnapshotList {
-    live: Mutex<BTreeMap<u64, usize>>,
-}
-
-impl SnapshotList {
-    /// Registers a snapshot at the current value of `visible`.
-    pub(crate) fn register(self: &Arc<Self>, visible: &AtomicU64) -> SnapshotGuard {
-        let mut live = self.live.lock();
-        let seq = visible.load(Ordering::Acquire);
-        *live.entry(seq).or_insert(0) += 1;
-        SnapshotGuard {
-            list: Arc::clone(self),
-            seq,
-        }
-    }
-
-    /// The horizon (current value of `visible`) and every live snapshot, read atomically.
-    pub(crate) fn horizon_and_live(&self, visible: &AtomicU64) -> (u64, Vec<u64>) {
-        let live = self.live.lock();
-        (
-            visible.load(Ordering::Acquire),
-            live.keys().copied().collect(),
-        )
-    }
-
-    /// Number of live snapshots (including iterators).
-    pub(crate) fn count(&self) -> usize {
-        self.live.lock().values().sum()
-    }
-}
-
-/// Keeps one snapshot registered until dropped.
-#[derive(Debug)]
-pub(crate) struct SnapshotGuard {
-    list: Arc<SnapshotList>,
-    seq: u64,
-}
-
-impl SnapshotGuard {
-    pub(crate) fn seq(&self) -> u64 {
-        self.seq
-    }
-}
-
-impl Drop for SnapshotGuard {
-    fn drop(&mut self) {
-        let mut live = self.list.live.lock();
-        if let Some(n) = live.get_mut(&self.seq) {
-            *n -= 1;
-            if *n == 0 {
-                live.remove(&self.seq);
-            }
-        }
-    }
-}
+use crate::error::{Error, Result};
+use crate::iter::{KeyRange, Range, Versions, key_bounds, prefix_bounds};
+use crate::lookup::VersionedValue;
+use crate::seqno::SeqNo;
+use crate::view::{SnapshotGuard, View};
 
 /// A consistent, read-only view of the store as of one [`SeqNo`].
 ///
@@ -94,8 +29,10 @@ impl Drop for SnapshotGuard {
 /// ```
 #[derive(Clone)]
 pub struct Snapshot {
-    core: Arc<Core>,
+    view: Arc<View>,
     guard: Arc<SnapshotGuard>,
+    /// Taken from a closed store: every read fails with [`Error::Closed`].
+    closed: bool,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -107,9 +44,24 @@ impl std::fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
-    pub(crate) fn new(core: Arc<Core>) -> Snapshot {
-        let guard = Arc::new(core.snapshots.register(&core.visible));
-        Snapshot { core, guard }
+    /// A snapshot at `view`'s visible seqno; with `closed`, one whose reads fail with
+    /// [`Error::Closed`].
+    pub(crate) fn new(view: Arc<View>, closed: bool) -> Snapshot {
+        let guard = Arc::new(view.register_snapshot());
+        Snapshot {
+            view,
+            guard,
+            closed,
+        }
+    }
+
+    fn range_over(&self, bounds: crate::iter::Bounds) -> Range {
+        let (state, guard) = (self.view.current(), Arc::clone(&self.guard));
+        if self.closed {
+            Range::failed(state, guard, Error::Closed)
+        } else {
+            Range::new(state, guard, bounds)
+        }
     }
 
     /// The seqno this snapshot reads at.
@@ -124,38 +76,34 @@ impl Snapshot {
 
     /// The value of `key` and its version, as of this snapshot.
     pub fn get_versioned(&self, key: impl AsRef<[u8]>) -> Result<Option<VersionedValue>> {
-        self.core.get_at_seq(key.as_ref(), self.guard.seq())
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        self.view.get_at(key.as_ref(), self.guard.seq())
     }
 
     /// Entries with keys in `range`, as of this snapshot; see [`Db::range`](crate::Db::range).
-    pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Range {
-        Range::new(
-            self.core.current_state(),
-            Arc::clone(&self.guard),
-            crate::iter::owned_bounds(&range),
-        )
+    pub fn range(&self, range: impl KeyRange) -> Range {
+        self.range_over(key_bounds(&range))
     }
 
     /// Entries whose keys start with `prefix`, as of this snapshot.
     pub fn prefix(&self, prefix: impl AsRef<[u8]>) -> Range {
-        Range::new(
-            self.core.current_state(),
-            Arc::clone(&self.guard),
-            crate::iter::prefix_bounds(prefix.as_ref()),
-        )
+        self.range_over(prefix_bounds(prefix.as_ref()))
     }
 
     /// Every entry, as of this snapshot.
     pub fn iter(&self) -> Range {
-        self.range::<&[u8], _>(..)
+        self.range(..)
     }
 
     /// The retained versions of `key` at or below this snapshot, newest first.
     pub fn versions(&self, key: impl AsRef<[u8]>) -> Versions {
-        Versions::new(
-            self.core.current_state(),
-            Arc::clone(&self.guard),
-            key.as_ref(),
-        )
+        let (state, guard) = (self.view.current(), Arc::clone(&self.guard));
+        if self.closed {
+            Versions::failed(state, guard, Error::Closed)
+        } else {
+            Versions::new(state, guard, key.as_ref())
+        }
     }
 }

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use crate::cursor::BoxCursor;
 use crate::error::Result;
-use crate::memtable::{Hit, Memtable};
+use crate::hash::hash64;
+use crate::lookup::Hit;
+use crate::memtable::Memtable;
 use crate::merge_iter::MergeCursor;
-use crate::sstable::filter::hash64;
 use crate::table_set::TableSet;
 
 /// One published picture of the tree.

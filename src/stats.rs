@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::SeqNo;
+use crate::seqno::SeqNo;
 
 /// Sizes and counters of a store, as returned by [`Db::stats`](crate::Db::stats).
 #[derive(Debug, Clone, Default)]
@@ -137,6 +137,14 @@ pub struct TornTail {
     pub bytes_dropped: u64,
     /// What was wrong.
     pub reason: String,
+}
+
+/// Per-level I/O counters.
+#[derive(Debug, Default)]
+pub(crate) struct LevelIo {
+    pub bytes_written: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub compactions: AtomicU64,
 }
 
 /// Counters bumped by the engine.

@@ -8,11 +8,11 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use crate::NUM_LEVELS;
 use crate::cursor::BoxCursor;
 use crate::error::Result;
 use crate::key;
-use crate::memtable::Hit;
+use crate::limits::NUM_LEVELS;
+use crate::lookup::Hit;
 use crate::merge_iter::LevelCursor;
 use crate::sstable::table_reader::Table;
 
@@ -64,7 +64,7 @@ impl TableSet {
     }
 
     /// The newest version of `user_key` at or below `snap`; `hash` is
-    /// [`hash64`](crate::sstable::filter::hash64) of `user_key`.
+    /// [`hash64`](crate::hash::hash64) of `user_key`.
     pub(crate) fn get(&self, user_key: &[u8], hash: u64, snap: u64) -> Result<Option<Hit>> {
         for t in self.level(0) {
             if let Some(hit) = t.get(user_key, hash, snap)? {

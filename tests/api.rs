@@ -44,7 +44,7 @@ fn write_batches_are_applied_in_order_with_consecutive_versions() {
     assert_eq!(b.len(), 4);
     assert!(!b.is_empty());
     assert!(b.encoded_len() > 12);
-    let last = db.write(b).unwrap();
+    let last = db.write(b).unwrap().unwrap();
     assert_eq!(last, SeqNo::new(4));
     assert_eq!(db.get("x").unwrap(), None);
     let vs: Vec<_> = db.versions("x").map(|v| v.unwrap()).collect();
@@ -53,13 +53,14 @@ fn write_batches_are_applied_in_order_with_consecutive_versions() {
     assert_eq!(vs[1].seqno, SeqNo::new(1));
     assert_eq!(db.get_versioned("z").unwrap().unwrap().version, last);
 
-    // Empty batches write nothing.
-    assert_eq!(db.write(WriteBatch::new()).unwrap(), last);
+    // Empty batches write nothing and have no version.
+    assert_eq!(db.write(WriteBatch::new()).unwrap(), None);
     let mut cleared = WriteBatch::new();
     cleared.put("q", "q").clear();
     assert!(cleared.is_empty());
-    assert_eq!(db.write(cleared).unwrap(), last);
+    assert_eq!(db.write(cleared).unwrap(), None);
     assert_eq!(db.get("q").unwrap(), None);
+    assert_eq!(db.last_seqno(), last);
 }
 
 #[test]
@@ -72,7 +73,7 @@ fn batch_preconditions_apply_all_or_nothing() {
         .expect_version("b", None)
         .put("a", "2")
         .put("b", "2");
-    let s = db.write(b).unwrap();
+    let s = db.write(b).unwrap().unwrap();
     assert_eq!(db.get("b").unwrap().as_deref(), Some(&b"2"[..]));
 
     let mut stale = WriteBatch::new();
@@ -101,30 +102,23 @@ fn batch_preconditions_apply_all_or_nothing() {
 fn compare_and_set_creates_updates_deletes_and_reports_conflicts() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path()).unwrap();
-    let v1 = db.compare_and_set("k", None, Some("a")).unwrap().unwrap();
-    let c = db
-        .compare_and_set("k", None, Some("b"))
-        .unwrap()
-        .unwrap_err();
+    let conflict = |r: strata::Result<SeqNo>| match r {
+        Err(Error::Conflict(c)) => c,
+        other => panic!("expected a conflict, got {other:?}"),
+    };
+    let v1 = db.compare_and_set("k", None, "a").unwrap();
+    let c = conflict(db.compare_and_set("k", None, "b"));
     assert_eq!((c.expected, c.current), (None, Some(v1)));
     assert!(c.to_string().contains("conflict"));
-    let v2 = db
-        .compare_and_set("k", Some(v1), Some("b"))
-        .unwrap()
-        .unwrap();
+    let v2 = db.compare_and_set("k", Some(v1), "b").unwrap();
     assert_eq!(db.get("k").unwrap().as_deref(), Some(&b"b"[..]));
     // Conditional delete.
-    let c = db
-        .compare_and_set("k", Some(v1), None::<&[u8]>)
-        .unwrap()
-        .unwrap_err();
+    let c = conflict(db.compare_and_delete("k", Some(v1)));
     assert_eq!(c.current, Some(v2));
-    db.compare_and_set("k", Some(v2), None::<&[u8]>)
-        .unwrap()
-        .unwrap();
+    db.compare_and_delete("k", Some(v2)).unwrap();
     assert_eq!(db.get("k").unwrap(), None);
     // A deleted key counts as absent.
-    db.compare_and_set("k", None, Some("c")).unwrap().unwrap();
+    db.compare_and_set("k", None, "c").unwrap();
 }
 
 #[test]

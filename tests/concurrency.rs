@@ -139,14 +139,12 @@ fn compare_and_set_counter_loses_no_update() {
                             ),
                             None => (0, None),
                         };
-                        match db
-                            .compare_and_set("counter", ver, Some((n + 1).to_le_bytes()))
-                            .unwrap()
-                        {
+                        match db.compare_and_set("counter", ver, (n + 1).to_le_bytes()) {
                             Ok(_) => break,
-                            Err(_) => {
+                            Err(strata::Error::Conflict(_)) => {
                                 conflicts.fetch_add(1, Ordering::Relaxed);
                             }
+                            Err(e) => panic!("CAS failed: {e}"),
                         }
                     }
                 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use common::faultfs::FaultFs;
 use proptest::prelude::*;
-use strata::{Db, FileSystem, SeqNo, Snapshot, WriteBatch};
+use strata::{Db, Error, FileSystem, SeqNo, Snapshot, WriteBatch};
 
 /// One operation of a generated sequence. Keys and snapshots are chosen by index.
 #[derive(Debug, Clone)]
@@ -249,13 +249,17 @@ impl Harness {
                     };
                     vals.push((key(*k), val));
                 }
-                let last = self.db().write(batch).unwrap().get();
-                if vals.is_empty() {
-                    assert_eq!(last, self.model.last_seq, "empty batch");
-                }
-                let first = (last + 1).saturating_sub(vals.len() as u64);
-                for (i, (k, v)) in vals.into_iter().enumerate() {
-                    self.model.write(first + i as u64, k, v);
+                let written = self.db().write(batch).unwrap();
+                assert_eq!(
+                    written.is_none(),
+                    vals.is_empty(),
+                    "a batch has a version exactly when it writes"
+                );
+                if let Some(last) = written {
+                    let first = (last.get() + 1).saturating_sub(vals.len() as u64);
+                    for (i, (k, v)) in vals.into_iter().enumerate() {
+                        self.model.write(first + i as u64, k, v);
+                    }
                 }
             }
             Op::Get(k) => {
@@ -352,19 +356,20 @@ impl Harness {
                 };
                 self.n += 1;
                 let new = v.map(|v| value(self.n, v));
-                let result = self
-                    .db()
-                    .compare_and_set(k, expected.map(SeqNo::new), new.as_deref())
-                    .unwrap();
+                let result = match &new {
+                    Some(v) => self.db().compare_and_set(k, expected.map(SeqNo::new), v),
+                    None => self.db().compare_and_delete(k, expected.map(SeqNo::new)),
+                };
                 match result {
                     Ok(seq) => {
                         assert_eq!(expected, current, "CAS {k:?} succeeded on a stale version");
                         self.model.write(seq.get(), k, new);
                     }
-                    Err(conflict) => {
+                    Err(Error::Conflict(conflict)) => {
                         assert_ne!(expected, current, "CAS {k:?} refused the current version");
                         assert_eq!(conflict.current.map(|s| s.get()), current, "conflict");
                     }
+                    Err(e) => panic!("CAS {k:?} failed: {e}"),
                 }
             }
             Op::TakeSnapshot => {

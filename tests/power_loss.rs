@@ -173,7 +173,7 @@ fn run_seed(seed: u64) {
                     ops.push((key, Some(value)));
                 }
             }
-            let last_seq = db.write(batch).unwrap().get();
+            let last_seq = db.write(batch).unwrap().expect("the batch writes").get();
             BATCHES.fetch_add(1, Relaxed);
             // A batch whose write was under way at the cut may or may not survive; it stays
             // in the history as allowed, not as durable.
@@ -278,7 +278,7 @@ fn run_concurrent_seed(seed: u64) {
                         batch.put(&key, &value);
                         ops.push((key, Some(value)));
                     }
-                    let seq = db.write(batch).unwrap().get();
+                    let seq = db.write(batch).unwrap().expect("the batch writes").get();
                     let before_cut = !fs.crashed();
                     CONCURRENT_ACKED.fetch_add(u64::from(before_cut), Relaxed);
                     written.lock().unwrap().push((seq, ops, before_cut));

@@ -27,8 +27,8 @@ fn put_get_flush_reopen() {
         let s = db.stats();
         println!("{s:#?}");
         assert!(s.levels[0].tables > 0);
-        assert_eq!(db.range::<&str, _>(..).count(), 5001);
-        assert_eq!(db.range::<&str, _>(..).rev().count(), 5001);
+        assert_eq!(db.range(..).count(), 5001);
+        assert_eq!(db.range(..).rev().count(), 5001);
         db.close().unwrap();
     }
     let db = Db::open(dir.path()).unwrap();

@@ -6,23 +6,29 @@
 //! lets go of them. A crash at any point leaves either the inputs or the outputs reachable,
 //! and the unreachable files are removed at the next open.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
 use super::picker::{Job, nothing_below};
 use super::{CompactionReason, CompactionRun};
+use crate::catalog::Catalog;
+use crate::config::Config;
 use crate::cursor::{BoxCursor, Cursor};
-use crate::db::Core;
 use crate::error::{Error, Result};
+use crate::file_names;
 use crate::key::{self, Kind};
+use crate::lifecycle::Lifecycle;
+use crate::limits::NUM_LEVELS;
 use crate::manifest::{Edit, TableMeta};
 use crate::merge_iter::{LevelCursor, MergeCursor};
 use crate::retention::RetentionFilter;
-use crate::sstable::format;
 use crate::sstable::table_builder::TableBuilder;
 use crate::sstable::table_reader::Table;
 use crate::state::LsmState;
+use crate::stats::LevelIo;
+use crate::view::View;
 
 /// An output table being written.
 struct Output {
@@ -30,9 +36,22 @@ struct Output {
     builder: TableBuilder,
 }
 
-impl Core {
+/// What a compaction job reads and changes.
+pub(crate) struct JobContext<'a> {
+    pub config: &'a Config,
+    pub dir: &'a Path,
+    /// Where the inputs are, and where the result is published.
+    pub view: &'a View,
+    /// Numbers the outputs and records the result.
+    pub catalog: &'a Catalog,
+    pub life: &'a Lifecycle,
+    /// Per-level I/O counters.
+    pub levels: &'a [LevelIo],
+}
+
+impl JobContext<'_> {
     /// Runs `job` and installs its result.
-    pub(crate) fn run_job(&self, job: Job, reason: CompactionReason) -> Result<CompactionRun> {
+    pub(crate) fn run(&self, job: Job, reason: CompactionReason) -> Result<CompactionRun> {
         let started_at = SystemTime::now();
         let start = Instant::now();
         let tables_in = job.inputs.len();
@@ -42,8 +61,24 @@ impl Core {
             self.install_move(&job)?;
             (Vec::new(), 0)
         } else {
-            let (outputs, dropped) = self.merge_inputs(&job)?;
-            self.install(&job, &outputs)?;
+            let mut created = Vec::new();
+            let (outputs, dropped) = match self.merge_inputs(&job, &mut created) {
+                Ok(merged) => merged,
+                Err(e) => {
+                    self.remove_unlogged(&created);
+                    return Err(e);
+                }
+            };
+            if let Err(e) = self.install(&job, &outputs) {
+                // Refused before the manifest was touched (the store closed or failed): the
+                // outputs belong to nobody. After a failed manifest write they may be named
+                // on disk, so they stay; the next open removes them if nothing names them.
+                if matches!(e, Error::Closed | Error::Poisoned(_)) {
+                    drop(outputs);
+                    self.remove_unlogged(&created);
+                }
+                return Err(e);
+            }
             (outputs, dropped)
         };
         let tables_out = if job.trivial_move {
@@ -56,7 +91,7 @@ impl Core {
         } else {
             outputs.iter().map(|t| t.file_size()).sum()
         };
-        self.compaction.record_level_io(&job, bytes_out);
+        self.record_level_io(&job, bytes_out);
         let run = CompactionRun {
             started_at,
             duration: start.elapsed(),
@@ -81,11 +116,38 @@ impl Core {
         Ok(run)
     }
 
-    /// Merges the inputs into new tables at the output level.
-    fn merge_inputs(&self, job: &Job) -> Result<(Vec<Arc<Table>>, u64)> {
-        let tables_now = Arc::clone(&self.current_state().tables);
+    fn record_level_io(&self, job: &Job, bytes_out: u64) {
+        for (level, t) in &job.inputs {
+            if let Some(io) = self.levels.get(*level) {
+                io.bytes_read.fetch_add(t.file_size(), Ordering::Relaxed);
+            }
+        }
+        if let Some(io) = self.levels.get(job.output_level) {
+            if !job.trivial_move {
+                io.bytes_written.fetch_add(bytes_out, Ordering::Relaxed);
+            }
+            io.compactions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Deletes output tables of a job that stopped before logging them.
+    fn remove_unlogged(&self, numbers: &[u64]) {
+        for &n in numbers {
+            let path = self.dir.join(file_names::table(n));
+            if let Err(e) = self.config.fs.remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "could not delete an unused compaction output");
+            }
+        }
+    }
+
+    /// Merges the inputs into new tables at the output level; `created` collects the number
+    /// of every table file created, finished or not.
+    fn merge_inputs(&self, job: &Job, created: &mut Vec<u64>) -> Result<(Vec<Arc<Table>>, u64)> {
+        let tables_now = Arc::clone(&self.view.current().tables);
         let mut children: Vec<BoxCursor> = Vec::new();
-        let mut by_level: Vec<Vec<Arc<Table>>> = vec![Vec::new(); crate::NUM_LEVELS];
+        let mut by_level: Vec<Vec<Arc<Table>>> = vec![Vec::new(); NUM_LEVELS];
         for (level, t) in &job.inputs {
             if *level == 0 {
                 children.push(Box::new(t.cursor()));
@@ -98,7 +160,7 @@ impl Core {
             children.push(Box::new(LevelCursor::new(Arc::from(l))));
         }
         let mut merged = MergeCursor::new(children);
-        let mut filter = RetentionFilter::new(self.retention());
+        let mut filter = RetentionFilter::new(self.view.retention(self.config.history.versions));
         let target = self.config.target_table_bytes;
         let mut outputs: Vec<Arc<Table>> = Vec::new();
         let mut current: Option<Output> = None;
@@ -107,7 +169,7 @@ impl Core {
         merged.seek_to_first();
         while merged.valid() {
             steps += 1;
-            if steps.is_multiple_of(4096) && self.shutting_down() {
+            if steps.is_multiple_of(4096) && self.life.shutting_down() {
                 return Err(Error::Closed);
             }
             let ikey = merged.key();
@@ -133,11 +195,15 @@ impl Core {
                 && nothing_below(&tables_now, job.output_level, parsed.user_key);
             if filter.keep(&parsed, bottom) {
                 if current.is_none() {
-                    let number = self.allocate_file_number();
-                    let path = self.dir.join(format::file_name(number));
+                    let number = self.catalog.allocate_file_number();
+                    created.push(number);
+                    let path = self.dir.join(file_names::table(number));
                     current = Some(Output {
                         number,
-                        builder: TableBuilder::new(self.fs.create(&path)?, self.table_options()),
+                        builder: TableBuilder::new(
+                            self.config.fs.create(&path)?,
+                            self.config.table_options(),
+                        ),
                     });
                 }
                 if let Some(out) = &mut current {
@@ -150,15 +216,15 @@ impl Core {
         if let Some(out) = current.take() {
             outputs.push(self.finish_output(out)?);
         }
-        self.fs.sync_dir(&self.dir)?;
+        self.config.fs.sync_dir(self.dir)?;
         Ok((outputs, filter.dropped))
     }
 
     fn finish_output(&self, out: Output) -> Result<Arc<Table>> {
         out.builder.finish()?;
-        let path = self.dir.join(format::file_name(out.number));
+        let path = self.dir.join(file_names::table(out.number));
         Ok(Arc::new(Table::open(
-            Arc::clone(&self.fs),
+            Arc::clone(&self.config.fs),
             &path,
             out.number,
         )?))
@@ -166,9 +232,9 @@ impl Core {
 
     /// Replaces the inputs with `outputs` in the manifest and the published state.
     fn install(&self, job: &Job, outputs: &[Arc<Table>]) -> Result<()> {
-        let mut versions = self.versions.lock();
+        let mut log = self.catalog.lock();
         let edit = Edit {
-            next_file: Some(self.next_file.load(Ordering::Acquire)),
+            next_file: Some(self.catalog.next_file()),
             removed: job
                 .inputs
                 .iter()
@@ -180,18 +246,18 @@ impl Core {
                 .collect(),
             ..Edit::default()
         };
-        self.log_edit(&mut versions, &edit)?;
+        self.catalog.log_edit(&mut log, &edit, self.life)?;
         let removed: Vec<(usize, u64)> = job.inputs.iter().map(|(l, t)| (*l, t.number())).collect();
         let added: Vec<(usize, Arc<Table>)> = outputs
             .iter()
             .map(|t| (job.output_level, Arc::clone(t)))
             .collect();
-        self.publish(|cur| LsmState {
+        self.view.publish(|cur| LsmState {
             mem: Arc::clone(&cur.mem),
             imms: cur.imms.clone(),
             tables: Arc::new(cur.tables.apply(&added, &removed)),
         });
-        drop(versions);
+        drop(log);
         for (_, t) in &job.inputs {
             t.mark_obsolete();
         }
@@ -203,15 +269,15 @@ impl Core {
         let Some((level, table)) = job.inputs.first() else {
             return Ok(());
         };
-        let mut versions = self.versions.lock();
+        let mut log = self.catalog.lock();
         let edit = Edit {
             removed: vec![(*level as u8, table.number())],
             added: vec![(job.output_level as u8, TableMeta::of(table))],
             ..Edit::default()
         };
-        self.log_edit(&mut versions, &edit)?;
+        self.catalog.log_edit(&mut log, &edit, self.life)?;
         let (level, table, to) = (*level, Arc::clone(table), job.output_level);
-        self.publish(|cur| LsmState {
+        self.view.publish(|cur| LsmState {
             mem: Arc::clone(&cur.mem),
             imms: cur.imms.clone(),
             tables: Arc::new(

@@ -14,14 +14,16 @@ pub(crate) mod job;
 pub(crate) mod picker;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
-use crate::NUM_LEVELS;
-use crate::db::Core;
-use crate::error::{Error, Result};
+use crate::config::PeriodicCompaction;
+use crate::error::{Error, Result, catch_panic};
+use crate::limits::NUM_LEVELS;
+use crate::stats::LevelIo;
+pub(crate) use job::JobContext;
 use picker::Job;
 
 /// Runs kept in [`CompactionStatus::history`].
@@ -87,28 +89,6 @@ impl CompactionRun {
     }
 }
 
-/// The schedule of the periodic full compaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeriodicCompaction {
-    /// Whether it runs at all.
-    pub enabled: bool,
-    /// Time between runs.
-    pub interval: Duration,
-    /// Minimum time between two full compactions: a periodic run, or an unforced
-    /// [`Db::try_compact`](crate::Db::try_compact), waits at least this long after the last.
-    pub min_interval: Duration,
-}
-
-impl Default for PeriodicCompaction {
-    fn default() -> Self {
-        PeriodicCompaction {
-            enabled: false,
-            interval: Duration::from_secs(3600),
-            min_interval: Duration::from_secs(600),
-        }
-    }
-}
-
 /// What compaction is doing and has done, from [`Db::compaction_status`](crate::Db::compaction_status).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompactionStatus {
@@ -124,23 +104,15 @@ pub struct CompactionStatus {
     pub error: Option<String>,
 }
 
-/// Per-level I/O counters.
-#[derive(Debug, Default)]
-pub(crate) struct LevelIo {
-    pub bytes_written: AtomicU64,
-    pub bytes_read: AtomicU64,
-    pub compactions: AtomicU64,
-}
-
 /// Compaction bookkeeping kept by the core.
 #[derive(Debug)]
 pub(crate) struct CompactionState {
-    /// Held while a job runs: one compaction at a time.
+    /// Held while a job runs: one compaction at a time. Closing takes it too, so it waits
+    /// for a running job (which stops early once the store is shutting down).
     pub lock: Mutex<()>,
     pub running: AtomicBool,
     pub inner: Mutex<StatusInner>,
-    /// Wakes the compaction thread; also signalled after every compaction.
-    pub cv: Condvar,
+    /// Per-level I/O counters.
     pub levels: Vec<LevelIo>,
 }
 
@@ -170,22 +142,7 @@ impl CompactionState {
                 cursor: vec![Vec::new(); NUM_LEVELS],
                 opened_at: Instant::now(),
             }),
-            cv: Condvar::new(),
             levels: (0..NUM_LEVELS).map(|_| LevelIo::default()).collect(),
-        }
-    }
-
-    pub(crate) fn record_level_io(&self, job: &Job, bytes_out: u64) {
-        for (level, t) in &job.inputs {
-            if let Some(io) = self.levels.get(*level) {
-                io.bytes_read.fetch_add(t.file_size(), Ordering::Relaxed);
-            }
-        }
-        if let Some(io) = self.levels.get(job.output_level) {
-            if !job.trivial_move {
-                io.bytes_written.fetch_add(bytes_out, Ordering::Relaxed);
-            }
-            io.compactions.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -207,19 +164,16 @@ impl CompactionState {
 /// Lower and upper user-key bounds of a range compaction (`None` = unbounded).
 pub(crate) type KeySpan = (Vec<u8>, Option<Vec<u8>>);
 
-impl Core {
-    pub(crate) fn shutting_down(&self) -> bool {
-        self.shutdown_flag.load(Ordering::Acquire)
-    }
-
+impl CompactionState {
     /// Runs `job` under the compaction lock (already held by the caller), recording it.
     fn run_recorded(
         &self,
+        cx: &JobContext<'_>,
         job: Job,
         reason: CompactionReason,
         full: bool,
     ) -> Result<CompactionRun> {
-        self.compaction.running.store(true, Ordering::Release);
+        self.running.store(true, Ordering::Release);
         let last_key = job
             .inputs
             .iter()
@@ -227,50 +181,62 @@ impl Core {
             .map(|(_, t)| t.props().largest.clone())
             .max_by(|a, b| crate::key::compare(a, b));
         let level = job.output_level.saturating_sub(1);
-        let result = self.run_job(job, reason);
-        self.compaction.running.store(false, Ordering::Release);
+        let result = catch_panic(|| cx.run(job, reason));
+        self.running.store(false, Ordering::Release);
         let run = match result {
             Ok(run) => run,
             Err(Error::Closed) => return Err(Error::Closed),
             Err(e) => {
                 // A failed manual compaction poisons the store as a background one does.
-                self.poison("compaction", &e);
+                cx.life.poison("compaction", &e);
                 return Err(e);
             }
         };
         if reason == CompactionReason::Automatic
             && let Some(k) = last_key
-            && let Some(c) = self.compaction.inner.lock().cursor.get_mut(level)
+            && let Some(c) = self.inner.lock().cursor.get_mut(level)
         {
             *c = k;
         }
-        self.compaction.record(&run, full);
-        let _bg = self.bg.lock();
-        self.compaction.cv.notify_all();
-        self.flush_cv.notify_all();
+        self.record(&run, full);
+        cx.life.notify_tree_changed();
         Ok(run)
     }
 
     /// Merges every table into one sorted run. Memtables are not flushed here.
-    pub(crate) fn compact_all_tables(&self, reason: CompactionReason) -> Result<CompactionRun> {
-        let _job = self.compaction.lock.lock();
-        match picker::full_job(&self.current_state().tables) {
-            Some(job) => self.run_recorded(job, reason, true),
+    pub(crate) fn compact_all_tables(
+        &self,
+        cx: &JobContext<'_>,
+        reason: CompactionReason,
+    ) -> Result<CompactionRun> {
+        let _job = self.lock.lock();
+        if cx.life.shutting_down() {
+            return Err(Error::Closed);
+        }
+        match picker::full_job(&cx.view.current().tables) {
+            Some(job) => self.run_recorded(cx, job, reason, true),
             None => {
                 let run = CompactionRun::empty(reason);
-                self.compaction.record(&run, true);
+                self.record(&run, true);
                 Ok(run)
             }
         }
     }
 
     /// Pushes every table overlapping `span` down, level by level, to the deepest level.
-    pub(crate) fn compact_span(&self, span: &KeySpan) -> Result<CompactionRun> {
-        let _job = self.compaction.lock.lock();
+    pub(crate) fn compact_span(
+        &self,
+        cx: &JobContext<'_>,
+        span: &KeySpan,
+    ) -> Result<CompactionRun> {
+        let _job = self.lock.lock();
+        if cx.life.shutting_down() {
+            return Err(Error::Closed);
+        }
         let mut total = CompactionRun::empty(CompactionReason::Manual);
         let start = Instant::now();
         for level in 0..NUM_LEVELS - 1 {
-            let tables = std::sync::Arc::clone(&self.current_state().tables);
+            let tables = std::sync::Arc::clone(&cx.view.current().tables);
             let deepest = (0..NUM_LEVELS)
                 .rev()
                 .find(|&l| !tables.level(l).is_empty())
@@ -279,7 +245,7 @@ impl Core {
                 break;
             }
             if let Some(job) = picker::range_job(&tables, level, &span.0, span.1.as_deref()) {
-                let run = self.run_recorded(job, CompactionReason::Manual, false)?;
+                let run = self.run_recorded(cx, job, CompactionReason::Manual, false)?;
                 total.absorb(&run);
             }
         }
@@ -287,16 +253,44 @@ impl Core {
         Ok(total)
     }
 
+    /// Runs the most urgent automatic compaction, if a level needs one; true if it ran.
+    pub(crate) fn compact_automatic(&self, cx: &JobContext<'_>) -> Result<bool> {
+        let due = {
+            let inner = self.inner.lock();
+            picker::pick(cx.config, &cx.view.current().tables, &inner.cursor).is_some()
+        };
+        if !due {
+            return Ok(false);
+        }
+        let _job = self.lock.lock();
+        if cx.life.shutting_down() {
+            return Err(Error::Closed);
+        }
+        // Re-pick under the lock: a manual compaction may have changed the tables.
+        let job = {
+            let inner = self.inner.lock();
+            picker::pick(cx.config, &cx.view.current().tables, &inner.cursor)
+        };
+        match job {
+            Some(job) => {
+                self.run_recorded(cx, job, CompactionReason::Automatic, false)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Whether an unforced full compaction may run now (seed B's minimum interval).
     pub(crate) fn full_compaction_allowed(&self) -> bool {
-        let inner = self.compaction.inner.lock();
+        let inner = self.inner.lock();
         inner
             .last_full_at
             .is_none_or(|t| t.elapsed() >= inner.periodic.min_interval)
     }
 
-    fn periodic_due(&self) -> Option<Duration> {
-        let inner = self.compaction.inner.lock();
+    /// How long until the periodic compaction is due; `None` when it is switched off.
+    pub(crate) fn periodic_due(&self) -> Option<Duration> {
+        let inner = self.inner.lock();
         if !inner.periodic.enabled {
             return None;
         }
@@ -308,71 +302,16 @@ impl Core {
         Some(due_in.max(min_wait))
     }
 
-    /// The compaction thread: automatic compactions first, then the periodic one.
-    pub(crate) fn compaction_loop(core: std::sync::Arc<Core>) {
-        loop {
-            if core.shutting_down() {
-                return;
-            }
-            if core.bg.lock().error.is_none() {
-                match core.compact_once() {
-                    Ok(true) => continue,
-                    Ok(false) => {}
-                    Err(Error::Closed) => return,
-                    Err(e) => {
-                        core.compaction.inner.lock().error = Some(e.to_string());
-                        core.poison("compaction", &e);
-                    }
-                }
-            }
-            let wait = core
-                .periodic_due()
-                .unwrap_or(Duration::from_secs(3600))
-                .min(Duration::from_secs(1));
-            let mut bg = core.bg.lock();
-            if bg.shutdown {
-                return;
-            }
-            if core.periodic_due().is_some_and(|d| d.is_zero()) {
-                continue;
-            }
-            core.compaction
-                .cv
-                .wait_for(&mut bg, wait.max(Duration::from_millis(1)));
-        }
+    /// Records the error that stopped background compaction.
+    pub(crate) fn record_error(&self, e: &Error) {
+        self.inner.lock().error = Some(e.to_string());
     }
 
-    /// Runs one automatic or periodic compaction if one is due; true if it ran.
-    fn compact_once(&self) -> Result<bool> {
-        let due = {
-            let inner = self.compaction.inner.lock();
-            picker::pick(&self.config, &self.current_state().tables, &inner.cursor).is_some()
-        };
-        if due {
-            let _job = self.compaction.lock.lock();
-            // Re-pick under the lock: a manual compaction may have changed the tables.
-            let job = {
-                let inner = self.compaction.inner.lock();
-                picker::pick(&self.config, &self.current_state().tables, &inner.cursor)
-            };
-            if let Some(job) = job {
-                self.run_recorded(job, CompactionReason::Automatic, false)?;
-                return Ok(true);
-            }
-            return Ok(false);
-        }
-        if self.periodic_due().is_some_and(|d| d.is_zero()) {
-            self.flush_all()?;
-            self.compact_all_tables(CompactionReason::Periodic)?;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
-    pub(crate) fn compaction_status(&self) -> CompactionStatus {
-        let inner = self.compaction.inner.lock();
+    /// Whether a compaction runs, the schedule, and recent runs.
+    pub(crate) fn status(&self) -> CompactionStatus {
+        let inner = self.inner.lock();
         CompactionStatus {
-            running: self.compaction.running.load(Ordering::Acquire),
+            running: self.running.load(Ordering::Acquire),
             periodic: inner.periodic,
             last_run: inner.last_run.clone(),
             history: inner.history.iter().cloned().collect(),
@@ -380,9 +319,8 @@ impl Core {
         }
     }
 
+    /// Changes the periodic schedule.
     pub(crate) fn set_periodic(&self, p: PeriodicCompaction) {
-        self.compaction.inner.lock().periodic = p;
-        let _bg = self.bg.lock();
-        self.compaction.cv.notify_all();
+        self.inner.lock().periodic = p;
     }
 }

@@ -9,9 +9,9 @@
 
 use std::sync::Arc;
 
-use crate::NUM_LEVELS;
 use crate::config::Config;
 use crate::key;
+use crate::limits::NUM_LEVELS;
 use crate::sstable::table_reader::Table;
 use crate::table_set::TableSet;
 

@@ -465,7 +465,7 @@ mod tests {
         let o = Outcome::with_id(json!({"id": 0}));
         b.expect_version(a.stored_key(), None);
         b.put(a.stored_key(), Dedup::record_value(1_000, &o));
-        let seq = db.write(b).unwrap();
+        let seq = db.write(b).unwrap().unwrap();
         match d.lookup(&db, &a, 5_000).unwrap() {
             Lookup::Hit(r) => assert_eq!(
                 r.body,

@@ -281,7 +281,8 @@ fn try_round(db: &Db, dedup: &Dedup, jobs: Vec<WriteJob>) -> Result<(), Vec<Writ
     }
     match db.write(batch) {
         Ok(last) => {
-            let first = (last.get() + 1).saturating_sub(n_ops);
+            // `n_ops > 0`, so the batch wrote and `last` is its last write's version.
+            let first = (last.map_or(0, |l| l.get()) + 1).saturating_sub(n_ops);
             let replies: Vec<Reply> = included
                 .iter()
                 .map(|inc| inc.outcome.clone().render(inc.id_op.map(|i| first + i)))

@@ -281,7 +281,7 @@ impl Cursor for BlockCursor {
     fn status(&self) -> Result<()> {
         match &self.err {
             None => Ok(()),
-            Some(e) => Err(crate::Error::Corruption {
+            Some(e) => Err(crate::error::Error::Corruption {
                 file: Default::default(),
                 offset: e.offset,
                 reason: e.reason.clone(),
@@ -311,8 +311,8 @@ impl BlockCursor {
 mod tests {
     use super::super::block_builder::BlockBuilder;
     use super::*;
-    use crate::SeqNo;
     use crate::key::{KIND_SEEK, Kind, encode};
+    use crate::seqno::SeqNo;
 
     fn build(n: usize, interval: usize) -> (Block, Vec<Vec<u8>>) {
         let mut b = BlockBuilder::new(interval);

@@ -21,38 +21,6 @@ const TAIL_LEN: usize = 5;
 /// The most probes a filter may ask for.
 const MAX_PROBES: u8 = 30;
 
-/// strata's 64-bit key hash (stable across versions: it is part of the file format).
-pub fn hash64(data: &[u8]) -> u64 {
-    const P1: u64 = 0x9e37_79b1_85eb_ca87;
-    const P2: u64 = 0xc2b2_ae3d_27d4_eb4f;
-    let mix = |h: u64, w: u64| -> u64 {
-        (h ^ w.wrapping_mul(P1).rotate_left(31).wrapping_mul(P2))
-            .rotate_left(27)
-            .wrapping_mul(P1)
-            .wrapping_add(P2)
-    };
-    let mut h = P2 ^ (data.len() as u64).wrapping_mul(P1);
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        h = mix(h, u64::from_le_bytes(w));
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut w = [0u8; 8];
-        for (d, s) in w.iter_mut().zip(rest) {
-            *d = *s;
-        }
-        h = mix(h, u64::from_le_bytes(w));
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
-
 fn probes(hash: u64, num_probes: u8) -> impl Iterator<Item = u32> {
     let mut h = hash as u32;
     let delta = h.rotate_left(15) | 1;
@@ -135,6 +103,7 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hash::hash64;
 
     #[test]
     fn no_false_negatives_and_about_one_percent_false_positives() {

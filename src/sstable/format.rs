@@ -16,9 +16,9 @@
 //! ```
 #![deny(clippy::indexing_slicing)]
 
+use crate::checksum::mask_crc;
 use crate::coding::{Reader, get_u32, get_u64, put_len_prefixed, put_u32, put_u64, put_varint};
 use crate::error::Corrupt;
-use crate::wal::format::mask_crc;
 
 /// Table file magic number ("strataST" little-endian).
 pub const TABLE_MAGIC: u64 = u64::from_le_bytes(*b"strataST");
@@ -41,20 +41,6 @@ pub enum BlockType {
     Filter = 3,
     /// Table properties.
     Properties = 4,
-}
-
-/// The table file name for `number`.
-pub fn file_name(number: u64) -> String {
-    format!("{number:06}.sst")
-}
-
-/// The number in a table file name.
-pub fn parse_file_name(name: &str) -> Option<u64> {
-    let stem = name.strip_suffix(".sst")?;
-    if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    stem.parse().ok()
 }
 
 /// The checksum stored in a block trailer.
@@ -211,7 +197,7 @@ impl Properties {
             data_blocks: r.varint("data blocks")?,
             ..Properties::default()
         };
-        let limit = crate::MAX_KEY_LEN + crate::key::TRAILER_LEN;
+        let limit = crate::limits::MAX_KEY_LEN + crate::key::TRAILER_LEN;
         p.smallest = r.len_prefixed(limit, "smallest key")?.to_vec();
         p.largest = r.len_prefixed(limit, "largest key")?.to_vec();
         if !r.is_empty() {

@@ -1,6 +1,6 @@
 //! Sorted string tables: immutable files of internal entries.
 //!
-//! [`format`] holds the byte layout, [`block_builder`] and [`block`] the data/index block
+//! [`format`](mod@format) holds the byte layout, [`block_builder`] and [`block`] the data/index block
 //! encoding, [`filter`] the bloom filter, [`table_builder`] writes a table and
 //! [`table_reader`] reads one.
 

@@ -7,9 +7,10 @@
 use std::io;
 
 use super::block_builder::BlockBuilder;
-use super::filter::{self, hash64};
+use super::filter;
 use super::format::{BlockHandle, BlockType, Footer, Properties, block_crc};
 use crate::fs::WritableFile;
+use crate::hash::hash64;
 use crate::key;
 
 const WRITE_BUFFER: usize = 256 * 1024;

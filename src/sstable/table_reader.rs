@@ -18,13 +18,13 @@ use super::filter::Filter;
 use super::format::{
     BlockHandle, BlockType, FOOTER_LEN, Footer, Properties, TRAILER_LEN, block_crc,
 };
-use crate::SeqNo;
 use crate::coding::get_u32;
 use crate::cursor::Cursor;
 use crate::error::{Corrupt, Error, IoContext, Result};
 use crate::fs::FileSystem;
 use crate::key::{self, KIND_SEEK};
-use crate::memtable::Hit;
+use crate::lookup::Hit;
+use crate::seqno::SeqNo;
 
 /// An open, immutable table.
 pub struct Table {
@@ -455,7 +455,7 @@ mod tests {
 
     fn get(t: &Table, i: u32) -> Result<Option<Hit>> {
         let u = user(i);
-        t.get(&u, super::super::filter::hash64(&u), u64::MAX >> 8)
+        t.get(&u, crate::hash::hash64(&u), u64::MAX >> 8)
     }
 
     #[test]

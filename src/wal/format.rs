@@ -18,6 +18,7 @@
 //! zeros (type 0) marks space that was never written: a preallocated tail or lost pages.
 #![deny(clippy::indexing_slicing)]
 
+use crate::checksum::mask_crc;
 use crate::coding::{get_u32, get_u64, put_u32, put_u64};
 use crate::error::Corrupt;
 
@@ -54,13 +55,6 @@ pub const FIRST: u8 = 2;
 pub const MIDDLE: u8 = 3;
 /// The last chunk of a split record.
 pub const LAST: u8 = 4;
-
-const MASK_DELTA: u32 = 0xa282_ead8;
-
-/// Masks a CRC so that a CRC stored inside checksummed data does not weaken the outer one.
-pub fn mask_crc(crc: u32) -> u32 {
-    crc.rotate_right(15).wrapping_add(MASK_DELTA)
-}
 
 /// The CRC of a chunk: over its type byte and payload, masked.
 pub fn chunk_crc(kind: u8, payload: &[u8]) -> u32 {

@@ -1,4 +1,4 @@
-//! The write-ahead log: framing ([`format`], [`writer`], [`reader`]) and segments
+//! The write-ahead log: framing ([`format`](mod@format), [`writer`], [`reader`]) and segments
 //! ([`segment`]). The manifest reuses the same framing.
 
 pub mod format;

@@ -14,8 +14,9 @@ use std::io::{self, Read};
 
 use super::format::{
     BLOCK_SIZE, CHUNK_HEADER_LEN, FILE_HEADER_LEN, FIRST, FULL, FileHeader, LAST, MIDDLE, ZERO,
-    chunk_crc, mask_crc,
+    chunk_crc,
 };
+use crate::checksum::mask_crc;
 use crate::coding::get_u32;
 use crate::error::Corrupt;
 

@@ -13,9 +13,14 @@
 //! Damage anywhere before a seal is therefore always corruption, also in the last record.
 //! Seals were added in WAL format version 2; version 1 segments are still read.
 //!
-//! The active segment is pre-sized to the segment limit (a sparse file), so an fsync need
-//! not update the file size; the unused tail reads as zeros and is cut when the segment is
-//! sealed or recovered.
+//! Segments are preallocated to the segment limit (`fallocate` where the filesystem has it),
+//! so an `fdatasync` need not update the file size; the unused tail reads as zeros and is cut
+//! in the background after the segment is sealed, or at recovery.
+//!
+//! Rolling over to a new segment happens in the commit path, so the next segment is made
+//! ready ahead of time by a background thread ([`Spare`]): created as `NNNNNN.wal.spare`,
+//! header written, space preallocated and synced. A roll then only renames it into place and
+//! syncs the directory. Recovery ignores spare files, and opening deletes them.
 #![deny(clippy::indexing_slicing)]
 
 use std::io;
@@ -26,24 +31,11 @@ use super::format::{FileHeader, WAL_FORMAT_VERSION, WAL_MAGIC, WAL_VERSIONS};
 use super::reader::{BadKind, LogEvent, LogReader, Opened};
 use super::writer::LogWriter;
 use crate::error::{Corrupt, Result};
+use crate::file_names;
 use crate::fs::FileSystem;
 
 /// Bytes in front of each WAL record's batch.
 pub const RECORD_PREFIX_LEN: usize = 8;
-
-/// The name of segment `number`.
-pub fn file_name(number: u64) -> String {
-    format!("{number:06}.wal")
-}
-
-/// The number in a segment file name.
-pub fn parse_file_name(name: &str) -> Option<u64> {
-    let stem = name.strip_suffix(".wal")?;
-    if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    stem.parse().ok()
-}
 
 /// One WAL segment file, as reported by [`Db::wal_segments`](crate::Db::wal_segments).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +59,68 @@ pub struct Wal {
     active: u64,
     sealed: Vec<(u64, u64)>,
     segment_bytes: u64,
+    /// The next segment, made ready ahead of time.
+    spare: Option<Spare>,
+    /// Sealed segments whose preallocated tail is still to be cut: (number, length).
+    untrimmed: Vec<(u64, u64)>,
+}
+
+/// A segment made ready ahead of use under its spare name: created, header written, space
+/// preallocated, all synced. Its header names the segment that was active when it was made,
+/// so it can only follow that one.
+#[derive(Debug)]
+pub struct Spare {
+    number: u64,
+    prev: u64,
+    writer: LogWriter,
+}
+
+impl Spare {
+    /// Prepares segment `number` to follow segment `prev`. Needs no lock: the file is not a
+    /// segment until [`Wal::roll`] renames it.
+    pub fn prepare(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        number: u64,
+        prev: u64,
+        segment_bytes: u64,
+    ) -> io::Result<Spare> {
+        let path = dir.join(file_names::wal_spare(number));
+        let made = fs.create(&path).and_then(|file| {
+            let mut writer = LogWriter::new(file, &segment_header(number, prev))?;
+            writer.preallocate(segment_bytes)?;
+            Ok(writer)
+        });
+        match made {
+            Ok(writer) => Ok(Spare {
+                number,
+                prev,
+                writer,
+            }),
+            Err(e) => {
+                let _ = fs.remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes an unused spare.
+    pub fn discard(self, fs: &dyn FileSystem, dir: &Path) {
+        let path = dir.join(file_names::wal_spare(self.number));
+        drop(self.writer);
+        if let Err(e) = fs.remove_file(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not delete an unused WAL segment");
+        }
+    }
+}
+
+fn segment_header(number: u64, prev: u64) -> FileHeader {
+    FileHeader {
+        magic: WAL_MAGIC,
+        version: WAL_FORMAT_VERSION,
+        file_number: number,
+        prev_number: prev,
+    }
 }
 
 impl Wal {
@@ -81,6 +135,12 @@ impl Wal {
         sealed: Vec<(u64, u64)>,
     ) -> io::Result<Wal> {
         let writer = Self::new_segment(&*fs, dir, number, prev, segment_bytes)?;
+        // Spares left by an earlier run are not segments; they only take space.
+        for name in fs.list(dir)? {
+            if file_names::is_wal_spare(&name) {
+                fs.remove_file(&dir.join(name))?;
+            }
+        }
         Ok(Wal {
             fs,
             dir: dir.to_path_buf(),
@@ -88,6 +148,8 @@ impl Wal {
             active: number,
             sealed,
             segment_bytes,
+            spare: None,
+            untrimmed: Vec::new(),
         })
     }
 
@@ -98,14 +160,8 @@ impl Wal {
         prev: u64,
         segment_bytes: u64,
     ) -> io::Result<LogWriter> {
-        let file = fs.create(&dir.join(file_name(number)))?;
-        let header = FileHeader {
-            magic: WAL_MAGIC,
-            version: WAL_FORMAT_VERSION,
-            file_number: number,
-            prev_number: prev,
-        };
-        let mut writer = LogWriter::new(file, &header)?;
+        let file = fs.create(&dir.join(file_names::wal(number)))?;
+        let mut writer = LogWriter::new(file, &segment_header(number, prev))?;
         writer.preallocate(segment_bytes)?;
         fs.sync_dir(dir)?;
         Ok(writer)
@@ -134,20 +190,64 @@ impl Wal {
         self.writer.offset() >= self.segment_bytes
     }
 
-    /// Seals the active segment and starts segment `number`.
-    pub fn roll(&mut self, number: u64) -> io::Result<()> {
+    /// The active segment's number while no spare is ready: a spare made now must follow it.
+    pub fn wants_spare(&self) -> Option<u64> {
+        self.spare.is_none().then_some(self.active)
+    }
+
+    /// Keeps `spare` for the next roll if it follows the active segment; otherwise hands it
+    /// back to be discarded (a roll overtook it).
+    pub fn offer_spare(&mut self, spare: Spare) -> Option<Spare> {
+        if self.spare.is_none() && spare.prev == self.active {
+            self.spare = Some(spare);
+            None
+        } else {
+            Some(spare)
+        }
+    }
+
+    /// Seals the active segment and starts the next one: the spare when one is ready (a
+    /// rename and a directory sync), otherwise a new segment numbered `fresh()`. Returns the
+    /// new segment's number. The sealed segment is synced, if it is not already, but keeps
+    /// its preallocated tail until [`Wal::take_untrimmed`] hands it out to be cut.
+    pub fn roll(&mut self, fresh: impl FnOnce() -> u64) -> io::Result<u64> {
+        // Every record of the old segment is durable before any of the new one can be; the
+        // seal says so.
         self.seal()?;
-        let writer = Self::new_segment(
-            &*self.fs,
-            &self.dir,
-            number,
-            self.active,
-            self.segment_bytes,
-        )?;
+        let (number, writer) = match self.spare.take() {
+            Some(spare) => {
+                let path = self.dir.join(file_names::wal(spare.number));
+                self.fs
+                    .rename(&self.dir.join(file_names::wal_spare(spare.number)), &path)?;
+                self.fs.sync_dir(&self.dir)?;
+                (spare.number, spare.writer)
+            }
+            None => {
+                let number = fresh();
+                let writer = Self::new_segment(
+                    &*self.fs,
+                    &self.dir,
+                    number,
+                    self.active,
+                    self.segment_bytes,
+                )?;
+                (number, writer)
+            }
+        };
         let old = std::mem::replace(&mut self.writer, writer);
         self.sealed.push((self.active, old.offset()));
+        self.untrimmed.push((self.active, old.offset()));
         self.active = number;
-        Ok(())
+        Ok(number)
+    }
+
+    /// Sealed segments whose preallocated tail is still to be cut, as (path, length), for
+    /// [`trim_segments`].
+    pub fn take_untrimmed(&mut self) -> Vec<(PathBuf, u64)> {
+        self.untrimmed
+            .drain(..)
+            .map(|(n, len)| (self.dir.join(file_names::wal(n)), len))
+            .collect()
     }
 
     /// The active segment's number.
@@ -155,25 +255,15 @@ impl Wal {
         self.active
     }
 
-    /// Deletes sealed segments numbered below `number`; returns how many.
-    pub fn remove_below(&mut self, number: u64) -> io::Result<usize> {
-        let mut removed = 0;
-        while let Some(&(n, _)) = self.sealed.first() {
-            if n >= number {
-                break;
-            }
-            match self.fs.remove_file(&self.dir.join(file_name(n))) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-            self.sealed.remove(0);
-            removed += 1;
-        }
-        if removed > 0 {
-            self.fs.sync_dir(&self.dir)?;
-        }
-        Ok(removed)
+    /// Forgets the sealed segments numbered below `number` and returns their paths, to be
+    /// deleted with [`remove_segments`] after the caller lets go of the WAL: commits need it,
+    /// and must not wait for an unlink and a directory sync.
+    pub fn take_below(&mut self, number: u64) -> Vec<PathBuf> {
+        let keep = self.sealed.partition_point(|&(n, _)| n < number);
+        self.sealed
+            .drain(..keep)
+            .map(|(n, _)| self.dir.join(file_names::wal(n)))
+            .collect()
     }
 
     /// Every live segment, oldest first.
@@ -183,14 +273,14 @@ impl Wal {
             .iter()
             .map(|&(number, size)| WalSegment {
                 number,
-                path: self.dir.join(file_name(number)),
+                path: self.dir.join(file_names::wal(number)),
                 size,
                 active: false,
             })
             .collect();
         out.push(WalSegment {
             number: self.active,
-            path: self.dir.join(file_name(self.active)),
+            path: self.dir.join(file_names::wal(self.active)),
             size: self.writer.offset(),
             active: true,
         });
@@ -202,21 +292,56 @@ impl Wal {
         self.sealed.iter().map(|&(_, s)| s).sum::<u64>() + self.writer.offset()
     }
 
-    /// Seals the active segment; used on close.
+    /// Seals, syncs and trims the active segment, trims sealed ones and deletes the spare;
+    /// used on close.
     pub fn finish(&mut self) -> io::Result<()> {
-        self.seal()
+        self.seal()?;
+        self.writer.finish()?;
+        if let Some(spare) = self.spare.take() {
+            spare.discard(&*self.fs, &self.dir);
+        }
+        let untrimmed = self.take_untrimmed();
+        trim_segments(&*self.fs, &untrimmed)
     }
 
     /// Makes everything written durable, then appends the seal record (whose `synced_to` is
-    /// its own offset) and cuts the preallocated tail, syncing again. The first sync must
-    /// come first: a seal that reached the disk before the records it vouches for would make
-    /// a torn tail look like damaged durable data.
+    /// its own offset) and syncs it. The first sync must come first: a seal that reached the
+    /// disk before the records it vouches for would make a torn tail look like damaged
+    /// durable data.
     fn seal(&mut self) -> io::Result<()> {
         self.writer.sync()?;
         self.writer
             .add_record(&self.writer.synced_offset().to_le_bytes())?;
-        self.writer.finish()
+        self.writer.sync()
     }
+}
+
+/// Deletes the segment files `paths` (from [`Wal::take_below`]) and syncs `dir`.
+pub fn remove_segments(fs: &dyn FileSystem, dir: &Path, paths: &[PathBuf]) -> io::Result<()> {
+    for path in paths {
+        match fs.remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if !paths.is_empty() {
+        fs.sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Cuts sealed segments (from [`Wal::take_untrimmed`]) to their written length. A segment
+/// deleted meanwhile is skipped.
+pub fn trim_segments(fs: &dyn FileSystem, segments: &[(PathBuf, u64)]) -> io::Result<()> {
+    for (path, len) in segments {
+        match fs.truncate(path, *len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// A region of a segment that held no valid record.
@@ -368,19 +493,4 @@ pub fn scan_from(
         }
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_names_round_trip() {
-        assert_eq!(file_name(7), "000007.wal");
-        assert_eq!(parse_file_name("000007.wal"), Some(7));
-        assert_eq!(parse_file_name("12345678.wal"), Some(12_345_678));
-        assert_eq!(parse_file_name("x.wal"), None);
-        assert_eq!(parse_file_name(".wal"), None);
-        assert_eq!(parse_file_name("000007.sst"), None);
-    }
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod faultfs;
+pub mod holdfs;
 
 use std::io;
 use std::path::Path;

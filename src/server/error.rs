@@ -1,8 +1,9 @@
 //! Error mapping: every failure a handler can meet becomes an [`ApiError`], answered as JSON in
 //! the shape of the API the route belongs to.
 //!
-//! - Seed A routes answer `{"error": message}`.
-//! - Seed B routes answer `{"detail": message}`; a version conflict (409) also carries seed B's
+//! - The JSON key-value API (seed A's contract) answers `{"error": message}`.
+//! - The versioned-key API (seed B's contract) answers `{"detail": message}`; a version
+//!   conflict (409) also carries seed B's
 //!   documented fields `status`, `message` and `current_version`.
 //! - Unknown paths and wrong methods belong to neither API and carry both `error` and `detail`.
 //!
@@ -18,10 +19,10 @@ use super::reply::Reply;
 /// Which API's error shape a route uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Api {
-    /// Seed A: `{"error": ...}`.
-    A,
-    /// Seed B: `{"detail": ...}`.
-    B,
+    /// The JSON key-value API (seed A's contract): `{"error": ...}`.
+    Kv,
+    /// The versioned-key API (seed B's contract): `{"detail": ...}`.
+    Versioned,
     /// Neither (unknown routes): both fields.
     Any,
 }
@@ -73,7 +74,7 @@ impl ApiError {
         ApiError {
             status: StatusCode::CONFLICT,
             message: message.into(),
-            api: Api::B,
+            api: Api::Versioned,
             current_version: Some(current_version),
         }
     }
@@ -97,10 +98,10 @@ impl ApiError {
     pub(crate) fn body(&self) -> Value {
         let mut m = Map::new();
         match self.api {
-            Api::A => {
+            Api::Kv => {
                 m.insert("error".into(), json!(self.message));
             }
-            Api::B => {
+            Api::Versioned => {
                 m.insert("detail".into(), json!(self.message));
                 if let Some(v) = self.current_version {
                     m.insert("status".into(), json!("error"));
@@ -134,9 +135,9 @@ mod tests {
 
     #[test]
     fn shapes_follow_the_api() {
-        let a = ApiError::bad_request(Api::A, "Missing key");
+        let a = ApiError::bad_request(Api::Kv, "Missing key");
         assert_eq!(a.body(), json!({"error": "Missing key"}));
-        let b = ApiError::not_found(Api::B, "Key not found: k");
+        let b = ApiError::not_found(Api::Versioned, "Key not found: k");
         assert_eq!(b.body(), json!({"detail": "Key not found: k"}));
         let c = ApiError::conflict("Version conflict: provided version 1 is outdated", 2);
         assert_eq!(c.status, StatusCode::CONFLICT);
@@ -160,12 +161,12 @@ mod tests {
     fn store_errors_map_to_statuses() {
         let e = crate::Error::ValueTooLarge { len: 2, max: 1 };
         assert_eq!(
-            ApiError::store(Api::A, &e).status,
+            ApiError::store(Api::Kv, &e).status,
             StatusCode::PAYLOAD_TOO_LARGE
         );
         let e = crate::Error::Closed;
         assert_eq!(
-            ApiError::store(Api::B, &e).status,
+            ApiError::store(Api::Versioned, &e).status,
             StatusCode::SERVICE_UNAVAILABLE
         );
     }

@@ -19,10 +19,10 @@
 //!
 //! Routes:
 //!
-//! | API | routes |
+//! | API (module) | routes |
 //! |---|---|
-//! | seed A | `POST /put`, `POST /batchput`, `GET /get`, `GET /range`, `DELETE /delete`, `GET /raft/status` |
-//! | seed B | `GET/PUT/DELETE /key/{key}`, `GET /key/{key}/history`, `GET /key/{key}/versions`, `GET /keys`, `GET /segments`, `GET /cluster_status`, `GET /deduplication_stats`, `GET /request_status`, `POST /compaction/run`, `GET /compaction/status`, `POST /compaction/configure` |
+//! | JSON key-value API, seed A's contract (`kv_api`) | `POST /put`, `POST /batchput`, `GET /get`, `GET /range`, `DELETE /delete`, `GET /raft/status` |
+//! | versioned-key API, seed B's contract (`versioned_api`) | `GET/PUT/DELETE /key/{key}`, `GET /key/{key}/history`, `GET /key/{key}/versions`, `GET /keys`, `GET /segments`, `GET /cluster_status`, `GET /deduplication_stats`, `GET /request_status`, `POST /compaction/run`, `GET /compaction/status`, `POST /compaction/configure` |
 //! | both | `GET /health`, `GET /metrics` (Prometheus text) |
 //!
 //! Both APIs read and write the same keys: seed A's string values are seed B's JSON strings,
@@ -42,14 +42,14 @@ mod error;
 mod executor;
 mod input;
 mod keyspace;
+mod kv_api;
 mod metrics;
 mod ops;
 mod queue;
 mod reply;
-mod seed_a;
-mod seed_b;
 mod state;
 mod value;
+mod versioned_api;
 mod writer;
 
 use std::future::Future;
@@ -75,27 +75,27 @@ pub fn router(state: AppState) -> Router {
     let metrics = Arc::clone(state.metrics());
     let body_limit = state.config().max_body_bytes;
     Router::new()
-        // seed A
-        .route("/put", post(seed_a::put))
-        .route("/batchput", post(seed_a::batchput))
-        .route("/get", get(seed_a::get))
-        .route("/range", get(seed_a::range))
-        .route("/delete", delete(seed_a::delete))
-        .route("/raft/status", get(seed_a::raft_status))
-        // seed B
+        // the JSON key-value API (seed A's contract)
+        .route("/put", post(kv_api::put))
+        .route("/batchput", post(kv_api::batchput))
+        .route("/get", get(kv_api::get))
+        .route("/range", get(kv_api::range))
+        .route("/delete", delete(kv_api::delete))
+        .route("/raft/status", get(kv_api::raft_status))
+        // the versioned-key API (seed B's contract)
         .route(
             "/key/{key}",
-            get(seed_b::get_key)
-                .put(seed_b::put_key)
-                .delete(seed_b::delete_key),
+            get(versioned_api::get_key)
+                .put(versioned_api::put_key)
+                .delete(versioned_api::delete_key),
         )
-        .route("/key/{key}/history", get(seed_b::history))
-        .route("/key/{key}/versions", get(seed_b::versions))
-        .route("/keys", get(seed_b::keys))
-        .route("/segments", get(seed_b::segments))
-        .route("/cluster_status", get(seed_b::cluster_status))
-        .route("/deduplication_stats", get(seed_b::deduplication_stats))
-        .route("/request_status", get(seed_b::request_status))
+        .route("/key/{key}/history", get(versioned_api::history))
+        .route("/key/{key}/versions", get(versioned_api::versions))
+        .route("/keys", get(versioned_api::keys))
+        .route("/segments", get(versioned_api::segments))
+        .route("/cluster_status", get(versioned_api::cluster_status))
+        .route("/deduplication_stats", get(versioned_api::deduplication_stats))
+        .route("/request_status", get(versioned_api::request_status))
         .route("/compaction/run", post(compaction::run))
         .route("/compaction/status", get(compaction::status))
         .route("/compaction/configure", post(compaction::configure))

@@ -358,7 +358,10 @@ mod tests {
             Writer::start(db.clone(), Arc::new(Dedup::new(Duration::from_secs(60)))).unwrap();
         let calls = Arc::new(AtomicUsize::new(0));
         let planner = planner_for("k", Arc::clone(&calls), Some(db.clone()));
-        let reply = writer.submit(Api::B, None, 10, planner).await.unwrap();
+        let reply = writer
+            .submit(Api::Versioned, None, 10, planner)
+            .await
+            .unwrap();
         assert_eq!(reply.body, br#"{"version":8}"#.to_vec());
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         let stored = db.get(keyspace::user_key("k")).unwrap().unwrap();
@@ -379,7 +382,7 @@ mod tests {
         for _ in 0..5 {
             let (reply, rx) = tokio::sync::oneshot::channel();
             let job = WriteJob {
-                api: Api::B,
+                api: Api::Versioned,
                 ident: None,
                 size: 10,
                 planner: planner_for("same", Arc::clone(&calls), None),

@@ -1,5 +1,6 @@
-//! Seed B's API: versioned values under `/key/{key}`, listings, WAL segments, cluster status
-//! and the idempotency endpoints. Errors answer `{"detail": ...}`.
+//! The versioned-key API, implementing seed B's contract: versioned values under
+//! `/key/{key}`, listings, WAL segments, cluster status and the idempotency endpoints. Errors
+//! answer `{"detail": ...}`.
 //!
 //! - `version` is per key: 1 on creation, one more on every write, 1 again after a delete.
 //!   A PUT naming a `version` must name one newer than the current version, else 409. On a
@@ -24,7 +25,7 @@ use super::reply::{Outcome, Reply};
 use super::state::AppState;
 use super::value::{self, StoredValue};
 
-const API: Api = Api::B;
+const API: Api = Api::Versioned;
 
 fn not_found(key: &str) -> ApiError {
     ApiError::not_found(API, format!("Key not found: {key}"))

@@ -47,6 +47,29 @@ pub(crate) fn user_bounds(start: &str, end: Option<&str>) -> (Bound<Vec<u8>>, Bo
     (lower, upper)
 }
 
+/// Stored-key bounds for one page of user keys that start with `prefix`, after `start_after`
+/// (exclusive) when given.
+pub(crate) fn page_bounds(
+    prefix: &str,
+    start_after: Option<&str>,
+) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let from = user_key(prefix);
+    let lower = match start_after.map(user_key) {
+        Some(after) if after >= from => Bound::Excluded(after),
+        _ => Bound::Included(from.clone()),
+    };
+    // The first stored key past every key with the prefix: the prefix with its last byte
+    // below 0xff raised by one (0xff bytes cannot end a UTF-8 prefix, but are handled).
+    let mut upper = from;
+    while let Some(last) = upper.pop() {
+        if last < 0xff {
+            upper.push(last + 1);
+            return (lower, Bound::Excluded(upper));
+        }
+    }
+    (lower, Bound::Excluded(vec![USER + 1]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +89,21 @@ mod tests {
         };
         assert!(user_key("\u{10FFFF}\u{10FFFF}").as_slice() < hi.as_slice());
         assert!([RECORD].as_slice() < [USER].as_slice());
+    }
+
+    #[test]
+    fn page_bounds_cover_the_prefix_after_the_cursor() {
+        let (lo, hi) = page_bounds("ab", None);
+        assert_eq!(lo, Bound::Included(user_key("ab")));
+        assert_eq!(hi, Bound::Excluded(user_key("ac")));
+        let (lo, _) = page_bounds("ab", Some("abc"));
+        assert_eq!(lo, Bound::Excluded(user_key("abc")));
+        // a cursor before the prefix starts at the prefix
+        let (lo, _) = page_bounds("ab", Some("a"));
+        assert_eq!(lo, Bound::Included(user_key("ab")));
+        // no prefix: the whole user namespace
+        let (lo, hi) = page_bounds("", None);
+        assert_eq!(lo, Bound::Included(vec![USER]));
+        assert_eq!(hi, Bound::Excluded(vec![USER + 1]));
     }
 }

@@ -37,12 +37,16 @@
 
 mod compaction;
 mod config;
+mod conn_io;
+mod connections;
 mod dedup;
 mod error;
 mod executor;
+mod fd_limit;
 mod input;
 mod keyspace;
 mod kv_api;
+mod limits;
 mod metrics;
 mod ops;
 mod queue;
@@ -65,14 +69,24 @@ use axum::routing::{delete, get, post};
 use serde_json::json;
 
 pub use config::ServerConfig;
+pub use fd_limit::{OpenFileLimits, raise_open_file_limit};
 pub use state::{AppState, Role};
 
 use error::{Api, ApiError};
 use reply::Reply;
 
-/// The router serving every route over `state`.
+/// The router serving every route over `state`, behind the request limits (`limits`
+/// module) and the metrics.
 pub fn router(state: AppState) -> Router {
     let metrics = Arc::clone(state.metrics());
+    let limits = Arc::new(limits::Limits::new(state.config()));
+    routes(state)
+        .layer(middleware::from_fn_with_state(limits, limits::apply))
+        .layer(middleware::from_fn_with_state(metrics, metrics::track))
+}
+
+/// Every route of both APIs.
+fn routes(state: AppState) -> Router {
     let body_limit = state.config().max_body_bytes;
     Router::new()
         // the JSON key-value API (seed A's contract)
@@ -105,7 +119,6 @@ pub fn router(state: AppState) -> Router {
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(metrics, metrics::track))
         .with_state(state)
 }
 
@@ -121,18 +134,29 @@ async fn wrong_method() -> ApiError {
     )
 }
 
-/// `GET /health`.
+/// `GET /health`: 200 `{"status":"ok",...}`, or 503 `{"status":"unavailable","reason",...}`
+/// when the store is poisoned and refuses writes.
 async fn health(State(state): State<AppState>) -> Reply {
     let mode = match state.role() {
         Role::Standalone => "standalone",
     };
-    Reply::ok(&json!({
+    let mut body = json!({
         "status": "ok",
         "node_id": state.config().node_id,
         "mode": mode,
         "last_seqno": state.db().last_seqno().get(),
         "uptime_seconds": state.uptime_secs(),
-    }))
+    });
+    match state.unavailable_reason() {
+        None => Reply::ok(&body),
+        Some(reason) => {
+            body["status"] = json!("unavailable");
+            body["reason"] = json!(reason);
+            body["error"] = json!(reason);
+            body["detail"] = json!(reason);
+            Reply::json(StatusCode::SERVICE_UNAVAILABLE, &body)
+        }
+    }
 }
 
 /// `GET /metrics`.
@@ -185,8 +209,12 @@ pub async fn bind(config: &ServerConfig) -> std::io::Result<tokio::net::TcpListe
     tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves, then finishes the requests in
-/// flight and returns. The store stays open: close it with [`AppState::close`].
+/// Serves `state` on `listener` until `shutdown` resolves; then stops accepting, gives the
+/// requests in flight up to `shutdown_grace` to finish, closes every connection and returns.
+/// The store stays open: close it with [`AppState::close`].
+///
+/// At start the soft open-file limit is raised to the hard limit (both are logged), and the
+/// connection cap is lowered if it would not fit.
 pub async fn serve<F>(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -195,21 +223,37 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    use axum::serve::ListenerExt;
+    let files = raise_open_file_limit();
+    let show = |l: Option<u64>| l.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+    tracing::info!(
+        soft_before = %show(files.soft_before),
+        soft = %show(files.soft),
+        hard = %show(files.hard),
+        "open-file limit"
+    );
+    let config = state.config();
+    let max_connections = fd_limit::fitting_connections(config.max_connections, files.soft);
+    if max_connections < config.max_connections {
+        tracing::warn!(
+            wanted = config.max_connections,
+            max_connections,
+            "connection cap lowered to fit the open-file limit"
+        );
+    }
+    let limits = connections::ConnLimits {
+        max_connections,
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+        shutdown_grace: config.shutdown_grace,
+        max_header_bytes: config.max_header_bytes,
+    };
     if let Ok(addr) = listener.local_addr() {
         state.set_local_addr(addr);
-        tracing::info!(%addr, node_id = %state.config().node_id, "serving");
+        tracing::info!(%addr, node_id = %config.node_id, max_connections, "serving");
     }
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sweeper = tokio::spawn(sweep_loop(state.clone(), stop_rx));
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = connections::run(listener, router(state), limits, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
     result

@@ -16,13 +16,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use axum::http::StatusCode;
 
 use super::dedup::{Dedup, Lookup, RecordId, now_ms};
 use super::error::{Api, ApiError};
 use super::ops::{Planner, View};
-use super::queue::WorkQueue;
+use super::queue::{Refused, WorkQueue};
 use super::reply::{Outcome, Reply};
 use super::value;
 use crate::{Db, Error, SeqNo, WriteBatch};
@@ -43,11 +44,26 @@ pub(crate) struct WriteJob {
     size: usize,
     planner: Planner,
     reply: ReplyTx,
+    /// The job is dropped, unplanned, if it is still queued then.
+    deadline: Instant,
 }
 
 impl WriteJob {
     fn answer(self, r: Result<Reply, ApiError>) {
         let _ = self.reply.send(r);
+    }
+
+    /// Answers the job with a 503 if its deadline has passed; else gives it back.
+    fn unless_expired(self, now: Instant) -> Option<WriteJob> {
+        if now <= self.deadline {
+            return Some(self);
+        }
+        let api = self.api;
+        self.answer(Err(ApiError::busy(
+            api,
+            "the write waited too long for the committer; retry later",
+        )));
+        None
     }
 }
 
@@ -64,9 +80,9 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    /// Starts the committer over `db`.
-    pub(crate) fn start(db: Db, dedup: Arc<Dedup>) -> std::io::Result<Writer> {
-        let queue = Arc::new(WorkQueue::new());
+    /// Starts the committer over `db`, with room for `capacity` queued writes.
+    pub(crate) fn start(db: Db, dedup: Arc<Dedup>, capacity: usize) -> std::io::Result<Writer> {
+        let queue = Arc::new(WorkQueue::new(capacity));
         let q = Arc::clone(&queue);
         let thread = std::thread::Builder::new()
             .name("strata-http-commit".into())
@@ -78,12 +94,14 @@ impl Writer {
     }
 
     /// Queues a write and waits for its answer. `size` is the request's size in bytes (for
-    /// the round budget); `ident` makes it idempotent.
+    /// the round budget); `ident` makes it idempotent; a write not started by `deadline` is
+    /// answered 503 unapplied, and so is one that finds the queue full.
     pub(crate) async fn submit(
         &self,
         api: Api,
         ident: Option<RecordId>,
         size: usize,
+        deadline: Instant,
         planner: Planner,
     ) -> Result<Reply, ApiError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
@@ -93,15 +111,24 @@ impl Writer {
             size,
             planner,
             reply,
+            deadline,
         };
-        let gone = || {
-            ApiError::new(
-                api,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is stopping",
-            )
-        };
-        self.queue.push(job).map_err(|_| gone())?;
+        match self.queue.push(job) {
+            Ok(()) => {}
+            Err(Refused::Full(_)) => {
+                return Err(ApiError::busy(
+                    api,
+                    "too many writes are waiting for the committer; retry later",
+                ));
+            }
+            Err(Refused::Closed(_)) => {
+                return Err(ApiError::new(
+                    api,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the server is stopping",
+                ));
+            }
+        }
         match rx.await {
             Ok(r) => r,
             Err(_) => Err(ApiError::internal(api, "the write was dropped")),
@@ -130,11 +157,18 @@ fn run(db: &Db, dedup: &Dedup, queue: &WorkQueue<WriteJob>) {
                 None => return,
             },
         };
+        let now = Instant::now();
+        let Some(first) = first.unless_expired(now) else {
+            continue;
+        };
         let mut bytes = first.size;
         let mut jobs = vec![first];
         while jobs.len() < MAX_ROUND_JOBS && bytes < MAX_ROUND_BYTES {
             let Some(j) = queue.try_pop() else {
                 break;
+            };
+            let Some(j) = j.unless_expired(now) else {
+                continue;
             };
             if bytes + j.size > MAX_ROUND_BYTES {
                 carry = Some(j);
@@ -354,12 +388,17 @@ mod tests {
     async fn a_write_that_loses_a_race_is_planned_again() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path()).unwrap();
-        let writer =
-            Writer::start(db.clone(), Arc::new(Dedup::new(Duration::from_secs(60)))).unwrap();
+        let writer = Writer::start(
+            db.clone(),
+            Arc::new(Dedup::new(Duration::from_secs(60))),
+            16,
+        )
+        .unwrap();
         let calls = Arc::new(AtomicUsize::new(0));
         let planner = planner_for("k", Arc::clone(&calls), Some(db.clone()));
+        let deadline = Instant::now() + Duration::from_secs(10);
         let reply = writer
-            .submit(Api::Versioned, None, 10, planner)
+            .submit(Api::Versioned, None, 10, deadline, planner)
             .await
             .unwrap();
         assert_eq!(reply.body, br#"{"version":8}"#.to_vec());
@@ -377,7 +416,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path()).unwrap();
         let dedup = Arc::new(Dedup::new(Duration::from_secs(60)));
-        let queue = WorkQueue::new();
+        let queue = WorkQueue::new(16);
         let (mut replies, calls) = (Vec::new(), Arc::new(AtomicUsize::new(0)));
         for _ in 0..5 {
             let (reply, rx) = tokio::sync::oneshot::channel();
@@ -387,6 +426,7 @@ mod tests {
                 size: 10,
                 planner: planner_for("same", Arc::clone(&calls), None),
                 reply,
+                deadline: Instant::now() + Duration::from_secs(10),
             };
             assert!(queue.push(job).is_ok());
             replies.push(rx);

@@ -441,4 +441,31 @@ mod tests {
         let stats = db.stats();
         assert_eq!((stats.puts, stats.batches), (5, 1));
     }
+
+    #[tokio::test]
+    async fn a_write_still_queued_at_its_deadline_is_answered_503_unapplied() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let dedup = Arc::new(Dedup::new(Duration::from_secs(60)));
+        let queue = WorkQueue::new(16);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let job = WriteJob {
+            api: Api::Versioned,
+            ident: None,
+            size: 10,
+            planner: planner_for("late", Arc::clone(&calls), None),
+            reply,
+            deadline: Instant::now(),
+        };
+        assert!(queue.push(job).is_ok());
+        std::thread::sleep(Duration::from_millis(5));
+        queue.close();
+        run(&db, &dedup, &queue);
+        let e = rx.await.unwrap().unwrap_err();
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.retry_after, Some(1));
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "never planned");
+        assert!(db.get(keyspace::user_key("late")).unwrap().is_none());
+    }
 }

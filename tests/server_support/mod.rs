@@ -134,6 +134,14 @@ impl TestServer {
         }
     }
 
+    /// Stops the server and closes the store, whatever the close returns (for a store a test
+    /// broke on purpose).
+    pub async fn stop_without_close(mut self) {
+        assert!(self.shut_down_within(Duration::from_secs(10)).await);
+        let state = self.state.clone();
+        let _ = tokio::task::spawn_blocking(move || state.close()).await;
+    }
+
     /// Stops the server (requests in flight finish) and closes the store.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {

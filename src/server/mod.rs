@@ -51,6 +51,7 @@ mod metrics;
 mod ops;
 mod queue;
 mod reply;
+mod startup;
 mod state;
 mod value;
 mod versioned_api;
@@ -70,6 +71,7 @@ use serde_json::json;
 
 pub use config::ServerConfig;
 pub use fd_limit::{OpenFileLimits, raise_open_file_limit};
+pub use startup::{bind_error_message, open_error_message};
 pub use state::{AppState, Role};
 
 use error::{Api, ApiError};

@@ -7,6 +7,8 @@
 //! stored key := namespace: u8 | rest
 //! namespace 'u' (0x75): user data; rest = the user's key (UTF-8)
 //! namespace 'r' (0x72): idempotency records; rest = see `dedup.rs`
+//! namespaces 'e', 'c', 'q', 'i', 'm': the records' expiry index, reference counts and
+//!   counters; see `dedup_book.rs`
 //! ```
 //!
 //! Listings (`/range`, `/keys`) and history only ever read the `u` namespace, so server
@@ -19,6 +21,16 @@ use std::ops::Bound;
 pub(crate) const USER: u8 = b'u';
 /// Namespace tag of idempotency records.
 pub(crate) const RECORD: u8 = b'r';
+/// Namespace tag of the idempotency records' expiry index.
+pub(crate) const INDEX: u8 = b'e';
+/// Namespace tag of the record counts per client id.
+pub(crate) const CLIENTS: u8 = b'c';
+/// Namespace tag of the record counts per request id.
+pub(crate) const REQUESTS: u8 = b'q';
+/// Namespace tag of the record counts per (client, request) pair and operation.
+pub(crate) const IDS: u8 = b'i';
+/// Namespace tag of the server's counters.
+pub(crate) const META: u8 = b'm';
 
 /// The stored key of user key `key`.
 pub(crate) fn user_key(key: &str) -> Vec<u8> {

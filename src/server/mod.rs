@@ -40,6 +40,7 @@ mod config;
 mod conn_io;
 mod connections;
 mod dedup;
+mod dedup_book;
 mod error;
 mod executor;
 mod fd_limit;
@@ -178,10 +179,8 @@ async fn metrics_text(State(state): State<AppState>) -> Result<Response, ApiErro
     Ok(r)
 }
 
-/// Most expired idempotency records one sweep deletes.
-const SWEEP_BATCH: usize = 10_000;
-
-/// Deletes expired idempotency records now and then, until `stop` turns true.
+/// Deletes expired idempotency records now and then (on the committer, see `dedup_book`),
+/// until `stop` turns true.
 async fn sweep_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     let every =
         (state.config().dedup_expiry / 4).clamp(Duration::from_millis(50), Duration::from_secs(60));
@@ -190,14 +189,7 @@ async fn sweep_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
         }
-        let swept = state
-            .blocking(Api::Any, |s| {
-                s.dedup()
-                    .sweep(s.db(), dedup::now_ms(), SWEEP_BATCH)
-                    .map_err(|e| ApiError::store(Api::Any, &e))
-            })
-            .await;
-        match swept {
+        match state.sweep().await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(records = n, "expired idempotency records deleted"),
             Err(e) => tracing::warn!(error = %e.message, "idempotency record sweep failed"),

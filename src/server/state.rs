@@ -48,6 +48,9 @@ impl AppState {
     /// pool and write committer), which end when the last clone of the state is dropped.
     pub fn new(db: Db, config: ServerConfig) -> std::io::Result<AppState> {
         let dedup = Arc::new(Dedup::new(config.dedup_expiry));
+        super::dedup_book::load(&db, &dedup).map_err(|e| {
+            std::io::Error::other(format!("loading the idempotency counters failed: {e}"))
+        })?;
         Ok(AppState {
             inner: Arc::new(Inner {
                 metrics: Arc::new(Metrics::new(db.clone())),
@@ -170,9 +173,16 @@ impl AppState {
             .await
     }
 
-    /// Closes the store: syncs the WAL and releases the directory. Requests still running
-    /// fail with a 503 afterwards.
+    /// Deletes a batch of expired idempotency records (on the committer); returns how many.
+    pub(crate) async fn sweep(&self) -> Result<usize, ApiError> {
+        self.inner.writer.sweep(Api::Any).await
+    }
+
+    /// Closes the store: stops the committer (after the writes queued before), which writes
+    /// the idempotency counters, then syncs the WAL and releases the directory. Requests
+    /// still running fail with a 503 afterwards.
     pub fn close(&self) -> crate::Result<()> {
+        self.inner.writer.stop();
         self.inner.db.clone().close()
     }
 }

@@ -21,6 +21,7 @@ use std::time::Instant;
 use axum::http::StatusCode;
 
 use super::dedup::{Dedup, Lookup, RecordId, now_ms};
+use super::dedup_book::{self, Ledger};
 use super::error::{Api, ApiError};
 use super::ops::{Planner, View};
 use super::queue::{Refused, WorkQueue};
@@ -67,10 +68,18 @@ impl WriteJob {
     }
 }
 
+/// What the committer is asked to do.
+pub(crate) enum Job {
+    /// A user write.
+    Write(WriteJob),
+    /// A sweep of expired idempotency records (`dedup_book.rs`).
+    Sweep(tokio::sync::oneshot::Sender<crate::Result<usize>>),
+}
+
 /// The handle to the committer thread.
 pub(crate) struct Writer {
-    queue: Arc<WorkQueue<WriteJob>>,
-    thread: Option<JoinHandle<()>>,
+    queue: Arc<WorkQueue<Job>>,
+    thread: parking_lot::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -89,8 +98,33 @@ impl Writer {
             .spawn(move || run(&db, &dedup, &q))?;
         Ok(Writer {
             queue,
-            thread: Some(thread),
+            thread: parking_lot::Mutex::new(Some(thread)),
         })
+    }
+
+    /// Runs a sweep of expired idempotency records on the committer.
+    pub(crate) async fn sweep(&self, api: Api) -> Result<usize, ApiError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.queue.push(Job::Sweep(tx)).is_err() {
+            return Err(ApiError::busy(api, "the committer is busy or stopping"));
+        }
+        match rx.await {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(ApiError::store(api, &e)),
+            Err(_) => Err(ApiError::internal(api, "the sweep was dropped")),
+        }
+    }
+
+    /// Refuses new writes, lets the committer finish the queued ones and write the
+    /// idempotency counters, and waits for it to end.
+    pub(crate) fn stop(&self) {
+        self.queue.close();
+        let thread = self.thread.lock().take();
+        if let Some(t) = thread
+            && t.thread().id() != std::thread::current().id()
+        {
+            let _ = t.join();
+        }
     }
 
     /// Queues a write and waits for its answer. `size` is the request's size in bytes (for
@@ -113,7 +147,7 @@ impl Writer {
             reply,
             deadline,
         };
-        match self.queue.push(job) {
+        match self.queue.push(Job::Write(job)) {
             Ok(()) => {}
             Err(Refused::Full(_)) => {
                 return Err(ApiError::busy(
@@ -138,24 +172,37 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        self.queue.close();
-        if let Some(t) = self.thread.take()
-            && t.thread().id() != std::thread::current().id()
-        {
-            let _ = t.join();
-        }
+        self.stop();
     }
 }
 
-fn run(db: &Db, dedup: &Dedup, queue: &WorkQueue<WriteJob>) {
-    let mut carry: Option<WriteJob> = None;
+/// Most expired idempotency records one sweep deletes.
+const SWEEP_BATCH: usize = 10_000;
+
+fn run(db: &Db, dedup: &Dedup, queue: &WorkQueue<Job>) {
+    let mut carry: Option<Job> = None;
     loop {
         let first = match carry.take() {
             Some(j) => j,
             None => match queue.pop() {
                 Some(j) => j,
-                None => return,
+                None => break,
             },
+        };
+        let first = match first {
+            Job::Sweep(reply) => {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    dedup_book::sweep(db, dedup, now_ms(), SWEEP_BATCH)
+                }));
+                match r {
+                    Ok(r) => {
+                        let _ = reply.send(r);
+                    }
+                    Err(_) => tracing::error!("an idempotency record sweep panicked"),
+                }
+                continue;
+            }
+            Job::Write(w) => w,
         };
         let now = Instant::now();
         let Some(first) = first.unless_expired(now) else {
@@ -167,11 +214,18 @@ fn run(db: &Db, dedup: &Dedup, queue: &WorkQueue<WriteJob>) {
             let Some(j) = queue.try_pop() else {
                 break;
             };
+            let j = match j {
+                Job::Write(w) => w,
+                sweep @ Job::Sweep(_) => {
+                    carry = Some(sweep);
+                    break;
+                }
+            };
             let Some(j) = j.unless_expired(now) else {
                 continue;
             };
             if bytes + j.size > MAX_ROUND_BYTES {
-                carry = Some(j);
+                carry = Some(Job::Write(j));
                 break;
             }
             bytes += j.size;
@@ -187,6 +241,9 @@ fn run(db: &Db, dedup: &Dedup, queue: &WorkQueue<WriteJob>) {
         if round.is_err() {
             tracing::error!("a write round panicked; its requests were answered with errors");
         }
+    }
+    if let Err(e) = dedup_book::persist(db, dedup) {
+        tracing::warn!(error = %e, "could not write the idempotency counters");
     }
 }
 
@@ -228,8 +285,14 @@ fn try_round(db: &Db, dedup: &Dedup, jobs: Vec<WriteJob>) -> Result<(), Vec<Writ
     let mut included: Vec<Included> = Vec::new();
     let mut duplicates: Vec<(WriteJob, usize)> = Vec::new();
     let mut round_records: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut ledger = Ledger::new(db);
+    let mut failed: Option<(Error, WriteJob)> = None;
 
     for mut job in jobs {
+        if failed.is_some() {
+            duplicates.push((job, usize::MAX));
+            continue;
+        }
         let mut record = None;
         if let Some(id) = &job.ident {
             let key = id.stored_key();
@@ -248,13 +311,7 @@ fn try_round(db: &Db, dedup: &Dedup, jobs: Vec<WriteJob>) -> Result<(), Vec<Writ
                     job.answer(Ok(reply));
                     continue;
                 }
-                Ok(Lookup::Miss {
-                    record_seq,
-                    other_op,
-                }) => {
-                    if other_op {
-                        dedup.count_other_op();
-                    }
+                Ok(Lookup::Miss { record_seq, .. }) => {
                     record = Some((key, record_seq));
                 }
             }
@@ -267,6 +324,13 @@ fn try_round(db: &Db, dedup: &Dedup, jobs: Vec<WriteJob>) -> Result<(), Vec<Writ
                 continue;
             }
         };
+        if let (Some(id), Some((key, record_seq))) = (&job.ident, &record)
+            && let Err(e) = ledger.record_added(dedup, id, key, now, record_seq.is_some())
+        {
+            // The bookkeeping could not be read: the whole round fails.
+            failed = Some((e, job));
+            continue;
+        }
         for (k, seq) in view.into_reads() {
             if expected.insert(k.clone()) {
                 expects.push((k, seq));
@@ -304,17 +368,36 @@ fn try_round(db: &Db, dedup: &Dedup, jobs: Vec<WriteJob>) -> Result<(), Vec<Writ
         });
     }
 
+    if let Some((e, job)) = failed {
+        let answer = |job: WriteJob| {
+            let api = job.api;
+            job.answer(Err(ApiError::store(api, &e)));
+        };
+        answer(job);
+        included.into_iter().for_each(|i| answer(i.job));
+        duplicates.into_iter().for_each(|(j, _)| answer(j));
+        return Ok(());
+    }
     if n_ops == 0 {
         for inc in included {
             inc.job.answer(Ok(inc.outcome.render(None)));
         }
         return Ok(());
     }
+    let mut counters = None;
+    if ledger.needed(dedup) {
+        let (ops, c) = ledger.finish(&mut batch, dedup);
+        n_ops += ops;
+        counters = Some(c);
+    }
     for (k, seq) in &expects {
         batch.expect_version(k, *seq);
     }
     match db.write(batch) {
         Ok(last) => {
+            if let Some(c) = counters {
+                dedup.set_counters(c, true);
+            }
             let first = (last.get() + 1).saturating_sub(n_ops);
             let replies: Vec<Reply> = included
                 .iter()
@@ -327,9 +410,6 @@ fn try_round(db: &Db, dedup: &Dedup, jobs: Vec<WriteJob>) -> Result<(), Vec<Writ
                 }
             }
             for (inc, reply) in included.into_iter().zip(replies) {
-                if inc.job.ident.is_some() {
-                    dedup.count_recorded();
-                }
                 inc.job.answer(Ok(reply));
             }
             Ok(())
@@ -428,7 +508,7 @@ mod tests {
                 reply,
                 deadline: Instant::now() + Duration::from_secs(10),
             };
-            assert!(queue.push(job).is_ok());
+            assert!(queue.push(Job::Write(job)).is_ok());
             replies.push(rx);
         }
         queue.close();
@@ -458,7 +538,7 @@ mod tests {
             reply,
             deadline: Instant::now(),
         };
-        assert!(queue.push(job).is_ok());
+        assert!(queue.push(Job::Write(job)).is_ok());
         std::thread::sleep(Duration::from_millis(5));
         queue.close();
         run(&db, &dedup, &queue);

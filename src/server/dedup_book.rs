@@ -437,4 +437,50 @@ mod tests {
         assert!(index_key(255, b"rz") < index_key(256, b"ra"));
         assert!(index_key(1, b"") < index_key(1, b"r"));
     }
+
+    #[test]
+    fn the_sweep_resumes_where_it_stopped_and_keeps_the_counts_right() {
+        use crate::server::reply::Outcome;
+        use axum::http::StatusCode;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let d = Dedup::new(std::time::Duration::from_millis(1_000));
+        let mut batch = WriteBatch::new();
+        let mut ledger = Ledger::new(&db);
+        let outcome = Outcome::fixed(StatusCode::OK, serde_json::json!({}));
+        for i in 0..5u64 {
+            let id = RecordId {
+                client: format!("c{}", i % 2),
+                request: "r".into(),
+                op: Op::Set,
+                key: format!("k{i}"),
+            };
+            batch.put(id.stored_key(), Dedup::record_value(100 + i, &outcome));
+            ledger
+                .record_added(&d, &id, &id.stored_key(), 100 + i, false)
+                .unwrap();
+        }
+        let (_, c) = ledger.finish(&mut batch, &d);
+        db.write(batch).unwrap();
+        d.set_counters(c, true);
+        assert_eq!((c.live, c.clients, c.requests, c.recorded), (5, 2, 1, 5));
+
+        // two at a time: each sweep starts where the last stopped
+        assert_eq!(sweep(&db, &d, 2_000, 2).unwrap(), 2);
+        assert_eq!(d.counters().swept_to_ms, 102);
+        assert_eq!(sweep(&db, &d, 2_000, 2).unwrap(), 2);
+        assert_eq!(d.counters().swept_to_ms, 104);
+        let c = d.counters();
+        assert_eq!((c.live, c.clients, c.requests), (1, 1, 1));
+        assert_eq!(sweep(&db, &d, 2_000, 2).unwrap(), 1);
+        let c = d.counters();
+        assert_eq!((c.live, c.clients, c.requests, c.cleanups), (0, 0, 0, 3));
+        assert!(c.swept_to_ms > 104);
+        assert!(db.prefix([INDEX]).next().is_none());
+        assert!(db.prefix([RECORD]).next().is_none());
+        // nothing left: a sweep writes nothing
+        let seq = db.last_seqno();
+        assert_eq!(sweep(&db, &d, 3_000, 2).unwrap(), 0);
+        assert_eq!(db.last_seqno(), seq);
+    }
 }

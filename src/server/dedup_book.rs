@@ -105,12 +105,21 @@ fn ids_key(client: &str, request: &str) -> Vec<u8> {
     k
 }
 
+#[allow(clippy::big_endian_bytes)] // big-endian times order like the bytes of the key
 fn index_key(index_ms: u64, record_key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(9 + record_key.len());
     k.push(INDEX);
     k.extend_from_slice(&index_ms.to_be_bytes());
     k.extend_from_slice(record_key);
     k
+}
+
+/// The time of an expiry entry's key.
+#[allow(clippy::big_endian_bytes)] // see `index_key`
+fn index_ms(key: &[u8]) -> Option<u64> {
+    key.get(1..9)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
 }
 
 fn read_u64(db: &Db, key: &[u8]) -> crate::Result<u64> {
@@ -359,10 +368,7 @@ pub(crate) fn sweep(db: &Db, dedup: &Dedup, now_ms: u64, max: usize) -> crate::R
             let (k, v) = item?;
             if seen == max {
                 // Stop at this entry's time: the next sweep starts here.
-                reached = k
-                    .get(1..9)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(from, u64::from_be_bytes);
+                reached = index_ms(&k).unwrap_or(from);
                 break;
             }
             seen += 1;

@@ -265,8 +265,5 @@ pub async fn raw_exchange(
             () = write => unreachable!(),
         }
     };
-    match tokio::time::timeout(within, both).await {
-        Ok(r) => r,
-        Err(_) => (Vec::new(), false),
-    }
+    tokio::time::timeout(within, both).await.unwrap_or_default()
 }

@@ -325,7 +325,9 @@ pub(crate) fn load(db: &Db, dedup: &Dedup) -> crate::Result<()> {
             keys.push(std::mem::take(&mut pending));
         }
     }
-    keys.push(pending);
+    if !pending.is_empty() {
+        keys.push(pending);
+    }
     let mut written = 0;
     for chunk in keys {
         let mut batch = WriteBatch::new();

@@ -491,4 +491,44 @@ mod tests {
         assert_eq!(sweep(&db, &d, 3_000, 2).unwrap(), 0);
         assert_eq!(db.last_seqno(), seq);
     }
+
+    #[test]
+    fn records_of_an_older_store_get_their_bookkeeping_at_load() {
+        use crate::server::reply::Outcome;
+        use axum::http::StatusCode;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let outcome = Outcome::fixed(StatusCode::OK, serde_json::json!({}));
+        for (client, request, op) in [
+            ("a", "1", Op::Set),
+            ("a", "1", Op::Delete),
+            ("b", "2", Op::Set),
+        ] {
+            let id = RecordId {
+                client: client.into(),
+                request: request.into(),
+                op,
+                key: "k".into(),
+            };
+            db.put(id.stored_key(), Dedup::record_value(100, &outcome))
+                .unwrap();
+        }
+        let d = Dedup::new(std::time::Duration::from_millis(1_000));
+        load(&db, &d).unwrap();
+        let c = d.counters();
+        assert_eq!((c.live, c.clients, c.requests), (3, 2, 2));
+        let other = RecordId {
+            client: "b".into(),
+            request: "2".into(),
+            op: Op::Delete,
+            key: "x".into(),
+        };
+        assert!(has_other_op(&db, &other).unwrap());
+        // loaded again: read, not rebuilt
+        let d2 = Dedup::new(std::time::Duration::from_millis(1_000));
+        load(&db, &d2).unwrap();
+        assert_eq!(d2.counters(), c);
+        assert_eq!(sweep(&db, &d2, 5_000, 100).unwrap(), 3);
+        assert_eq!(d2.counters().live, 0);
+    }
 }

@@ -3,6 +3,16 @@
 //! [`router`] builds the axum router for an [`AppState`]; [`serve`] runs it on a listener
 //! until a shutdown future resolves; the `server` example is a thin command-line front.
 //!
+//! Three layers, each ignorant of the one above it:
+//!
+//! - connections (`connections`, `conn_io`): the accept loop, the connection cap, header-read
+//!   and idle timeouts, bounded graceful shutdown, JSON bodies for the HTTP stack's own error
+//!   answers; it serves any router;
+//! - request limits (`limits`): body size and the global body budget, the body timeout, the
+//!   deadline by which a request's store work must start; applied to every route;
+//! - routes (`kv_api`, `versioned_api`, `compaction`, health and metrics), whose store work
+//!   runs on the bounded reader pool (`executor`) and the committer (`writer`).
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use strata::server::{self, AppState, ServerConfig};
@@ -29,11 +39,13 @@
 //! and seed B's per-key versions count writes from either side. No store call runs on the
 //! async runtime: reads run on a small pool of reader threads, writes on one committer thread
 //! that commits the writes queued at the same moment as one batch with one fsync (`writer`
-//! module). Bad input gets a JSON 4xx and changes nothing.
+//! module); both queues are bounded and shed load with 503 and `Retry-After`. Bad input gets
+//! a JSON 4xx and changes nothing.
 //!
 //! Inside the store, user keys and the server's idempotency records live in separate one-byte
 //! namespaces (see the `keyspace` module), and each user value is wrapped in a small envelope
-//! holding its per-key version and JSON type (the `value` module).
+//! holding its per-key version and JSON type (the `value` module). The records' counters,
+//! reference counts and expiry index are kept with them (`dedup_book`).
 
 mod compaction;
 mod config;

@@ -273,3 +273,45 @@ async fn a_request_in_flight_at_shutdown_finishes_within_the_grace() {
     assert!(ok);
     assert!(s.state.db().get(b"ulate").unwrap().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_still_being_written_at_shutdown_is_sent_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = quick(dir.path());
+    cfg.shutdown_grace = Duration::from_secs(3);
+    cfg.idle_timeout = Duration::from_secs(10);
+    let mut s = TestServer::start_with(cfg).await;
+    let value = "v".repeat(200 << 10);
+    let items: Vec<String> = (0..20)
+        .map(|i| format!(r#"{{"key": "big{i:02}", "value": "{value}"}}"#))
+        .collect();
+    let r = s
+        .post(
+            "/batchput",
+            &format!(r#"{{"items": [{}]}}"#, items.join(",")),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    // ask for 4 MB and do not read: the answer stays stuck in the socket buffers
+    let mut c = TcpStream::connect(s.addr()).await.unwrap();
+    c.write_all(b"GET /range?start=big&limit=100 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = tokio::spawn(async move {
+        let ok = s.shut_down_within(Duration::from_secs(6)).await;
+        (ok, s)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got))
+        .await
+        .expect("the answer arrives")
+        .unwrap();
+    drop(c);
+    let a = parse_answer(&got).expect("a whole answer");
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["count"], 20);
+    let (ok, _s) = stopping.await.unwrap();
+    assert!(ok);
+}

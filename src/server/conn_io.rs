@@ -22,7 +22,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,8 @@ pub(crate) struct Activity {
     /// Milliseconds since `epoch`, plus one, when the first byte of the next request head
     /// arrived; 0 when none has.
     head_started: AtomicU64,
+    /// The HTTP stack has written bytes it has not yet flushed (an answer on its way out).
+    unflushed: AtomicBool,
 }
 
 /// What a connection is waiting for.
@@ -60,6 +62,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
+            unflushed: AtomicBool::new(false),
         }
     }
 
@@ -95,6 +98,12 @@ impl Activity {
     /// Requests being handled now.
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// True when no request is being handled and no answer is still being written: closing
+    /// the connection now loses nothing but a half-sent request.
+    pub(crate) fn quiet(&self) -> bool {
+        self.in_flight() == 0 && !self.unflushed.load(Ordering::SeqCst)
     }
 
     /// What the connection waits for, and since when.
@@ -185,6 +194,7 @@ impl AsyncWrite for ConnIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.activity.unflushed.store(true, Ordering::SeqCst);
         ready!(this.poll_pending(cx))?;
         if let Some(answer) = json_error_answer(buf, this.max_header_bytes) {
             this.pending = answer;
@@ -213,6 +223,7 @@ impl AsyncWrite for ConnIo {
             return self.poll_write(cx, first);
         }
         let this = self.get_mut();
+        this.activity.unflushed.store(true, Ordering::SeqCst);
         ready!(this.poll_pending(cx))?;
         let Some(stream) = this.stream.as_mut() else {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
@@ -227,10 +238,11 @@ impl AsyncWrite for ConnIo {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_pending(cx))?;
-        match this.stream.as_mut() {
-            Some(stream) => Pin::new(stream).poll_flush(cx),
-            None => Poll::Ready(Ok(())),
+        if let Some(stream) = this.stream.as_mut() {
+            ready!(Pin::new(stream).poll_flush(cx))?;
         }
+        this.activity.unflushed.store(false, Ordering::SeqCst);
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

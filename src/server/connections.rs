@@ -11,9 +11,9 @@
 //!   byte, and a connection with no request in flight is closed after the idle timeout
 //!   (`conn_io.rs` records the activity). Body reads have their own timeout (`limits.rs`).
 //! - **Shutdown.** When the shutdown future resolves, the listener is closed at once, every
-//!   connection with no request in flight is closed (a half-sent request head counts as
-//!   none), and requests in flight get `shutdown_grace` to finish before their connections
-//!   are closed as well. [`run`] returns when every connection is gone, so the caller can
+//!   connection with no request in flight and no answer still being written is closed (a
+//!   half-sent request head counts as none), and requests in flight get `shutdown_grace` to
+//!   finish before their connections are closed as well. [`run`] returns when every connection is gone, so the caller can
 //!   close the store cleanly.
 
 use std::convert::Infallible;
@@ -233,13 +233,14 @@ async fn serve_connection(
                     tracing::debug!(why, "closing a connection");
                     return;
                 }
-                if grace_until.is_some() && activity.in_flight() == 0 {
+                if grace_until.is_some() && activity.quiet() {
                     return;
                 }
             }
             _ = stop.changed(), if grace_until.is_none() => {
                 conn.as_mut().graceful_shutdown();
-                if activity.in_flight() == 0 {
+                if activity.quiet() {
+                    // idle, or a half-sent request: nothing to finish
                     return;
                 }
                 grace_until = Some(Instant::now() + limits.shutdown_grace);

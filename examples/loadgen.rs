@@ -9,6 +9,18 @@
 //!
 //! `--mode cluster` targets the nodes of `--cluster` and sends its load to the one whose
 //! `/raft/status` says it leads; `--mode both` runs the standalone target, then the cluster.
+//!
+//! Two stress modes measure the server under hostile load instead: its memory (from
+//! `/proc/<--server-pid>/status`) and `/health` latency while `--connections` clients hold
+//! half-sent requests (`--mode held-connections`), or while `--bodies` clients upload bodies
+//! of `--body-bytes` each at once (`--mode large-bodies`):
+//!
+//! ```sh
+//! cargo run --release --features server --example loadgen -- --mode held-connections \
+//!     --connections 2000 --server-pid $(pgrep -n server)
+//! cargo run --release --features server --example loadgen -- --mode large-bodies \
+//!     --bodies 32 --body-bytes 15728640 --server-pid $(pgrep -n server)
+//! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a load generator may stop on a broken setup
 
@@ -74,6 +86,11 @@ enum Mode {
     Standalone,
     Cluster,
     Both,
+    /// Hold `--connections` half-sent requests; report server RSS and `/health` latency.
+    HeldConnections,
+    /// Upload `--bodies` bodies of `--body-bytes` at once; report server RSS and `/health`
+    /// latency.
+    LargeBodies,
 }
 
 #[derive(Debug, Parser)]
@@ -107,6 +124,21 @@ struct Args {
     /// Items per batch write.
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
+    /// Connections held by `--mode held-connections`.
+    #[arg(long, default_value_t = 2000)]
+    connections: usize,
+    /// Concurrent uploads of `--mode large-bodies`.
+    #[arg(long, default_value_t = 32)]
+    bodies: usize,
+    /// Size of each upload of `--mode large-bodies`, in bytes.
+    #[arg(long, default_value_t = 15 << 20)]
+    body_bytes: usize,
+    /// The server's process id, to read its memory from /proc (stress modes).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// `/health` requests timed during a stress mode.
+    #[arg(long, default_value_t = 200)]
+    health_probes: usize,
 }
 
 /// Seed A's published figures (1000 ops, Apple Silicon): standalone and 3-node Raft.
@@ -356,9 +388,159 @@ async fn find_leader(nodes: &[String]) -> Option<String> {
     None
 }
 
+/// The server's resident and peak resident memory in KiB, from /proc.
+fn server_memory(pid: Option<u32>) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Times `probes` sequential `GET /health` on a fresh client: (p50, p99, max) in ms and the
+/// failures (no 200 within 5 s).
+async fn probe_health(base: &str, probes: usize) -> (f64, f64, f64, usize) {
+    let client = client(1);
+    let mut lat = Vec::with_capacity(probes);
+    let mut failed = 0;
+    for _ in 0..probes {
+        let t = Instant::now();
+        let req = get(&format!("{base}/health"));
+        let call = async {
+            let resp = client.request(req).await.ok()?;
+            let ok = resp.status().is_success();
+            resp.into_body().collect().await.ok()?;
+            Some(ok)
+        };
+        if !matches!(
+            tokio::time::timeout(Duration::from_secs(5), call).await,
+            Ok(Some(true))
+        ) {
+            failed += 1;
+        }
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    lat.sort_by(f64::total_cmp);
+    let at = |p: f64| lat[((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1];
+    (at(0.5), at(0.99), at(1.0), failed)
+}
+
+fn print_memory(what: &str, pid: Option<u32>) {
+    match server_memory(pid) {
+        Some((rss, hwm)) => println!(
+            "{what}: server RSS {:.1} MiB, peak {:.1} MiB",
+            rss as f64 / 1024.0,
+            hwm as f64 / 1024.0
+        ),
+        None => println!("{what}: server memory unknown (give --server-pid)"),
+    }
+}
+
+/// `--mode held-connections`: clients that send half a request head and wait.
+async fn held_connections(args: &Args, base: &str, addr: &str) {
+    use tokio::io::AsyncWriteExt;
+    print_memory("before", args.server_pid);
+    let mut held = Vec::with_capacity(args.connections);
+    let mut refused = 0;
+    for _ in 0..args.connections {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(mut s) => {
+                if s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+                    .await
+                    .is_ok()
+                {
+                    held.push(s);
+                } else {
+                    refused += 1;
+                }
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (p50, p99, max, failed) = probe_health(base, args.health_probes).await;
+    println!(
+        "{} connections held ({} failed to connect); /health p50 {p50:.3} ms, p99 {p99:.3} ms, \
+         max {max:.3} ms, {failed} of {} probes failed",
+        held.len(),
+        refused,
+        args.health_probes
+    );
+    print_memory("while held", args.server_pid);
+}
+
+/// `--mode large-bodies`: clients that upload large bodies at once.
+async fn large_bodies(args: &Args, base: &str, addr: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    print_memory("before", args.server_pid);
+    let value = "x".repeat(args.body_bytes.saturating_sub(40));
+    let body = Arc::new(format!(r#"{{"key":"large","value":"{value}"}}"#).into_bytes());
+    let mut tasks = Vec::new();
+    for _ in 0..args.bodies {
+        let (body, addr) = (Arc::clone(&body), addr.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
+            let head = format!(
+                "POST /put HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let (mut rd, mut wr) = s.split();
+            let send = async {
+                let _ = wr.write_all(head.as_bytes()).await;
+                let _ = wr.write_all(&body).await;
+                std::future::pending::<()>().await;
+            };
+            let recv = async {
+                let mut answer = Vec::new();
+                let _ = rd.read_to_end(&mut answer).await;
+                answer
+            };
+            let answer = tokio::select! {
+                a = recv => a,
+                () = send => unreachable!(),
+            };
+            let status = String::from_utf8_lossy(answer.get(9..12)?).to_string();
+            Some(status)
+        }));
+    }
+    let (p50, p99, max, failed) = probe_health(base, args.health_probes).await;
+    let mut statuses: std::collections::BTreeMap<String, usize> = Default::default();
+    for t in tasks {
+        let s = t.await.ok().flatten().unwrap_or_else(|| "none".into());
+        *statuses.entry(s).or_default() += 1;
+    }
+    println!(
+        "{} uploads of {} bytes: answers {statuses:?}; /health during them p50 {p50:.3} ms, \
+         p99 {p99:.3} ms, max {max:.3} ms, {failed} of {} probes failed",
+        args.bodies,
+        body.len(),
+        args.health_probes
+    );
+    print_memory("after", args.server_pid);
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args = Args::parse();
+    if matches!(args.mode, Mode::HeldConnections | Mode::LargeBodies) {
+        strata::server::raise_open_file_limit();
+        let addr = format!("{}:{}", args.host, args.port);
+        let base = format!("http://{addr}");
+        if !reachable(&base).await {
+            eprintln!("no server answers at {base}/health; start one first");
+            std::process::exit(1);
+        }
+        match args.mode {
+            Mode::HeldConnections => held_connections(&args, &base, &addr).await,
+            _ => large_bodies(&args, &base, &addr).await,
+        }
+        return;
+    }
     let run_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -2,20 +2,38 @@
 //!
 //! Run with `cargo run --release --features server --example server -- --help`.
 //! Data lives in `data/<node-id>` unless `--data-dir` says otherwise. SIGINT or SIGTERM stops
-//! the server after the requests in flight and closes the store cleanly.
+//! accepting, gives the requests in flight `--shutdown-grace` seconds, closes every
+//! connection and closes the store cleanly. A start-up failure is printed as one sentence
+//! naming what failed, with exit status 1.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use strata::server::{self, AppState, ServerConfig};
 
 /// A faster allocator than the system's for this allocation-heavy request path.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines (coloured only on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 #[derive(Debug, Parser)]
-#[command(about = "strata HTTP server (standalone)")]
+#[command(
+    about = "strata HTTP server (standalone)",
+    version,
+    after_help = "Environment:\n  RUST_LOG  log filter, default \"info\" (e.g. RUST_LOG=debug, \
+                  RUST_LOG=strata=debug,info)\n\nLogs go to standard error, coloured only when \
+                  it is a terminal."
+)]
 struct Args {
     /// This node's name.
     #[arg(long, default_value = "standalone")]
@@ -56,6 +74,42 @@ struct Args {
     /// Threads that run store reads [default: the number of CPUs, at least 2].
     #[arg(long)]
     reader_threads: Option<usize>,
+    /// Most connections served at once (lowered to fit the open-file limit).
+    #[arg(long, default_value_t = 8192)]
+    max_connections: usize,
+    /// Seconds a client may take to send a request's line and headers.
+    #[arg(long, default_value_t = 10.0)]
+    header_read_timeout: f64,
+    /// Seconds a request body may take to arrive.
+    #[arg(long, default_value_t = 30.0)]
+    body_read_timeout: f64,
+    /// Seconds a connection may stay idle between requests.
+    #[arg(long, default_value_t = 60.0)]
+    idle_timeout: f64,
+    /// Seconds a request may wait for the store threads before a 503.
+    #[arg(long, default_value_t = 30.0)]
+    request_timeout: f64,
+    /// Seconds requests in flight get to finish on shutdown.
+    #[arg(long, default_value_t = 10.0)]
+    shutdown_grace: f64,
+    /// Most bytes held at once by request bodies, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_inflight_body_bytes: usize,
+    /// Most reads waiting for a reader thread.
+    #[arg(long, default_value_t = 1024)]
+    max_queued_reads: usize,
+    /// Most writes waiting for the committer.
+    #[arg(long, default_value_t = 1024)]
+    max_queued_writes: usize,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// `secs` as a duration; a negative or non-finite figure becomes zero, which validation
+/// rejects with a clear message.
+fn seconds(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO)
 }
 
 impl Args {
@@ -78,31 +132,74 @@ impl Args {
         if let Some(n) = self.reader_threads {
             c.reader_threads = n;
         }
+        c.max_connections = self.max_connections;
+        c.header_read_timeout = seconds(self.header_read_timeout);
+        c.body_read_timeout = seconds(self.body_read_timeout);
+        c.idle_timeout = seconds(self.idle_timeout);
+        c.request_timeout = seconds(self.request_timeout);
+        c.shutdown_grace = seconds(self.shutdown_grace);
+        c.max_inflight_body_bytes = self.max_inflight_body_bytes;
+        c.max_queued_reads = self.max_queued_reads;
+        c.max_queued_writes = self.max_queued_writes;
         c
     }
 }
 
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let config = Args::parse().config();
-    config.validate()?;
-    let listener = server::bind(&config).await?;
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let format = args.log_format;
+    init_logs(format);
+    match run(args.config()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            match format {
+                LogFormat::Json => tracing::error!("{message}"),
+                LogFormat::Text => eprintln!("error: {message}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: ServerConfig) -> Result<(), String> {
+    config
+        .validate()
+        .map_err(|e| format!("invalid configuration: {e}"))?;
+    let addr = format!("{}:{}", config.host, config.port);
+    let listener = server::bind(&config)
+        .await
+        .map_err(|e| server::bind_error_message(&addr, &e))?;
     let data_dir = config.data_dir.clone();
     let db = tokio::task::spawn_blocking({
         let config = config.clone();
         move || config.open_store()
     })
-    .await??;
+    .await
+    .map_err(|e| format!("opening the store failed: {e}"))?
+    .map_err(|e| server::open_error_message(&data_dir, &e))?;
     tracing::info!(data_dir = %data_dir.display(), last_seqno = %db.last_seqno(), "store open");
-    let state = AppState::new(db, config)?;
-    server::serve(listener, state.clone(), server::shutdown_signal()).await?;
-    tokio::task::spawn_blocking(move || state.close()).await??;
+    let state = AppState::new(db, config)
+        .map_err(|e| format!("cannot start the server's store threads: {e}"))?;
+    server::serve(listener, state.clone(), server::shutdown_signal())
+        .await
+        .map_err(|e| format!("serving on {addr} failed: {e}"))?;
+    tokio::task::spawn_blocking(move || state.close())
+        .await
+        .map_err(|e| format!("closing the store failed: {e}"))?
+        .map_err(|e| format!("closing the store in {} failed: {e}", data_dir.display()))?;
     tracing::info!("store closed");
     Ok(())
 }

@@ -99,7 +99,7 @@ async fn server_records_stay_out_of_listings() {
     // ...but no listing shows them
     assert_eq!(
         s.get("/keys").await.json,
-        json!({"keys": ["b"], "count": 1})
+        json!({"keys": ["b"], "count": 1, "next_start_after": null})
     );
     let r = s.get("/range?start=&limit=1000").await;
     assert_eq!(

@@ -218,3 +218,49 @@ async fn records_expire_and_are_swept() {
     assert_eq!(s.get("/key/k").await.json["version"], 2);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deduplication_stats_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let ids = "client_id=c1&request_id=r1";
+    for _ in 0..3 {
+        assert_eq!(
+            s.put(&format!("/key/a?{ids}"), r#"{"value": 1}"#)
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(s.delete(&format!("/key/a?{ids}")).await.status, 200);
+    assert_eq!(
+        s.put("/key/b?client_id=c2&request_id=r1", r#"{"value": 2}"#)
+            .await
+            .status,
+        200
+    );
+    let before = s.get("/deduplication_stats").await.json;
+    assert_eq!(
+        before,
+        json!({
+            "service_name": "test-node",
+            "current_cache_size": 3,
+            "unique_request_ids": 1,
+            "total_client_count": 2,
+            "total_requests_cached": 3,
+            "total_duplicates_detected": 2,
+            "same_operation_duplicates": 2,
+            "different_operation_duplicates": 1,
+            "total_cache_cleanups": 0
+        })
+    );
+    s.stop().await;
+    let s = TestServer::start(dir.path()).await;
+    assert_eq!(s.get("/deduplication_stats").await.json, before);
+    // and a retry after the restart is still answered from its record
+    s.put(&format!("/key/a?{ids}"), r#"{"value": 1}"#).await;
+    let after = s.get("/deduplication_stats").await.json;
+    assert_eq!(after["same_operation_duplicates"], 3);
+    assert_eq!(after["current_cache_size"], 3);
+    s.stop().await;
+}

@@ -23,7 +23,7 @@ use super::reply::Reply;
 use super::state::AppState;
 use crate::{CompactionReason, CompactionRun};
 
-const API: Api = Api::B;
+const API: Api = Api::Versioned;
 
 /// Runs shown by `/compaction/status` (seed B keeps ten).
 const HISTORY_SHOWN: usize = 10;

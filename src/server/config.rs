@@ -44,6 +44,38 @@ pub struct ServerConfig {
     pub max_range_items: usize,
     /// Threads that run the server's store reads. Default: the number of CPUs, at least 2.
     pub reader_threads: usize,
+    /// Most connections open at once; past it a new connection gets a 503 and is closed.
+    /// Default 8,192 (lowered at start to fit the open-file limit).
+    pub max_connections: usize,
+    /// Longest time a client may take to send a request's line and headers, from its first
+    /// byte. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Longest time a request body may take to arrive. Default 30 s.
+    pub body_read_timeout: Duration,
+    /// Longest time a connection may sit with no request in flight and no bytes arriving.
+    /// Default 60 s.
+    pub idle_timeout: Duration,
+    /// Longest time a request may wait for and use the store threads, once its body is read;
+    /// past it the answer is 503 with `Retry-After`. Default 30 s.
+    pub request_timeout: Duration,
+    /// On shutdown, how long requests in flight may take to finish before every connection
+    /// is closed. Default 10 s.
+    pub shutdown_grace: Duration,
+    /// Most bytes held at once by request bodies being read or handled; past it a request
+    /// with a body gets a 503 with `Retry-After`. Default 64 MiB.
+    pub max_inflight_body_bytes: usize,
+    /// Most reads waiting for a reader thread; past it a read gets a 503 with `Retry-After`.
+    /// Default 1,024.
+    pub max_queued_reads: usize,
+    /// Most writes waiting for the committer; past it a write gets a 503 with `Retry-After`.
+    /// Default 1,024.
+    pub max_queued_writes: usize,
+    /// Keys per `/keys` page when the request names no `limit`. Default 1,000.
+    pub default_keys_page: usize,
+    /// Most keys per `/keys` page, whatever `limit` asks. Default 10,000.
+    pub max_keys_page: usize,
+    /// Largest request line plus headers, in bytes; past it the answer is 431. Default 128 KiB.
+    pub max_header_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +98,18 @@ impl Default for ServerConfig {
             max_range_items: 100_000,
             reader_threads: std::thread::available_parallelism()
                 .map_or(2, |n| n.get().clamp(2, 64)),
+            max_connections: 8192,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+            max_inflight_body_bytes: 64 << 20,
+            max_queued_reads: 1024,
+            max_queued_writes: 1024,
+            default_keys_page: 1000,
+            max_keys_page: 10_000,
+            max_header_bytes: 128 << 10,
         }
     }
 }
@@ -111,6 +155,31 @@ impl ServerConfig {
         }
         if self.max_range_items == 0 {
             return Err("max range items must be at least 1".into());
+        }
+        if self.max_connections == 0 {
+            return Err("max connections must be at least 1".into());
+        }
+        for (name, d) in [
+            ("header read timeout", self.header_read_timeout),
+            ("body read timeout", self.body_read_timeout),
+            ("idle timeout", self.idle_timeout),
+            ("request timeout", self.request_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{name} must be positive"));
+            }
+        }
+        if self.max_inflight_body_bytes < self.max_body_bytes {
+            return Err("max in-flight body bytes must be at least max body bytes".into());
+        }
+        if self.max_queued_reads == 0 || self.max_queued_writes == 0 {
+            return Err("queue bounds must be at least 1".into());
+        }
+        if !(1..=self.max_keys_page).contains(&self.default_keys_page) {
+            return Err("the default keys page must be between 1 and the max keys page".into());
+        }
+        if !(8 << 10..=64 << 20).contains(&self.max_header_bytes) {
+            return Err("max header bytes must be between 8 KiB and 64 MiB".into());
         }
         Ok(())
     }

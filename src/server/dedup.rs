@@ -19,17 +19,22 @@
 //! absent: a new request with the same identifiers is applied and replaces it, and a periodic
 //! sweep deletes expired records. Reads (GET) are never recorded: they apply nothing, and a
 //! retried read is answered with the current value.
+//!
+//! Every lookup is a point read: the record itself, and the per-ids operation counts that
+//! tell whether the same ids were used for another operation. The counters seed B reports,
+//! the expiry index and the sweep live in `dedup_book.rs`.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
+use super::dedup_book::{self, Counters};
 use super::keyspace::RECORD;
 use super::reply::{Outcome, Reply};
-use crate::{Db, Error, SeqNo, WriteBatch};
+use crate::{Db, SeqNo};
 
 /// Longest accepted `client_id` or `request_id`, in bytes.
 pub(crate) const MAX_ID_LEN: usize = 256;
@@ -48,7 +53,7 @@ pub(crate) enum Op {
 }
 
 impl Op {
-    fn code(self) -> u8 {
+    pub(crate) fn code(self) -> u8 {
         match self {
             Op::Set => 1,
             Op::Delete => 2,
@@ -101,7 +106,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// The key prefix shared by every record of one (client, request) pair.
-fn id_prefix(client: &str, request: &str) -> Vec<u8> {
+pub(crate) fn id_prefix(client: &str, request: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(5 + client.len() + request.len());
     k.push(RECORD);
     put_str(&mut k, client);
@@ -119,7 +124,7 @@ impl RecordId {
     }
 
     /// Decodes a stored record key (bytes from disk: `None` when malformed).
-    fn parse(stored: &[u8]) -> Option<RecordId> {
+    pub(crate) fn parse(stored: &[u8]) -> Option<RecordId> {
         fn take_str<'a>(b: &mut &'a [u8]) -> Option<&'a str> {
             let (len, rest) = b.split_at_checked(2)?;
             let len = u16::from_le_bytes(len.try_into().ok()?) as usize;
@@ -145,8 +150,8 @@ impl RecordId {
 
 /// A decoded record value.
 #[derive(Debug, Clone, PartialEq)]
-struct Record {
-    created_ms: u64,
+pub(crate) struct Record {
+    pub(crate) created_ms: u64,
     status: StatusCode,
     with_id: bool,
     body: Value,
@@ -165,7 +170,7 @@ impl Record {
     }
 
     /// Decodes a record value (bytes from disk: `None` when malformed).
-    fn decode(bytes: &[u8]) -> Option<Record> {
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Record> {
         let (header, body) = bytes.split_at_checked(VALUE_HEADER_LEN)?;
         let [format, rest @ ..] = header else {
             return None;
@@ -201,12 +206,9 @@ pub(crate) enum Lookup {
     /// A live record: answer with it.
     Hit(Reply),
     /// No live record. `record_seq` is the version of the stored (expired or damaged) record
-    /// the new one replaces, `None` when there is none; `other_op` is true when the same
-    /// client and request ids have a live record for another operation.
-    Miss {
-        record_seq: Option<SeqNo>,
-        other_op: bool,
-    },
+    /// the new one replaces, `None` when there is none. (A record of the same ids for
+    /// another operation is counted by the lookup.)
+    Miss { record_seq: Option<SeqNo> },
 }
 
 /// Wall-clock milliseconds since the Unix epoch.
@@ -220,28 +222,53 @@ pub(crate) fn now_ms() -> u64 {
 #[derive(Debug)]
 pub(crate) struct Dedup {
     expiry_ms: u64,
-    cached: AtomicU64,
-    same_op: AtomicU64,
-    other_op: AtomicU64,
-    cleanups: AtomicU64,
+    /// The counters now, and as last written to the store.
+    counters: Mutex<(Counters, Counters)>,
 }
 
 impl Dedup {
     pub(crate) fn new(expiry: Duration) -> Dedup {
         Dedup {
             expiry_ms: expiry.as_millis().min(u128::from(u64::MAX)) as u64,
-            cached: AtomicU64::new(0),
-            same_op: AtomicU64::new(0),
-            other_op: AtomicU64::new(0),
-            cleanups: AtomicU64::new(0),
+            counters: Mutex::new((Counters::default(), Counters::default())),
         }
     }
 
-    fn expired(&self, created_ms: u64, now_ms: u64) -> bool {
+    /// Milliseconds a record answers retries.
+    pub(crate) fn expiry_ms(&self) -> u64 {
+        self.expiry_ms
+    }
+
+    pub(crate) fn expired(&self, created_ms: u64, now_ms: u64) -> bool {
         now_ms.saturating_sub(created_ms) >= self.expiry_ms
     }
 
-    /// Looks up the record of `id`.
+    /// The counters now.
+    pub(crate) fn counters(&self) -> Counters {
+        self.counters.lock().0
+    }
+
+    /// Sets the counters, as loaded from or written to the store.
+    pub(crate) fn set_counters(&self, c: Counters, persisted: bool) {
+        let mut g = self.counters.lock();
+        g.0 = c;
+        if persisted {
+            g.1 = c;
+        }
+    }
+
+    /// True when the counters changed since they were last written.
+    pub(crate) fn dirty(&self) -> bool {
+        let g = self.counters.lock();
+        g.0 != g.1
+    }
+
+    fn bump(&self, f: impl FnOnce(&mut Counters)) {
+        f(&mut self.counters.lock().0);
+    }
+
+    /// Looks up the record of `id` with point reads: the record, and the operation counts of
+    /// its client and request ids.
     pub(crate) fn lookup(&self, db: &Db, id: &RecordId, now_ms: u64) -> crate::Result<Lookup> {
         let key = id.stored_key();
         let mut record_seq = None;
@@ -249,31 +276,16 @@ impl Dedup {
             if let Some(rec) = Record::decode(&vv.value)
                 && !self.expired(rec.created_ms, now_ms)
             {
-                self.same_op.fetch_add(1, Ordering::Relaxed);
+                self.bump(|c| c.same_op += 1);
                 return Ok(Lookup::Hit(rec.replay(vv.version)));
             }
             record_seq = Some(vv.version);
         }
-        let mut other_op = false;
-        for item in db.prefix(id_prefix(&id.client, &id.request)) {
-            let (k, v) = item?;
-            if let (Some(other), Some(rec)) = (RecordId::parse(&k), Record::decode(&v))
-                && other.op != id.op
-                && !self.expired(rec.created_ms, now_ms)
-            {
-                other_op = true;
-                break;
-            }
+        let other_op = dedup_book::has_other_op(db, id)?;
+        if other_op {
+            self.bump(|c| c.other_op += 1);
         }
-        Ok(Lookup::Miss {
-            record_seq,
-            other_op,
-        })
-    }
-
-    /// Counts a lookup that found a live record of another operation.
-    pub(crate) fn count_other_op(&self) {
-        self.other_op.fetch_add(1, Ordering::Relaxed);
+        Ok(Lookup::Miss { record_seq })
     }
 
     /// The stored value of a record answering `outcome`, made at `now_ms`.
@@ -283,16 +295,12 @@ impl Dedup {
 
     /// Counts a retried request answered from a record.
     pub(crate) fn count_duplicate(&self) {
-        self.same_op.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts a record written.
-    pub(crate) fn count_recorded(&self) {
-        self.cached.fetch_add(1, Ordering::Relaxed);
+        self.bump(|c| c.same_op += 1);
     }
 
     /// The newest live record for `client`/`request`, optionally narrowed to one operation
-    /// and key: the identifiers and the recorded reply.
+    /// and key: the identifiers and the recorded reply. With both an operation and a key
+    /// this is a point read; else it reads the records of these ids only.
     pub(crate) fn status(
         &self,
         db: &Db,
@@ -302,6 +310,24 @@ impl Dedup {
         key: Option<&str>,
         now_ms: u64,
     ) -> crate::Result<Option<(RecordId, Reply)>> {
+        let read = |id: RecordId| -> crate::Result<Option<(u64, RecordId, Reply)>> {
+            // Read with its version: a replay needs the record's sequence number.
+            let Some(vv) = db.get_versioned(id.stored_key())? else {
+                return Ok(None);
+            };
+            Ok(Record::decode(&vv.value)
+                .filter(|rec| !self.expired(rec.created_ms, now_ms))
+                .map(|rec| (rec.created_ms, id, rec.replay(vv.version))))
+        };
+        if let (Some(op), Some(key)) = (op, key) {
+            let id = RecordId {
+                client: client.to_string(),
+                request: request.to_string(),
+                op,
+                key: key.to_string(),
+            };
+            return Ok(read(id)?.map(|(_, id, reply)| (id, reply)));
+        }
         let mut best: Option<(u64, RecordId, Reply)> = None;
         for item in db.prefix(id_prefix(client, request)) {
             let (k, _) = item?;
@@ -311,89 +337,29 @@ impl Dedup {
             if op.is_some_and(|o| o != id.op) || key.is_some_and(|k| k != id.key) {
                 continue;
             }
-            // Read with its version: a replay needs the record's sequence number.
-            let Some(vv) = db.get_versioned(&k)? else {
-                continue;
-            };
-            let Some(rec) = Record::decode(&vv.value) else {
-                continue;
-            };
-            if self.expired(rec.created_ms, now_ms)
-                || best.as_ref().is_some_and(|b| b.0 >= rec.created_ms)
+            if let Some(found) = read(id)?
+                && best.as_ref().is_none_or(|b| b.0 < found.0)
             {
-                continue;
+                best = Some(found);
             }
-            best = Some((rec.created_ms, id, rec.replay(vv.version)));
         }
         Ok(best.map(|(_, id, reply)| (id, reply)))
     }
 
-    /// Seed B's `/deduplication_stats` fields.
-    pub(crate) fn stats(&self, db: &Db, service_name: &str, now_ms: u64) -> crate::Result<Value> {
-        let mut live = 0u64;
-        let mut requests = HashSet::new();
-        let mut clients = HashSet::new();
-        for item in db.prefix([RECORD]) {
-            let (k, v) = item?;
-            let (Some(id), Some(rec)) = (RecordId::parse(&k), Record::decode(&v)) else {
-                continue;
-            };
-            if self.expired(rec.created_ms, now_ms) {
-                continue;
-            }
-            live += 1;
-            requests.insert(id.request);
-            clients.insert(id.client);
-        }
-        let hits = self.same_op.load(Ordering::Relaxed);
-        Ok(json!({
+    /// Seed B's `/deduplication_stats` fields, from the counters (no scan).
+    pub(crate) fn stats(&self, service_name: &str) -> Value {
+        let c = self.counters();
+        json!({
             "service_name": service_name,
-            "current_cache_size": live,
-            "unique_request_ids": requests.len(),
-            "total_client_count": clients.len(),
-            "total_requests_cached": self.cached.load(Ordering::Relaxed),
-            "total_duplicates_detected": hits,
-            "same_operation_duplicates": hits,
-            "different_operation_duplicates": self.other_op.load(Ordering::Relaxed),
-            "total_cache_cleanups": self.cleanups.load(Ordering::Relaxed),
-        }))
-    }
-
-    /// Deletes up to `max` expired records; returns how many it deleted.
-    pub(crate) fn sweep(&self, db: &Db, now_ms: u64, max: usize) -> crate::Result<usize> {
-        let mut batch = WriteBatch::new();
-        let mut n = 0;
-        for item in db.prefix([RECORD]) {
-            if n >= max {
-                break;
-            }
-            let (k, v) = item?;
-            if Record::decode(&v).is_some_and(|r| !self.expired(r.created_ms, now_ms)) {
-                continue;
-            }
-            // Delete exactly the version that was seen expired (or damaged); a record replaced
-            // meanwhile makes the batch conflict, and the next sweep tries again.
-            let Some(vv) = db.get_versioned(&k)? else {
-                continue;
-            };
-            if Record::decode(&vv.value).is_some_and(|r| !self.expired(r.created_ms, now_ms)) {
-                continue;
-            }
-            batch.expect_version(&k, Some(vv.version));
-            batch.delete(&k);
-            n += 1;
-        }
-        if n == 0 {
-            return Ok(0);
-        }
-        match db.write(batch) {
-            Ok(_) => {
-                self.cleanups.fetch_add(1, Ordering::Relaxed);
-                Ok(n)
-            }
-            Err(Error::Conflict(_)) => Ok(0),
-            Err(e) => Err(e),
-        }
+            "current_cache_size": c.live,
+            "unique_request_ids": c.requests,
+            "total_client_count": c.clients,
+            "total_requests_cached": c.recorded,
+            "total_duplicates_detected": c.same_op,
+            "same_operation_duplicates": c.same_op,
+            "different_operation_duplicates": c.other_op,
+            "total_cache_cleanups": c.cleanups,
+        })
     }
 }
 
@@ -449,23 +415,29 @@ mod tests {
 
     #[test]
     fn lookups_hit_live_records_and_ignore_expired_ones() {
+        use crate::WriteBatch;
+        use crate::server::dedup_book::{self, Ledger};
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path()).unwrap();
         let d = Dedup::new(Duration::from_secs(10));
         let a = id("c", "r", Op::Set, "k");
-        let Lookup::Miss {
-            record_seq: None,
-            other_op: false,
-        } = d.lookup(&db, &a, 0).unwrap()
-        else {
+        let Lookup::Miss { record_seq: None } = d.lookup(&db, &a, 0).unwrap() else {
             panic!("empty store has no record")
         };
+        // the record and its bookkeeping, written as the committer writes them
         let mut b = WriteBatch::new();
         b.put("uk", "v");
         let o = Outcome::with_id(json!({"id": 0}));
         b.expect_version(a.stored_key(), None);
         b.put(a.stored_key(), Dedup::record_value(1_000, &o));
-        let seq = db.write(b).unwrap().unwrap();
+        let mut ledger = Ledger::new(&db);
+        ledger
+            .record_added(&d, &a, &a.stored_key(), 1_000, false)
+            .unwrap();
+        let (_, c) = ledger.finish(&mut b, &d);
+        db.write(b).unwrap();
+        d.set_counters(c, true);
+        let seq = db.get_versioned(a.stored_key()).unwrap().unwrap().version;
         match d.lookup(&db, &a, 5_000).unwrap() {
             Lookup::Hit(r) => assert_eq!(
                 r.body,
@@ -473,14 +445,25 @@ mod tests {
             ),
             other => panic!("expected a hit, got {other:?}"),
         }
-        let del = id("c", "r", Op::Delete, "k");
-        let Lookup::Miss { other_op: true, .. } = d.lookup(&db, &del, 5_000).unwrap() else {
-            panic!("the SET record is another operation")
+        assert_eq!(d.counters().same_op, 1);
+        // the same ids for another operation: a miss, counted by a point read
+        let del = id("c", "r", Op::Delete, "other key");
+        let Lookup::Miss { record_seq: None } = d.lookup(&db, &del, 5_000).unwrap() else {
+            panic!("no DELETE record")
         };
+        assert_eq!(d.counters().other_op, 1);
+        let st = d.stats("n");
+        assert_eq!(
+            (
+                &st["current_cache_size"],
+                &st["unique_request_ids"],
+                &st["total_client_count"]
+            ),
+            (&json!(1), &json!(1), &json!(1))
+        );
         // expired: a miss that names the stale record's version
         let Lookup::Miss {
             record_seq: Some(s),
-            ..
         } = d.lookup(&db, &a, 11_000).unwrap()
         else {
             panic!("expired records are misses")
@@ -492,13 +475,23 @@ mod tests {
                 .is_some()
         );
         assert!(
+            d.status(&db, "c", "r", Some(Op::Set), Some("k"), 5_000)
+                .unwrap()
+                .is_some()
+        );
+        assert!(
             d.status(&db, "c", "r", Some(Op::Delete), None, 5_000)
                 .unwrap()
                 .is_none()
         );
-        assert_eq!(d.sweep(&db, 5_000, 100).unwrap(), 0);
-        assert_eq!(d.sweep(&db, 11_000, 100).unwrap(), 1);
+        assert_eq!(dedup_book::sweep(&db, &d, 5_000, 100).unwrap(), 0);
+        assert_eq!(dedup_book::sweep(&db, &d, 11_000, 100).unwrap(), 1);
         assert!(db.prefix([RECORD]).next().is_none());
+        let c = d.counters();
+        assert_eq!((c.live, c.clients, c.requests, c.cleanups), (0, 0, 0, 1));
+        // the bookkeeping keys are gone too, but for the counters
+        assert!(db.prefix(b"c").next().is_none() && db.prefix(b"q").next().is_none());
+        assert!(db.prefix(b"i").next().is_none());
         assert_eq!(db.get("uk").unwrap().as_deref(), Some(&b"v"[..]));
     }
 }

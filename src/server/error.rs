@@ -1,15 +1,19 @@
 //! Error mapping: every failure a handler can meet becomes an [`ApiError`], answered as JSON in
 //! the shape of the API the route belongs to.
 //!
-//! - Seed A routes answer `{"error": message}`.
-//! - Seed B routes answer `{"detail": message}`; a version conflict (409) also carries seed B's
-//!   documented fields `status`, `message` and `current_version`.
-//! - Unknown paths and wrong methods belong to neither API and carry both `error` and `detail`.
+//! - The JSON key-value API (seed A's contract) answers `{"error": message}`.
+//! - The versioned-key API (seed B's contract) answers `{"detail": message}`; a version
+//!   conflict (409) also carries seed B's documented fields `status`, `message` and
+//!   `current_version`.
+//! - Unknown paths, wrong methods and the limits in front of every route belong to neither
+//!   API and carry both `error` and `detail`.
 //!
 //! Store failures map to 413 (size limits), 503 (store closed or poisoned) or 500 (anything
-//! else, logged once here).
+//! else). The full error, with the file it concerns, is logged; the answer's body names the
+//! kind of failure but never a filesystem path ([`public_error`]). Answers to load shedding
+//! (503) carry `Retry-After`.
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
@@ -18,10 +22,10 @@ use super::reply::Reply;
 /// Which API's error shape a route uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Api {
-    /// Seed A: `{"error": ...}`.
-    A,
-    /// Seed B: `{"detail": ...}`.
-    B,
+    /// The JSON key-value API (seed A's contract): `{"error": ...}`.
+    Kv,
+    /// The versioned-key API (seed B's contract): `{"detail": ...}`.
+    Versioned,
     /// Neither (unknown routes): both fields.
     Any,
 }
@@ -34,6 +38,10 @@ pub(crate) struct ApiError {
     pub api: Api,
     /// For seed B's 409: the key's current per-key version.
     pub current_version: Option<u64>,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u32>,
+    /// Close the connection after answering (the request body was not read).
+    pub close: bool,
 }
 
 impl ApiError {
@@ -43,7 +51,22 @@ impl ApiError {
             message: message.into(),
             api,
             current_version: None,
+            retry_after: None,
+            close: false,
         }
+    }
+
+    /// A 503 asking the client to retry in a second: the server sheds load.
+    pub(crate) fn busy(api: Api, message: impl Into<String>) -> ApiError {
+        let mut e = ApiError::new(api, StatusCode::SERVICE_UNAVAILABLE, message);
+        e.retry_after = Some(1);
+        e
+    }
+
+    /// This error, answered with `Connection: close`.
+    pub(crate) fn closing(mut self) -> ApiError {
+        self.close = true;
+        self
     }
 
     pub(crate) fn bad_request(api: Api, message: impl Into<String>) -> ApiError {
@@ -73,12 +96,14 @@ impl ApiError {
         ApiError {
             status: StatusCode::CONFLICT,
             message: message.into(),
-            api: Api::B,
+            api: Api::Versioned,
             current_version: Some(current_version),
+            retry_after: None,
+            close: false,
         }
     }
 
-    /// Maps a store error.
+    /// Maps a store error; the answer names no filesystem path (the log does).
     pub(crate) fn store(api: Api, e: &crate::Error) -> ApiError {
         use crate::Error;
         match e {
@@ -87,9 +112,12 @@ impl ApiError {
             | Error::BatchTooLarge { .. } => ApiError::too_large(api, e.to_string()),
             Error::Closed | Error::Poisoned(_) => {
                 tracing::warn!(error = %e, "store unavailable");
-                ApiError::new(api, StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                ApiError::new(api, StatusCode::SERVICE_UNAVAILABLE, public_error(e))
             }
-            _ => ApiError::internal(api, e.to_string()),
+            _ => {
+                tracing::error!(error = %e, "store error");
+                ApiError::new(api, StatusCode::INTERNAL_SERVER_ERROR, public_error(e))
+            }
         }
     }
 
@@ -97,10 +125,10 @@ impl ApiError {
     pub(crate) fn body(&self) -> Value {
         let mut m = Map::new();
         match self.api {
-            Api::A => {
+            Api::Kv => {
                 m.insert("error".into(), json!(self.message));
             }
-            Api::B => {
+            Api::Versioned => {
                 m.insert("detail".into(), json!(self.message));
                 if let Some(v) = self.current_version {
                     m.insert("status".into(), json!("error"));
@@ -124,7 +152,36 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        self.reply().into_response()
+        let mut r = self.reply().into_response();
+        if let Some(secs) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.close {
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        r
+    }
+}
+
+/// A store error described for a client: what failed, without any filesystem path.
+pub(crate) fn public_error(e: &crate::Error) -> String {
+    use crate::Error;
+    match e {
+        Error::Io { source, .. } => match source.raw_os_error() {
+            Some(code) => format!("I/O error: {}", std::io::Error::from_raw_os_error(code)),
+            None => format!("I/O error: {}", source.kind()),
+        },
+        Error::Corruption { .. } => "corruption detected in a store file".into(),
+        Error::Locked(_) => "the store directory is locked by another process".into(),
+        Error::Poisoned(cause) => format!(
+            "the store is poisoned by an earlier failure ({} failed: {}); restart the server \
+             to recover",
+            cause.operation(),
+            public_error(cause.error())
+        ),
+        other => other.to_string(),
     }
 }
 
@@ -134,9 +191,9 @@ mod tests {
 
     #[test]
     fn shapes_follow_the_api() {
-        let a = ApiError::bad_request(Api::A, "Missing key");
+        let a = ApiError::bad_request(Api::Kv, "Missing key");
         assert_eq!(a.body(), json!({"error": "Missing key"}));
-        let b = ApiError::not_found(Api::B, "Key not found: k");
+        let b = ApiError::not_found(Api::Versioned, "Key not found: k");
         assert_eq!(b.body(), json!({"detail": "Key not found: k"}));
         let c = ApiError::conflict("Version conflict: provided version 1 is outdated", 2);
         assert_eq!(c.status, StatusCode::CONFLICT);
@@ -160,12 +217,12 @@ mod tests {
     fn store_errors_map_to_statuses() {
         let e = crate::Error::ValueTooLarge { len: 2, max: 1 };
         assert_eq!(
-            ApiError::store(Api::A, &e).status,
+            ApiError::store(Api::Kv, &e).status,
             StatusCode::PAYLOAD_TOO_LARGE
         );
         let e = crate::Error::Closed;
         assert_eq!(
-            ApiError::store(Api::B, &e).status,
+            ApiError::store(Api::Versioned, &e).status,
             StatusCode::SERVICE_UNAVAILABLE
         );
     }

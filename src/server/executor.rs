@@ -5,11 +5,26 @@
 //! queue push and no thread wake-up; spawning each read onto a general blocking pool wakes a
 //! parked thread per request, which costs more than the read itself. Writes go to the single
 //! committer instead (`writer.rs`).
+//!
+//! The queue is bounded, and each job carries a deadline: a job refused by a full queue, or
+//! still queued at its deadline, never runs, and its caller learns why at once.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
-use super::queue::WorkQueue;
+use super::queue::{Refused, WorkQueue};
+
+/// Why a job did not run to completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunError {
+    /// The queue was full.
+    Busy,
+    /// The job was still queued at its deadline.
+    Expired,
+    /// The pool is gone, or the job panicked.
+    Failed,
+}
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -28,9 +43,9 @@ impl std::fmt::Debug for Executor {
 }
 
 impl Executor {
-    /// Starts `threads` threads named `name-N`.
-    pub(crate) fn start(name: &str, threads: usize) -> std::io::Result<Executor> {
-        let queue: Arc<WorkQueue<Job>> = Arc::new(WorkQueue::new());
+    /// Starts `threads` threads named `name-N`, fed by a queue of at most `capacity` jobs.
+    pub(crate) fn start(name: &str, threads: usize, capacity: usize) -> std::io::Result<Executor> {
+        let queue: Arc<WorkQueue<Job>> = Arc::new(WorkQueue::new(capacity));
         let mut handles = Vec::with_capacity(threads);
         for i in 0..threads.max(1) {
             let q = Arc::clone(&queue);
@@ -51,18 +66,27 @@ impl Executor {
         })
     }
 
-    /// Queues `f`; the future resolves to its result, or `None` if the pool is gone or `f`
-    /// panicked.
+    /// Queues `f` to start by `deadline`; the future resolves to its result.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
+        deadline: Instant,
         f: impl FnOnce() -> T + Send + 'static,
-    ) -> Option<T> {
+    ) -> Result<T, RunError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            let _ = tx.send(f());
+            let r = if Instant::now() > deadline {
+                Err(RunError::Expired)
+            } else {
+                Ok(f())
+            };
+            let _ = tx.send(r);
         });
-        self.queue.push(job).ok()?;
-        rx.await.ok()
+        match self.queue.push(job) {
+            Ok(()) => {}
+            Err(Refused::Full(_)) => return Err(RunError::Busy),
+            Err(Refused::Closed(_)) => return Err(RunError::Failed),
+        }
+        rx.await.unwrap_or(Err(RunError::Failed))
     }
 }
 
@@ -84,17 +108,53 @@ mod tests {
 
     #[tokio::test]
     async fn jobs_run_off_the_runtime_and_return_results() {
-        let ex = Executor::start("test-pool", 2).unwrap();
+        let ex = Executor::start("test-pool", 2, 16).unwrap();
         let here = std::thread::current().id();
+        let soon = || Instant::now() + std::time::Duration::from_secs(10);
         let (v, id) = ex
-            .run(move || (41 + 1, std::thread::current().id()))
+            .run(soon(), move || (41 + 1, std::thread::current().id()))
             .await
             .unwrap();
         assert_eq!(v, 42);
         assert_ne!(id, here);
-        // a panicking job reports None and leaves the pool working
-        let r: Option<()> = ex.run(|| panic!("job failed")).await;
-        assert!(r.is_none());
-        assert_eq!(ex.run(|| 7).await, Some(7));
+        // a panicking job reports a failure and leaves the pool working
+        let r: Result<(), _> = ex.run(soon(), || panic!("job failed")).await;
+        assert_eq!(r, Err(RunError::Failed));
+        assert_eq!(ex.run(soon(), || 7).await, Ok(7));
+        // a job past its deadline does not run
+        let past = Instant::now();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert_eq!(ex.run(past, || 7).await, Err(RunError::Expired));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_busy_at_once() {
+        let ex = Executor::start("test-pool", 1, 1).unwrap();
+        let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+        let soon = Instant::now() + std::time::Duration::from_secs(10);
+        let blocker = ex.run(soon, move || hold_rx.recv().is_ok());
+        let queued = ex.run(soon, || 1);
+        let refused = ex.run(soon, || 2);
+        tokio::pin!(blocker, queued);
+        // poll the first two into the pool and the queue
+        assert!(futures_poll_once(blocker.as_mut()).await.is_none());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(futures_poll_once(queued.as_mut()).await.is_none());
+        assert_eq!(refused.await, Err(RunError::Busy));
+        hold_tx.send(()).unwrap();
+        assert_eq!(blocker.await, Ok(true));
+        assert_eq!(queued.await, Ok(1));
+    }
+
+    /// Polls `f` once: its output if it is ready.
+    async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
+        let mut f = f;
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut f).poll(cx) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
     }
 }

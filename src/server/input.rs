@@ -156,12 +156,12 @@ pub(crate) fn path_key(
         Ok(axum::extract::Path(k)) => k,
         Err(e) => {
             return Err(ApiError::bad_request(
-                Api::B,
+                Api::Versioned,
                 format!("invalid key in path: {}", e.body_text()),
             ));
         }
     };
-    check_key(Api::B, cfg, &key)?;
+    check_key(Api::Versioned, cfg, &key)?;
     Ok(key)
 }
 
@@ -200,7 +200,7 @@ pub(crate) fn json_object(
                 Value::Object(_) => "an object",
             };
             let status = match api {
-                Api::B => StatusCode::UNPROCESSABLE_ENTITY,
+                Api::Versioned => StatusCode::UNPROCESSABLE_ENTITY,
                 _ => StatusCode::BAD_REQUEST,
             };
             Err(ApiError::new(
@@ -218,39 +218,39 @@ mod tests {
 
     #[test]
     fn queries_decode_strictly() {
-        let q = Query::parse(Api::A, Some("key=a%2Fb+c&limit=5&empty=&flag")).unwrap();
+        let q = Query::parse(Api::Kv, Some("key=a%2Fb+c&limit=5&empty=&flag")).unwrap();
         assert_eq!(q.get("key"), Some("a/b c"));
         assert_eq!(q.get("empty"), Some(""));
         assert_eq!(q.get("flag"), Some(""));
         assert_eq!(q.get("missing"), None);
         assert_eq!(
-            q.int(Api::A, StatusCode::BAD_REQUEST, "limit").unwrap(),
+            q.int(Api::Kv, StatusCode::BAD_REQUEST, "limit").unwrap(),
             Some(5)
         );
-        assert!(q.int(Api::A, StatusCode::BAD_REQUEST, "key").is_err());
-        let e = Query::parse(Api::A, Some("key=%FF")).unwrap_err();
+        assert!(q.int(Api::Kv, StatusCode::BAD_REQUEST, "key").is_err());
+        let e = Query::parse(Api::Kv, Some("key=%FF")).unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         // an encoded surrogate is not UTF-8 either
-        assert!(Query::parse(Api::B, Some("key=%ED%A0%80")).is_err());
-        let q = Query::parse(Api::B, Some("force=yes&bad=maybe")).unwrap();
-        assert_eq!(q.bool(Api::B, "force").unwrap(), Some(true));
+        assert!(Query::parse(Api::Versioned, Some("key=%ED%A0%80")).is_err());
+        let q = Query::parse(Api::Versioned, Some("force=yes&bad=maybe")).unwrap();
+        assert_eq!(q.bool(Api::Versioned, "force").unwrap(), Some(true));
         assert_eq!(
-            q.bool(Api::B, "bad").unwrap_err().status,
+            q.bool(Api::Versioned, "bad").unwrap_err().status,
             StatusCode::UNPROCESSABLE_ENTITY
         );
     }
 
     #[test]
     fn bodies_must_be_json_objects() {
-        let ok = json_object(Api::A, Ok(Bytes::from_static(br#"{"a":1}"#)), 100).unwrap();
+        let ok = json_object(Api::Kv, Ok(Bytes::from_static(br#"{"a":1}"#)), 100).unwrap();
         assert_eq!(ok.get("a"), Some(&Value::from(1)));
         for bad in [&b"{"[..], b"", b"\xff", br#"{"k":"\ud800"}"#] {
-            let e = json_object(Api::A, Ok(Bytes::copy_from_slice(bad)), 100).unwrap_err();
+            let e = json_object(Api::Kv, Ok(Bytes::copy_from_slice(bad)), 100).unwrap_err();
             assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad:?}");
         }
-        let e = json_object(Api::B, Ok(Bytes::from_static(b"[1]")), 100).unwrap_err();
+        let e = json_object(Api::Versioned, Ok(Bytes::from_static(b"[1]")), 100).unwrap_err();
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
-        let e = json_object(Api::A, Ok(Bytes::from_static(b"null")), 100).unwrap_err();
+        let e = json_object(Api::Kv, Ok(Bytes::from_static(b"null")), 100).unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
     }
 }

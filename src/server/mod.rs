@@ -3,6 +3,16 @@
 //! [`router`] builds the axum router for an [`AppState`]; [`serve`] runs it on a listener
 //! until a shutdown future resolves; the `server` example is a thin command-line front.
 //!
+//! Three layers, each ignorant of the one above it:
+//!
+//! - connections (`connections`, `conn_io`): the accept loop, the connection cap, header-read
+//!   and idle timeouts, bounded graceful shutdown, JSON bodies for the HTTP stack's own error
+//!   answers; it serves any router;
+//! - request limits (`limits`): body size and the global body budget, the body timeout, the
+//!   deadline by which a request's store work must start; applied to every route;
+//! - routes (`kv_api`, `versioned_api`, `compaction`, health and metrics), whose store work
+//!   runs on the bounded reader pool (`executor`) and the committer (`writer`).
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use strata::server::{self, AppState, ServerConfig};
@@ -19,37 +29,45 @@
 //!
 //! Routes:
 //!
-//! | API | routes |
+//! | API (module) | routes |
 //! |---|---|
-//! | seed A | `POST /put`, `POST /batchput`, `GET /get`, `GET /range`, `DELETE /delete`, `GET /raft/status` |
-//! | seed B | `GET/PUT/DELETE /key/{key}`, `GET /key/{key}/history`, `GET /key/{key}/versions`, `GET /keys`, `GET /segments`, `GET /cluster_status`, `GET /deduplication_stats`, `GET /request_status`, `POST /compaction/run`, `GET /compaction/status`, `POST /compaction/configure` |
+//! | JSON key-value API, seed A's contract (`kv_api`) | `POST /put`, `POST /batchput`, `GET /get`, `GET /range`, `DELETE /delete`, `GET /raft/status` |
+//! | versioned-key API, seed B's contract (`versioned_api`) | `GET/PUT/DELETE /key/{key}`, `GET /key/{key}/history`, `GET /key/{key}/versions`, `GET /keys`, `GET /segments`, `GET /cluster_status`, `GET /deduplication_stats`, `GET /request_status`, `POST /compaction/run`, `GET /compaction/status`, `POST /compaction/configure` |
 //! | both | `GET /health`, `GET /metrics` (Prometheus text) |
 //!
 //! Both APIs read and write the same keys: seed A's string values are seed B's JSON strings,
 //! and seed B's per-key versions count writes from either side. No store call runs on the
 //! async runtime: reads run on a small pool of reader threads, writes on one committer thread
 //! that commits the writes queued at the same moment as one batch with one fsync (`writer`
-//! module). Bad input gets a JSON 4xx and changes nothing.
+//! module); both queues are bounded and shed load with 503 and `Retry-After`. Bad input gets
+//! a JSON 4xx and changes nothing.
 //!
 //! Inside the store, user keys and the server's idempotency records live in separate one-byte
 //! namespaces (see the `keyspace` module), and each user value is wrapped in a small envelope
-//! holding its per-key version and JSON type (the `value` module).
+//! holding its per-key version and JSON type (the `value` module). The records' counters,
+//! reference counts and expiry index are kept with them (`dedup_book`).
 
 mod compaction;
 mod config;
+mod conn_io;
+mod connections;
 mod dedup;
+mod dedup_book;
 mod error;
 mod executor;
+mod fd_limit;
 mod input;
 mod keyspace;
+mod kv_api;
+mod limits;
 mod metrics;
 mod ops;
 mod queue;
 mod reply;
-mod seed_a;
-mod seed_b;
+mod startup;
 mod state;
 mod value;
+mod versioned_api;
 mod writer;
 
 use std::future::Future;
@@ -65,37 +83,48 @@ use axum::routing::{delete, get, post};
 use serde_json::json;
 
 pub use config::ServerConfig;
+pub use fd_limit::{OpenFileLimits, raise_open_file_limit};
+pub use startup::{bind_error_message, open_error_message};
 pub use state::{AppState, Role};
 
 use error::{Api, ApiError};
 use reply::Reply;
 
-/// The router serving every route over `state`.
+/// The router serving every route over `state`, behind the request limits (`limits`
+/// module) and the metrics.
 pub fn router(state: AppState) -> Router {
     let metrics = Arc::clone(state.metrics());
+    let limits = Arc::new(limits::Limits::new(state.config()));
+    routes(state)
+        .layer(middleware::from_fn_with_state(limits, limits::apply))
+        .layer(middleware::from_fn_with_state(metrics, metrics::track))
+}
+
+/// Every route of both APIs.
+fn routes(state: AppState) -> Router {
     let body_limit = state.config().max_body_bytes;
     Router::new()
-        // seed A
-        .route("/put", post(seed_a::put))
-        .route("/batchput", post(seed_a::batchput))
-        .route("/get", get(seed_a::get))
-        .route("/range", get(seed_a::range))
-        .route("/delete", delete(seed_a::delete))
-        .route("/raft/status", get(seed_a::raft_status))
-        // seed B
+        // the JSON key-value API (seed A's contract)
+        .route("/put", post(kv_api::put))
+        .route("/batchput", post(kv_api::batchput))
+        .route("/get", get(kv_api::get))
+        .route("/range", get(kv_api::range))
+        .route("/delete", delete(kv_api::delete))
+        .route("/raft/status", get(kv_api::raft_status))
+        // the versioned-key API (seed B's contract)
         .route(
             "/key/{key}",
-            get(seed_b::get_key)
-                .put(seed_b::put_key)
-                .delete(seed_b::delete_key),
+            get(versioned_api::get_key)
+                .put(versioned_api::put_key)
+                .delete(versioned_api::delete_key),
         )
-        .route("/key/{key}/history", get(seed_b::history))
-        .route("/key/{key}/versions", get(seed_b::versions))
-        .route("/keys", get(seed_b::keys))
-        .route("/segments", get(seed_b::segments))
-        .route("/cluster_status", get(seed_b::cluster_status))
-        .route("/deduplication_stats", get(seed_b::deduplication_stats))
-        .route("/request_status", get(seed_b::request_status))
+        .route("/key/{key}/history", get(versioned_api::history))
+        .route("/key/{key}/versions", get(versioned_api::versions))
+        .route("/keys", get(versioned_api::keys))
+        .route("/segments", get(versioned_api::segments))
+        .route("/cluster_status", get(versioned_api::cluster_status))
+        .route("/deduplication_stats", get(versioned_api::deduplication_stats))
+        .route("/request_status", get(versioned_api::request_status))
         .route("/compaction/run", post(compaction::run))
         .route("/compaction/status", get(compaction::status))
         .route("/compaction/configure", post(compaction::configure))
@@ -105,7 +134,6 @@ pub fn router(state: AppState) -> Router {
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(metrics, metrics::track))
         .with_state(state)
 }
 
@@ -121,18 +149,29 @@ async fn wrong_method() -> ApiError {
     )
 }
 
-/// `GET /health`.
+/// `GET /health`: 200 `{"status":"ok",...}`, or 503 `{"status":"unavailable","reason",...}`
+/// when the store is poisoned and refuses writes.
 async fn health(State(state): State<AppState>) -> Reply {
     let mode = match state.role() {
         Role::Standalone => "standalone",
     };
-    Reply::ok(&json!({
+    let mut body = json!({
         "status": "ok",
         "node_id": state.config().node_id,
         "mode": mode,
         "last_seqno": state.db().last_seqno().get(),
         "uptime_seconds": state.uptime_secs(),
-    }))
+    });
+    match state.unavailable_reason() {
+        None => Reply::ok(&body),
+        Some(reason) => {
+            body["status"] = json!("unavailable");
+            body["reason"] = json!(reason);
+            body["error"] = json!(reason);
+            body["detail"] = json!(reason);
+            Reply::json(StatusCode::SERVICE_UNAVAILABLE, &body)
+        }
+    }
 }
 
 /// `GET /metrics`.
@@ -152,10 +191,8 @@ async fn metrics_text(State(state): State<AppState>) -> Result<Response, ApiErro
     Ok(r)
 }
 
-/// Most expired idempotency records one sweep deletes.
-const SWEEP_BATCH: usize = 10_000;
-
-/// Deletes expired idempotency records now and then, until `stop` turns true.
+/// Deletes expired idempotency records now and then (on the committer, see `dedup_book`),
+/// until `stop` turns true.
 async fn sweep_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     let every =
         (state.config().dedup_expiry / 4).clamp(Duration::from_millis(50), Duration::from_secs(60));
@@ -164,14 +201,7 @@ async fn sweep_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
         }
-        let swept = state
-            .blocking(Api::Any, |s| {
-                s.dedup()
-                    .sweep(s.db(), dedup::now_ms(), SWEEP_BATCH)
-                    .map_err(|e| ApiError::store(Api::Any, &e))
-            })
-            .await;
-        match swept {
+        match state.sweep().await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(records = n, "expired idempotency records deleted"),
             Err(e) => tracing::warn!(error = %e.message, "idempotency record sweep failed"),
@@ -185,8 +215,12 @@ pub async fn bind(config: &ServerConfig) -> std::io::Result<tokio::net::TcpListe
     tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves, then finishes the requests in
-/// flight and returns. The store stays open: close it with [`AppState::close`].
+/// Serves `state` on `listener` until `shutdown` resolves; then stops accepting, gives the
+/// requests in flight up to `shutdown_grace` to finish, closes every connection and returns.
+/// The store stays open: close it with [`AppState::close`].
+///
+/// At start the soft open-file limit is raised to the hard limit (both are logged), and the
+/// connection cap is lowered if it would not fit.
 pub async fn serve<F>(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -195,21 +229,37 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    use axum::serve::ListenerExt;
+    let files = raise_open_file_limit();
+    let show = |l: Option<u64>| l.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+    tracing::info!(
+        soft_before = %show(files.soft_before),
+        soft = %show(files.soft),
+        hard = %show(files.hard),
+        "open-file limit"
+    );
+    let config = state.config();
+    let max_connections = fd_limit::fitting_connections(config.max_connections, files.soft);
+    if max_connections < config.max_connections {
+        tracing::warn!(
+            wanted = config.max_connections,
+            max_connections,
+            "connection cap lowered to fit the open-file limit"
+        );
+    }
+    let limits = connections::ConnLimits {
+        max_connections,
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+        shutdown_grace: config.shutdown_grace,
+        max_header_bytes: config.max_header_bytes,
+    };
     if let Ok(addr) = listener.local_addr() {
         state.set_local_addr(addr);
-        tracing::info!(%addr, node_id = %state.config().node_id, "serving");
+        tracing::info!(%addr, node_id = %config.node_id, max_connections, "serving");
     }
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sweeper = tokio::spawn(sweep_loop(state.clone(), stop_rx));
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = connections::run(listener, router(state), limits, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
     result

@@ -1,5 +1,6 @@
-//! A blocking work queue for the server's store threads: a mutex-guarded deque and a condition
-//! variable.
+//! A bounded blocking work queue for the server's store threads: a mutex-guarded deque and a
+//! condition variable. A push past the bound is refused at once, so a flood of requests gets
+//! fast "busy" answers instead of an ever longer wait.
 //!
 //! Idle consumers sleep on the condition variable and are woken only when they are needed;
 //! they never spin or yield while waiting. (Spinning channel receivers burned a fifth of the
@@ -8,6 +9,15 @@
 use std::collections::VecDeque;
 
 use parking_lot::{Condvar, Mutex};
+
+/// Why a push was refused; the item comes back.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused<T> {
+    /// The queue holds its bound.
+    Full(T),
+    /// The queue is closed.
+    Closed(T),
+}
 
 #[derive(Debug)]
 struct State<T> {
@@ -21,11 +31,14 @@ struct State<T> {
 pub(crate) struct WorkQueue<T> {
     state: Mutex<State<T>>,
     cv: Condvar,
+    capacity: usize,
 }
 
 impl<T> WorkQueue<T> {
-    pub(crate) fn new() -> WorkQueue<T> {
+    /// A queue holding at most `capacity` items.
+    pub(crate) fn new(capacity: usize) -> WorkQueue<T> {
         WorkQueue {
+            capacity: capacity.max(1),
             state: Mutex::new(State {
                 items: VecDeque::new(),
                 closed: false,
@@ -35,11 +48,14 @@ impl<T> WorkQueue<T> {
         }
     }
 
-    /// Adds `item`; gives it back if the queue is closed.
-    pub(crate) fn push(&self, item: T) -> Result<(), T> {
+    /// Adds `item`; gives it back if the queue is full or closed.
+    pub(crate) fn push(&self, item: T) -> Result<(), Refused<T>> {
         let mut s = self.state.lock();
         if s.closed {
-            return Err(item);
+            return Err(Refused::Closed(item));
+        }
+        if s.items.len() >= self.capacity {
+            return Err(Refused::Full(item));
         }
         s.items.push_back(item);
         let wake = s.sleeping > 0;
@@ -85,7 +101,7 @@ mod tests {
 
     #[test]
     fn items_flow_in_order_and_close_ends_consumers() {
-        let q = Arc::new(WorkQueue::new());
+        let q = Arc::new(WorkQueue::new(2000));
         let consumer = {
             let q = Arc::clone(&q);
             std::thread::spawn(move || {
@@ -100,8 +116,18 @@ mod tests {
             q.push(i).unwrap();
         }
         q.close();
-        assert_eq!(q.push(1000), Err(1000));
+        assert_eq!(q.push(1000), Err(Refused::Closed(1000)));
         assert_eq!(consumer.join().unwrap(), (0..1000).collect::<Vec<_>>());
         assert_eq!(q.try_pop(), None);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_at_once() {
+        let q = WorkQueue::new(2);
+        assert!(q.push(1).is_ok());
+        assert!(q.push(2).is_ok());
+        assert_eq!(q.push(3), Err(Refused::Full(3)));
+        assert_eq!(q.try_pop(), Some(1));
+        assert!(q.push(3).is_ok());
     }
 }

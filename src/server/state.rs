@@ -8,7 +8,8 @@ use std::time::Instant;
 use super::config::ServerConfig;
 use super::dedup::{Dedup, RecordId};
 use super::error::{Api, ApiError};
-use super::executor::Executor;
+use super::executor::{Executor, RunError};
+use super::limits;
 use super::metrics::Metrics;
 use super::ops::{Plan, View};
 use super::reply::Reply;
@@ -47,11 +48,18 @@ impl AppState {
     /// pool and write committer), which end when the last clone of the state is dropped.
     pub fn new(db: Db, config: ServerConfig) -> std::io::Result<AppState> {
         let dedup = Arc::new(Dedup::new(config.dedup_expiry));
+        super::dedup_book::load(&db, &dedup).map_err(|e| {
+            std::io::Error::other(format!("loading the idempotency counters failed: {e}"))
+        })?;
         Ok(AppState {
             inner: Arc::new(Inner {
                 metrics: Arc::new(Metrics::new(db.clone())),
-                readers: Executor::start("strata-http-read", config.reader_threads)?,
-                writer: Writer::start(db.clone(), Arc::clone(&dedup))?,
+                readers: Executor::start(
+                    "strata-http-read",
+                    config.reader_threads,
+                    config.max_queued_reads,
+                )?,
+                writer: Writer::start(db.clone(), Arc::clone(&dedup), config.max_queued_writes)?,
                 dedup,
                 db,
                 config,
@@ -101,21 +109,49 @@ impl AppState {
         }
     }
 
+    /// Why the node cannot serve writes now (the store is poisoned), said without filesystem
+    /// paths; `None` while it can.
+    pub fn unavailable_reason(&self) -> Option<String> {
+        self.inner
+            .db
+            .poisoned()
+            .map(|cause| super::error::public_error(&crate::Error::Poisoned(cause)))
+    }
+
     /// Seconds since the state was made.
     pub(crate) fn uptime_secs(&self) -> f64 {
         self.inner.started.elapsed().as_secs_f64()
     }
 
-    /// Runs blocking store reads on the reader threads, never on the async workers.
+    /// The deadline by which the current request's store work must start.
+    fn deadline(&self) -> Instant {
+        limits::deadline(self.inner.config.request_timeout)
+    }
+
+    /// Runs blocking store reads on the reader threads, never on the async workers. A full
+    /// read queue, or a read still queued at the request's deadline, is a 503.
     pub(crate) async fn blocking<T: Send + 'static>(
         &self,
         api: Api,
         f: impl FnOnce(&AppState) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let state = self.clone();
-        match self.inner.readers.run(move || f(&state)).await {
-            Some(r) => r,
-            None => Err(ApiError::internal(
+        match self
+            .inner
+            .readers
+            .run(self.deadline(), move || f(&state))
+            .await
+        {
+            Ok(r) => r,
+            Err(RunError::Busy) => Err(ApiError::busy(
+                api,
+                "too many reads are waiting for the store; retry later",
+            )),
+            Err(RunError::Expired) => Err(ApiError::busy(
+                api,
+                "the read waited too long for a store thread; retry later",
+            )),
+            Err(RunError::Failed) => Err(ApiError::internal(
                 api,
                 "the request failed on a store thread",
             )),
@@ -133,13 +169,20 @@ impl AppState {
     ) -> Result<Reply, ApiError> {
         self.inner
             .writer
-            .submit(api, ident, size, Box::new(planner))
+            .submit(api, ident, size, self.deadline(), Box::new(planner))
             .await
     }
 
-    /// Closes the store: syncs the WAL and releases the directory. Requests still running
-    /// fail with a 503 afterwards.
+    /// Deletes a batch of expired idempotency records (on the committer); returns how many.
+    pub(crate) async fn sweep(&self) -> Result<usize, ApiError> {
+        self.inner.writer.sweep(Api::Any).await
+    }
+
+    /// Closes the store: stops the committer (after the writes queued before), which writes
+    /// the idempotency counters, then syncs the WAL and releases the directory. Requests
+    /// still running fail with a 503 afterwards.
     pub fn close(&self) -> crate::Result<()> {
+        self.inner.writer.stop();
         self.inner.db.clone().close()
     }
 }

@@ -16,13 +16,15 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use axum::http::StatusCode;
 
 use super::dedup::{Dedup, Lookup, RecordId, now_ms};
+use super::dedup_book::{self, Ledger};
 use super::error::{Api, ApiError};
 use super::ops::{Planner, View};
-use super::queue::WorkQueue;
+use super::queue::{Refused, WorkQueue};
 use super::reply::{Outcome, Reply};
 use super::value;
 use crate::{Db, Error, SeqNo, WriteBatch};
@@ -43,18 +45,41 @@ pub(crate) struct WriteJob {
     size: usize,
     planner: Planner,
     reply: ReplyTx,
+    /// The job is dropped, unplanned, if it is still queued then.
+    deadline: Instant,
 }
 
 impl WriteJob {
     fn answer(self, r: Result<Reply, ApiError>) {
         let _ = self.reply.send(r);
     }
+
+    /// Answers the job with a 503 if its deadline has passed; else gives it back.
+    fn unless_expired(self, now: Instant) -> Option<WriteJob> {
+        if now <= self.deadline {
+            return Some(self);
+        }
+        let api = self.api;
+        self.answer(Err(ApiError::busy(
+            api,
+            "the write waited too long for the committer; retry later",
+        )));
+        None
+    }
+}
+
+/// What the committer is asked to do.
+pub(crate) enum Job {
+    /// A user write.
+    Write(WriteJob),
+    /// A sweep of expired idempotency records (`dedup_book.rs`).
+    Sweep(tokio::sync::oneshot::Sender<crate::Result<usize>>),
 }
 
 /// The handle to the committer thread.
 pub(crate) struct Writer {
-    queue: Arc<WorkQueue<WriteJob>>,
-    thread: Option<JoinHandle<()>>,
+    queue: Arc<WorkQueue<Job>>,
+    thread: parking_lot::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -64,26 +89,53 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    /// Starts the committer over `db`.
-    pub(crate) fn start(db: Db, dedup: Arc<Dedup>) -> std::io::Result<Writer> {
-        let queue = Arc::new(WorkQueue::new());
+    /// Starts the committer over `db`, with room for `capacity` queued writes.
+    pub(crate) fn start(db: Db, dedup: Arc<Dedup>, capacity: usize) -> std::io::Result<Writer> {
+        let queue = Arc::new(WorkQueue::new(capacity));
         let q = Arc::clone(&queue);
         let thread = std::thread::Builder::new()
             .name("strata-http-commit".into())
             .spawn(move || run(&db, &dedup, &q))?;
         Ok(Writer {
             queue,
-            thread: Some(thread),
+            thread: parking_lot::Mutex::new(Some(thread)),
         })
     }
 
+    /// Runs a sweep of expired idempotency records on the committer.
+    pub(crate) async fn sweep(&self, api: Api) -> Result<usize, ApiError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.queue.push(Job::Sweep(tx)).is_err() {
+            return Err(ApiError::busy(api, "the committer is busy or stopping"));
+        }
+        match rx.await {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(ApiError::store(api, &e)),
+            Err(_) => Err(ApiError::internal(api, "the sweep was dropped")),
+        }
+    }
+
+    /// Refuses new writes, lets the committer finish the queued ones and write the
+    /// idempotency counters, and waits for it to end.
+    pub(crate) fn stop(&self) {
+        self.queue.close();
+        let thread = self.thread.lock().take();
+        if let Some(t) = thread
+            && t.thread().id() != std::thread::current().id()
+        {
+            let _ = t.join();
+        }
+    }
+
     /// Queues a write and waits for its answer. `size` is the request's size in bytes (for
-    /// the round budget); `ident` makes it idempotent.
+    /// the round budget); `ident` makes it idempotent; a write not started by `deadline` is
+    /// answered 503 unapplied, and so is one that finds the queue full.
     pub(crate) async fn submit(
         &self,
         api: Api,
         ident: Option<RecordId>,
         size: usize,
+        deadline: Instant,
         planner: Planner,
     ) -> Result<Reply, ApiError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
@@ -93,15 +145,24 @@ impl Writer {
             size,
             planner,
             reply,
+            deadline,
         };
-        let gone = || {
-            ApiError::new(
-                api,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is stopping",
-            )
-        };
-        self.queue.push(job).map_err(|_| gone())?;
+        match self.queue.push(Job::Write(job)) {
+            Ok(()) => {}
+            Err(Refused::Full(_)) => {
+                return Err(ApiError::busy(
+                    api,
+                    "too many writes are waiting for the committer; retry later",
+                ));
+            }
+            Err(Refused::Closed(_)) => {
+                return Err(ApiError::new(
+                    api,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the server is stopping",
+                ));
+            }
+        }
         match rx.await {
             Ok(r) => r,
             Err(_) => Err(ApiError::internal(api, "the write was dropped")),
@@ -111,24 +172,41 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        self.queue.close();
-        if let Some(t) = self.thread.take()
-            && t.thread().id() != std::thread::current().id()
-        {
-            let _ = t.join();
-        }
+        self.stop();
     }
 }
 
-fn run(db: &Db, dedup: &Dedup, queue: &WorkQueue<WriteJob>) {
-    let mut carry: Option<WriteJob> = None;
+/// Most expired idempotency records one sweep deletes.
+const SWEEP_BATCH: usize = 10_000;
+
+fn run(db: &Db, dedup: &Dedup, queue: &WorkQueue<Job>) {
+    let mut carry: Option<Job> = None;
     loop {
         let first = match carry.take() {
             Some(j) => j,
             None => match queue.pop() {
                 Some(j) => j,
-                None => return,
+                None => break,
             },
+        };
+        let first = match first {
+            Job::Sweep(reply) => {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    dedup_book::sweep(db, dedup, now_ms(), SWEEP_BATCH)
+                }));
+                match r {
+                    Ok(r) => {
+                        let _ = reply.send(r);
+                    }
+                    Err(_) => tracing::error!("an idempotency record sweep panicked"),
+                }
+                continue;
+            }
+            Job::Write(w) => w,
+        };
+        let now = Instant::now();
+        let Some(first) = first.unless_expired(now) else {
+            continue;
         };
         let mut bytes = first.size;
         let mut jobs = vec![first];
@@ -136,8 +214,18 @@ fn run(db: &Db, dedup: &Dedup, queue: &WorkQueue<WriteJob>) {
             let Some(j) = queue.try_pop() else {
                 break;
             };
+            let j = match j {
+                Job::Write(w) => w,
+                sweep @ Job::Sweep(_) => {
+                    carry = Some(sweep);
+                    break;
+                }
+            };
+            let Some(j) = j.unless_expired(now) else {
+                continue;
+            };
             if bytes + j.size > MAX_ROUND_BYTES {
-                carry = Some(j);
+                carry = Some(Job::Write(j));
                 break;
             }
             bytes += j.size;
@@ -153,6 +241,9 @@ fn run(db: &Db, dedup: &Dedup, queue: &WorkQueue<WriteJob>) {
         if round.is_err() {
             tracing::error!("a write round panicked; its requests were answered with errors");
         }
+    }
+    if let Err(e) = dedup_book::persist(db, dedup) {
+        tracing::warn!(error = %e, "could not write the idempotency counters");
     }
 }
 
@@ -194,8 +285,14 @@ fn try_round(db: &Db, dedup: &Dedup, jobs: Vec<WriteJob>) -> Result<(), Vec<Writ
     let mut included: Vec<Included> = Vec::new();
     let mut duplicates: Vec<(WriteJob, usize)> = Vec::new();
     let mut round_records: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut ledger = Ledger::new(db);
+    let mut failed: Option<(Error, WriteJob)> = None;
 
     for mut job in jobs {
+        if failed.is_some() {
+            duplicates.push((job, usize::MAX));
+            continue;
+        }
         let mut record = None;
         if let Some(id) = &job.ident {
             let key = id.stored_key();
@@ -214,13 +311,7 @@ fn try_round(db: &Db, dedup: &Dedup, jobs: Vec<WriteJob>) -> Result<(), Vec<Writ
                     job.answer(Ok(reply));
                     continue;
                 }
-                Ok(Lookup::Miss {
-                    record_seq,
-                    other_op,
-                }) => {
-                    if other_op {
-                        dedup.count_other_op();
-                    }
+                Ok(Lookup::Miss { record_seq, .. }) => {
                     record = Some((key, record_seq));
                 }
             }
@@ -233,6 +324,13 @@ fn try_round(db: &Db, dedup: &Dedup, jobs: Vec<WriteJob>) -> Result<(), Vec<Writ
                 continue;
             }
         };
+        if let (Some(id), Some((key, record_seq))) = (&job.ident, &record)
+            && let Err(e) = ledger.record_added(dedup, id, key, now, record_seq.is_some())
+        {
+            // The bookkeeping could not be read: the whole round fails.
+            failed = Some((e, job));
+            continue;
+        }
         for (k, seq) in view.into_reads() {
             if expected.insert(k.clone()) {
                 expects.push((k, seq));
@@ -270,17 +368,36 @@ fn try_round(db: &Db, dedup: &Dedup, jobs: Vec<WriteJob>) -> Result<(), Vec<Writ
         });
     }
 
+    if let Some((e, job)) = failed {
+        let answer = |job: WriteJob| {
+            let api = job.api;
+            job.answer(Err(ApiError::store(api, &e)));
+        };
+        answer(job);
+        included.into_iter().for_each(|i| answer(i.job));
+        duplicates.into_iter().for_each(|(j, _)| answer(j));
+        return Ok(());
+    }
     if n_ops == 0 {
         for inc in included {
             inc.job.answer(Ok(inc.outcome.render(None)));
         }
         return Ok(());
     }
+    let mut counters = None;
+    if ledger.needed(dedup) {
+        let (ops, c) = ledger.finish(&mut batch, dedup);
+        n_ops += ops;
+        counters = Some(c);
+    }
     for (k, seq) in &expects {
         batch.expect_version(k, *seq);
     }
     match db.write(batch) {
         Ok(last) => {
+            if let Some(c) = counters {
+                dedup.set_counters(c, true);
+            }
             // `n_ops > 0`, so the batch wrote and `last` is its last write's version.
             let first = (last.map_or(0, |l| l.get()) + 1).saturating_sub(n_ops);
             let replies: Vec<Reply> = included
@@ -294,9 +411,6 @@ fn try_round(db: &Db, dedup: &Dedup, jobs: Vec<WriteJob>) -> Result<(), Vec<Writ
                 }
             }
             for (inc, reply) in included.into_iter().zip(replies) {
-                if inc.job.ident.is_some() {
-                    dedup.count_recorded();
-                }
                 inc.job.answer(Ok(reply));
             }
             Ok(())
@@ -355,11 +469,19 @@ mod tests {
     async fn a_write_that_loses_a_race_is_planned_again() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path()).unwrap();
-        let writer =
-            Writer::start(db.clone(), Arc::new(Dedup::new(Duration::from_secs(60)))).unwrap();
+        let writer = Writer::start(
+            db.clone(),
+            Arc::new(Dedup::new(Duration::from_secs(60))),
+            16,
+        )
+        .unwrap();
         let calls = Arc::new(AtomicUsize::new(0));
         let planner = planner_for("k", Arc::clone(&calls), Some(db.clone()));
-        let reply = writer.submit(Api::B, None, 10, planner).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let reply = writer
+            .submit(Api::Versioned, None, 10, deadline, planner)
+            .await
+            .unwrap();
         assert_eq!(reply.body, br#"{"version":8}"#.to_vec());
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         let stored = db.get(keyspace::user_key("k")).unwrap().unwrap();
@@ -375,18 +497,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path()).unwrap();
         let dedup = Arc::new(Dedup::new(Duration::from_secs(60)));
-        let queue = WorkQueue::new();
+        let queue = WorkQueue::new(16);
         let (mut replies, calls) = (Vec::new(), Arc::new(AtomicUsize::new(0)));
         for _ in 0..5 {
             let (reply, rx) = tokio::sync::oneshot::channel();
             let job = WriteJob {
-                api: Api::B,
+                api: Api::Versioned,
                 ident: None,
                 size: 10,
                 planner: planner_for("same", Arc::clone(&calls), None),
                 reply,
+                deadline: Instant::now() + Duration::from_secs(10),
             };
-            assert!(queue.push(job).is_ok());
+            assert!(queue.push(Job::Write(job)).is_ok());
             replies.push(rx);
         }
         queue.close();
@@ -398,5 +521,32 @@ mod tests {
         // one commit group for the five writes
         let stats = db.stats();
         assert_eq!((stats.puts, stats.batches), (5, 1));
+    }
+
+    #[tokio::test]
+    async fn a_write_still_queued_at_its_deadline_is_answered_503_unapplied() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let dedup = Arc::new(Dedup::new(Duration::from_secs(60)));
+        let queue = WorkQueue::new(16);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let job = WriteJob {
+            api: Api::Versioned,
+            ident: None,
+            size: 10,
+            planner: planner_for("late", Arc::clone(&calls), None),
+            reply,
+            deadline: Instant::now(),
+        };
+        assert!(queue.push(Job::Write(job)).is_ok());
+        std::thread::sleep(Duration::from_millis(5));
+        queue.close();
+        run(&db, &dedup, &queue);
+        let e = rx.await.unwrap().unwrap_err();
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.retry_after, Some(1));
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "never planned");
+        assert!(db.get(keyspace::user_key("late")).unwrap().is_none());
     }
 }

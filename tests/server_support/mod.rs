@@ -93,6 +93,12 @@ impl TestServer {
         .await
         .unwrap()
         .unwrap();
+        TestServer::start_on(db, config).await
+    }
+
+    /// Starts a server over an open store.
+    pub async fn start_on(db: strata::Db, config: ServerConfig) -> TestServer {
+        config.validate().unwrap();
         let state = AppState::new(db, config).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -109,6 +115,31 @@ impl TestServer {
             stop: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.base.trim_start_matches("http://").parse().unwrap()
+    }
+
+    /// Signals shutdown and waits (at most `within`) for the server to return; true when
+    /// it did. The store stays open.
+    pub async fn shut_down_within(&mut self, within: Duration) -> bool {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(task) => matches!(tokio::time::timeout(within, task).await, Ok(Ok(Ok(())))),
+            None => true,
+        }
+    }
+
+    /// Stops the server and closes the store, whatever the close returns (for a store a test
+    /// broke on purpose).
+    pub async fn stop_without_close(mut self) {
+        assert!(self.shut_down_within(Duration::from_secs(10)).await);
+        let state = self.state.clone();
+        let _ = tokio::task::spawn_blocking(move || state.close()).await;
     }
 
     /// Stops the server (requests in flight finish) and closes the store.
@@ -168,4 +199,71 @@ impl TestServer {
         let (status, ctype, body) = request(&self.client, Method::GET, &url, None).await;
         (status, ctype, String::from_utf8(body).unwrap())
     }
+}
+
+/// A raw answer read from a socket: status, lower-cased head, body.
+#[derive(Debug)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl RawAnswer {
+    /// The body as JSON (panics if it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// Parses one HTTP/1.1 answer from the bytes read off a connection.
+pub fn parse_answer(bytes: &[u8]) -> Option<RawAnswer> {
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+    let status = head.get(9..12)?.parse().ok()?;
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap_or(0));
+    let body = bytes.get(end + 4..end + 4 + len)?.to_vec();
+    Some(RawAnswer { status, head, body })
+}
+
+/// Writes `bytes` on a new connection to `addr` (ignoring a write the server cuts short)
+/// and reads until the server closes it or `within` passes. Returns what was read, and
+/// whether the server closed the connection.
+pub async fn raw_exchange(
+    addr: std::net::SocketAddr,
+    bytes: &[u8],
+    within: Duration,
+) -> (Vec<u8>, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = s.split();
+    let write = async {
+        let _ = wr.write_all(bytes).await;
+        std::future::pending::<()>().await;
+    };
+    let read = async {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return (out, true),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let both = async {
+        tokio::select! {
+            r = read => r,
+            () = write => unreachable!(),
+        }
+    };
+    tokio::time::timeout(within, both).await.unwrap_or_default()
 }

@@ -1,5 +1,6 @@
-//! Seed B's API: versioned values under `/key/{key}`, listings, WAL segments, cluster status
-//! and the idempotency endpoints. Errors answer `{"detail": ...}`.
+//! The versioned-key API, implementing seed B's contract: versioned values under
+//! `/key/{key}`, listings, WAL segments, cluster status and the idempotency endpoints. Errors
+//! answer `{"detail": ...}`.
 //!
 //! - `version` is per key: 1 on creation, one more on every write, 1 again after a delete.
 //!   A PUT naming a `version` must name one newer than the current version, else 409. On a
@@ -24,7 +25,7 @@ use super::reply::{Outcome, Reply};
 use super::state::AppState;
 use super::value::{self, StoredValue};
 
-const API: Api = Api::B;
+const API: Api = Api::Versioned;
 
 fn not_found(key: &str) -> ApiError {
     ApiError::not_found(API, format!("Key not found: {key}"))
@@ -214,20 +215,50 @@ pub(crate) async fn versions(
     ))
 }
 
-/// `GET /keys` → `{"keys":[..],"count"}`, in key order.
-pub(crate) async fn keys(State(state): State<AppState>) -> Result<Reply, ApiError> {
+/// `GET /keys[?limit=N][&prefix=P][&start_after=K]` →
+/// `{"keys":[..],"count","next_start_after"}`: one page of keys in key order. `limit`
+/// defaults to `default_keys_page` and is capped at `max_keys_page`; `next_start_after` is
+/// the `start_after` of the next page, or `null` on the last page.
+pub(crate) async fn keys(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Reply, ApiError> {
+    let q = Query::parse(API, raw.as_deref())?;
+    let limit = match q.int(API, StatusCode::UNPROCESSABLE_ENTITY, "limit")? {
+        None => state.config().default_keys_page,
+        Some(n) if n >= 1 => usize::try_from(n)
+            .unwrap_or(usize::MAX)
+            .min(state.config().max_keys_page),
+        Some(n) => {
+            return Err(ApiError::unprocessable(
+                API,
+                format!("limit must be at least 1, got {n}"),
+            ));
+        }
+    };
+    let prefix = q.get("prefix").unwrap_or_default().to_string();
+    let after = q.get("start_after").map(str::to_string);
     state
-        .blocking(API, |s| {
-            let mut keys = Vec::new();
-            for item in s.db().range(keyspace::user_bounds("", None)) {
+        .blocking(API, move |s| {
+            let bounds = keyspace::page_bounds(&prefix, after.as_deref());
+            let mut keys = Vec::with_capacity(limit.min(1024));
+            let mut more = false;
+            for item in s.db().range(bounds) {
                 let (k, _) = item.map_err(|e| ApiError::store(API, &e))?;
                 let key = keyspace::strip_user(&k)
                     .and_then(|k| std::str::from_utf8(k).ok())
                     .ok_or_else(|| ApiError::internal(API, "stored key is not UTF-8"))?;
-                keys.push(Value::from(key));
+                if keys.len() == limit {
+                    more = true;
+                    break;
+                }
+                keys.push(key.to_string());
             }
+            let next = if more { keys.last().cloned() } else { None };
             let count = keys.len();
-            Ok(Reply::ok(&json!({"keys": keys, "count": count})))
+            Ok(Reply::ok(
+                &json!({"keys": keys, "count": count, "next_start_after": next}),
+            ))
         })
         .await
 }
@@ -260,9 +291,10 @@ pub(crate) async fn segments(State(state): State<AppState>) -> Result<Reply, Api
 /// heartbeats; the figure is kept for clients that read it.
 const HEARTBEAT_INTERVAL_SECS: u64 = 10;
 
-/// `GET /cluster_status`: this node as the healthy leader, with no followers.
+/// `GET /cluster_status`: this node as the leader, with no followers: `healthy`, or 503 with
+/// status `unhealthy` and the reason when the store is poisoned.
 pub(crate) async fn cluster_status(State(state): State<AppState>) -> Reply {
-    Reply::ok(&json!({
+    let mut body = json!({
         "leader": {
             "id": state.config().node_id,
             "url": state.url(),
@@ -270,20 +302,22 @@ pub(crate) async fn cluster_status(State(state): State<AppState>) -> Reply {
         },
         "followers": {},
         "heartbeat_interval": HEARTBEAT_INTERVAL_SECS,
-    }))
+    });
+    match state.unavailable_reason() {
+        None => Reply::ok(&body),
+        Some(reason) => {
+            body["leader"]["status"] = json!("unhealthy");
+            body["leader"]["reason"] = json!(reason);
+            body["detail"] = json!(reason);
+            Reply::json(StatusCode::SERVICE_UNAVAILABLE, &body)
+        }
+    }
 }
 
 /// `GET /deduplication_stats`.
-pub(crate) async fn deduplication_stats(State(state): State<AppState>) -> Result<Reply, ApiError> {
-    state
-        .blocking(API, |s| {
-            let stats = s
-                .dedup()
-                .stats(s.db(), &s.config().node_id, now_ms())
-                .map_err(|e| ApiError::store(API, &e))?;
-            Ok(Reply::ok(&stats))
-        })
-        .await
+/// The figures come from counters kept with the records (`dedup_book.rs`): no scan.
+pub(crate) async fn deduplication_stats(State(state): State<AppState>) -> Reply {
+    Reply::ok(&state.dedup().stats(&state.config().node_id))
 }
 
 /// `GET /request_status?client_id=&request_id=[&operation=][&key=]` →

@@ -1,8 +1,9 @@
-//! Seed A's API: `POST /put`, `POST /batchput`, `GET /get`, `GET /range`, `DELETE /delete`,
-//! `GET /raft/status`. Errors answer `{"error": ...}`.
+//! The JSON key-value API, implementing seed A's contract: `POST /put`, `POST /batchput`,
+//! `GET /get`, `GET /range`, `DELETE /delete`, `GET /raft/status`. Errors answer
+//! `{"error": ...}`.
 //!
-//! Values are strings. A key written through seed B's API with a non-string JSON value reads
-//! back here as that value's compact JSON text. Every write keeps seed B's per-key version
+//! Values are strings. A key written through the versioned-key API with a non-string JSON
+//! value reads back here as that value's compact JSON text. Every write keeps seed B's per-key version
 //! counting, so both APIs see one history.
 
 use std::collections::HashMap;
@@ -21,7 +22,7 @@ use super::reply::{Outcome, Reply};
 use super::state::AppState;
 use super::value::{self, StoredValue};
 
-const API: Api = Api::A;
+const API: Api = Api::Kv;
 
 /// A `{"key": str, "value": str}` object, checked.
 fn key_value(

@@ -1177,6 +1177,18 @@ impl Db {
     pub fn wal_segments(&self) -> Vec<WalSegment> {
         self.core().wal.lock().segments()
     }
+
+    /// Reads every live table, the manifest and the WAL written so far, checking every
+    /// checksum and the table-set invariants, while writes continue (see
+    /// [`crate::verify`]). Changes nothing.
+    pub fn verify(&self) -> Result<crate::VerifyReport> {
+        crate::verify::verify_open(self, &mut |_, _| {})
+    }
+
+    /// The published state and the seqno it holds every write up to, read together.
+    pub(crate) fn view(&self) -> (Arc<LsmState>, u64) {
+        self.core().read_view()
+    }
 }
 
 const _: () = {

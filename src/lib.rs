@@ -85,6 +85,7 @@ mod sstable;
 mod state;
 mod stats;
 mod table_set;
+pub mod verify;
 mod wal;
 
 #[cfg(feature = "server")]
@@ -102,6 +103,7 @@ pub use iter::{Range, Version, VersionedValue, Versions};
 pub use seqno::SeqNo;
 pub use snapshot::Snapshot;
 pub use stats::{LevelStats, RecoveryReport, Stats, TornTail};
+pub use verify::VerifyReport;
 pub use wal::segment::WalSegment;
 
 /// The longest key accepted, in bytes.

@@ -61,6 +61,7 @@
 //! durable).
 
 mod batch;
+mod checkpoint;
 mod coding;
 mod compaction;
 mod config;
@@ -82,6 +83,7 @@ mod retention;
 mod seqno;
 mod snapshot;
 mod sstable;
+mod staging;
 mod state;
 mod stats;
 mod table_set;
@@ -94,6 +96,7 @@ pub mod server;
 pub use bytes::Bytes;
 
 pub use batch::WriteBatch;
+pub use checkpoint::Checkpoint;
 pub use compaction::{CompactionReason, CompactionRun, CompactionStatus, PeriodicCompaction};
 pub use config::{Config, DbBuilder, HistoryRetention, RecoveryMode, SyncMode};
 pub use db::Db;

@@ -9,6 +9,8 @@
 //! cut can also be planned at the n-th operation ([`FaultFs::crash_at`]), whichever thread
 //! performs it. Injected failures ([`FaultFs::fail`]) return EIO or ENOSPC from a chosen
 //! operation; a failing append may leave part of its bytes behind, as a short write does.
+//! Hard links share an inode; a directory rename is a change to the parent directory, made
+//! durable by syncing the parent, as on a real filesystem.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -83,6 +85,7 @@ pub enum Op {
     SyncDir,
     Lock,
     CreateDir,
+    Link,
 }
 
 impl Op {
@@ -172,17 +175,22 @@ enum DirChange {
     Link(PathBuf, u64),
     Rename(PathBuf, PathBuf),
     Unlink(PathBuf),
+    /// A directory renamed, with everything in it.
+    RenameDir(PathBuf, PathBuf),
 }
 
 impl DirChange {
     fn dir(&self) -> &Path {
         let p = match self {
-            DirChange::Link(p, _) | DirChange::Rename(p, _) | DirChange::Unlink(p) => p,
+            DirChange::Link(p, _)
+            | DirChange::Rename(p, _)
+            | DirChange::Unlink(p)
+            | DirChange::RenameDir(p, _) => p,
         };
         p.parent().unwrap_or(Path::new(""))
     }
 
-    fn apply(&self, entries: &mut BTreeMap<PathBuf, u64>) {
+    fn apply(&self, entries: &mut BTreeMap<PathBuf, u64>, dirs: &mut BTreeSet<PathBuf>) {
         match self {
             DirChange::Link(p, ino) => {
                 entries.insert(p.clone(), *ino);
@@ -194,6 +202,21 @@ impl DirChange {
             }
             DirChange::Unlink(p) => {
                 entries.remove(p);
+            }
+            DirChange::RenameDir(from, to) => {
+                let moved: Vec<PathBuf> = entries
+                    .keys()
+                    .filter(|p| p.parent() == Some(from.as_path()))
+                    .cloned()
+                    .collect();
+                for p in moved {
+                    if let Some(ino) = entries.remove(&p) {
+                        entries.insert(to.join(p.file_name().expect("name")), ino);
+                    }
+                }
+                if dirs.remove(from) {
+                    dirs.insert(to.clone());
+                }
             }
         }
     }
@@ -209,6 +232,8 @@ struct State {
     durable_entries: BTreeMap<PathBuf, u64>,
     dir_pending: Vec<DirChange>,
     dirs: BTreeSet<PathBuf>,
+    /// Directories as of the last sync of their parents (creation counts as durable).
+    durable_dirs: BTreeSet<PathBuf>,
     locks: BTreeSet<PathBuf>,
     /// The inode of the most recent append, for [`Crash::TearLastWrite`].
     last_write: Option<u64>,
@@ -316,10 +341,12 @@ impl State {
                 durable_entries: s.durable_entries.clone(),
                 dir_pending: s.dir_pending.clone(),
                 dirs: s.dirs.clone(),
+                durable_dirs: s.durable_dirs.clone(),
                 ..State::default()
             };
         }
         let mut entries = s.durable_entries.clone();
+        let mut dirs = s.durable_dirs.clone();
         for change in &s.dir_pending {
             let survives = match mode {
                 Crash::DropUnsynced => false,
@@ -327,11 +354,12 @@ impl State {
                 Crash::TearLastWrite | Crash::Process => true,
             };
             if survives {
-                change.apply(&mut entries);
+                change.apply(&mut entries, &mut dirs);
             }
         }
         let mut out = State {
-            dirs: s.dirs.clone(),
+            durable_dirs: dirs.clone(),
+            dirs,
             next_ino: s.next_ino,
             ..State::default()
         };
@@ -512,6 +540,7 @@ impl FileSystem for FaultFs {
         let mut s = self.state.lock();
         s.check(Op::CreateDir, dir)?;
         s.dirs.insert(dir.to_path_buf());
+        s.durable_dirs.insert(dir.to_path_buf());
         Ok(())
     }
 
@@ -560,6 +589,16 @@ impl FileSystem for FaultFs {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
         s.check(Op::Rename, from)?;
+        if s.dirs.contains(from) {
+            if s.dirs.contains(to) || s.entries.contains_key(to) {
+                return Err(io::ErrorKind::AlreadyExists.into());
+            }
+            let change = DirChange::RenameDir(from.to_path_buf(), to.to_path_buf());
+            let State { entries, dirs, .. } = &mut *s;
+            change.apply(entries, dirs);
+            s.dir_pending.push(change);
+            return Ok(());
+        }
         let ino = s.inode_of(from)?;
         s.entries.remove(from);
         s.entries.insert(to.to_path_buf(), ino);
@@ -614,13 +653,30 @@ impl FileSystem for FaultFs {
         let mut rest = Vec::new();
         for change in pending {
             if change.dir() == dir {
-                change.apply(&mut s.durable_entries);
+                let State {
+                    durable_entries,
+                    durable_dirs,
+                    ..
+                } = &mut *s;
+                change.apply(durable_entries, durable_dirs);
             } else {
                 rest.push(change);
             }
         }
         s.dir_pending = rest;
         Ok(())
+    }
+
+    fn link(&self, from: &Path, to: &Path) -> io::Result<bool> {
+        let mut s = self.state.lock();
+        s.check(Op::Link, to)?;
+        let ino = s.inode_of(from)?;
+        if s.entries.contains_key(to) {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        s.entries.insert(to.to_path_buf(), ino);
+        s.dir_pending.push(DirChange::Link(to.to_path_buf(), ino));
+        Ok(true)
     }
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn FileLock>> {

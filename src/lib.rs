@@ -60,6 +60,7 @@
 //! [`Error::Poisoned`] and the way back is to reopen it (recovery replays exactly what is
 //! durable).
 
+pub mod backup;
 mod batch;
 mod checkpoint;
 mod coding;
@@ -72,6 +73,7 @@ mod flush;
 mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod ingest;
 mod iter;
 mod key;
 mod manifest;
@@ -92,6 +94,9 @@ mod wal;
 
 #[cfg(feature = "server")]
 pub mod server;
+
+#[cfg(feature = "cli")]
+pub mod cli;
 
 pub use bytes::Bytes;
 

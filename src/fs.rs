@@ -78,6 +78,13 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
         copy_file(self, from, to)?;
         Ok(false)
     }
+
+    /// Removes the empty directory `dir` (used to clean up after a failed checkpoint or
+    /// restore). The default implementation reports [`io::ErrorKind::Unsupported`].
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        let _ = dir;
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// Copies `from` to a new file `to` through `fs` and syncs the copy.
@@ -207,6 +214,10 @@ impl FileSystem for StdFs {
             Err(fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
+    }
+
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        fs::remove_dir(dir)
     }
 
     fn link(&self, from: &Path, to: &Path) -> io::Result<bool> {

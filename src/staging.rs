@@ -4,7 +4,8 @@
 //! The files are written into `<dest>.checkpoint-tmp` (a name reserved for this: a leftover
 //! from an interrupted attempt is emptied and reused), each made durable, then the
 //! directory is synced, renamed to `dest`, and the parent directory is synced. A crash at
-//! any point leaves either no `dest` or a complete one.
+//! any point leaves either no `dest` or a complete one. A build that fails (or is dropped
+//! unpublished) removes what it wrote.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,22 @@ pub(crate) struct Staging {
     dir: PathBuf,
     dest: PathBuf,
     parent: PathBuf,
+    published: bool,
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if self.published {
+            return;
+        }
+        // Best effort: whatever is left is emptied by the next attempt for this destination.
+        if let Ok(names) = self.fs.list(&self.dir) {
+            for n in names {
+                let _ = self.fs.remove_file(&self.dir.join(n));
+            }
+        }
+        let _ = self.fs.remove_dir(&self.dir);
+    }
 }
 
 impl Staging {
@@ -63,6 +80,7 @@ impl Staging {
             dir,
             dest: dest.to_path_buf(),
             parent,
+            published: false,
         })
     }
 
@@ -72,10 +90,11 @@ impl Staging {
     }
 
     /// Makes the directory's entries durable, renames it to `dest` and syncs the parent.
-    pub(crate) fn publish(self) -> Result<PathBuf> {
+    pub(crate) fn publish(mut self) -> Result<PathBuf> {
         self.fs.sync_dir(&self.dir).at(&self.dir)?;
         self.fs.rename(&self.dir, &self.dest).at(&self.dest)?;
+        self.published = true;
         self.fs.sync_dir(&self.parent).at(&self.parent)?;
-        Ok(self.dest)
+        Ok(self.dest.clone())
     }
 }

@@ -667,6 +667,19 @@ impl FileSystem for FaultFs {
         Ok(())
     }
 
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.state.lock();
+        s.check(Op::Remove, dir)?;
+        if s.entries.keys().any(|p| p.parent() == Some(dir)) {
+            return Err(io::Error::other("directory not empty"));
+        }
+        if !s.dirs.remove(dir) {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        s.durable_dirs.remove(dir);
+        Ok(())
+    }
+
     fn link(&self, from: &Path, to: &Path) -> io::Result<bool> {
         let mut s = self.state.lock();
         s.check(Op::Link, to)?;

@@ -4,7 +4,7 @@
 //!
 //! The versions are written as tables in the deepest level, cut at the target table size
 //! between keys, with a manifest whose `last_seqno` is the given one; the directory is built
-//! under a temporary name and renamed into place (see [`crate::staging`]).
+//! under a temporary name and renamed into place.
 
 use std::path::Path;
 use std::sync::Arc;

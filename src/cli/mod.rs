@@ -143,7 +143,7 @@ pub enum Command {
         #[arg(value_name = "KEY")]
         key: Option<String>,
     },
-    /// Print the live entries of a store in key order, as KEY<TAB>VALUE lines
+    /// Print the live entries of a store in key order, one tab-separated key and value a line
     Scan {
         /// The store directory
         dir: PathBuf,

@@ -3,7 +3,8 @@
 //! [`StdFs`] is the real implementation (the default). Tests substitute implementations that
 //! inject faults or simulate power loss without touching the engine. The trait is small on
 //! purpose: create-and-append, sync, sequential read, whole-file map, rename, remove, list,
-//! truncate, directory sync and an exclusive lock.
+//! truncate, directory sync, an exclusive lock, and a hard link (with a copying fallback)
+//! for checkpoints.
 
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
@@ -50,7 +51,8 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>>;
     /// The whole content of an immutable file; the real filesystem maps it into memory.
     fn map(&self, path: &Path) -> io::Result<Bytes>;
-    /// Atomically renames `from` to `to`, replacing `to`.
+    /// Atomically renames `from` to `to`, replacing `to`. `from` may be a directory, in
+    /// which case `to` must not exist.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Removes a file.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
@@ -65,6 +67,45 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     /// Takes an exclusive lock on `path`, creating it if needed. Fails with
     /// [`io::ErrorKind::WouldBlock`] when someone else holds it.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn FileLock>>;
+
+    /// Makes `to` (which must not exist) a hard link to the immutable file `from` where the
+    /// filesystem allows, and a copy otherwise; returns `true` for a link, `false` for a
+    /// copy. A copy is synced; either way the new directory entry becomes durable only with
+    /// a [`sync_dir`](FileSystem::sync_dir) of its directory.
+    ///
+    /// The default implementation copies through [`open_read`](FileSystem::open_read) and
+    /// [`create`](FileSystem::create).
+    fn link(&self, from: &Path, to: &Path) -> io::Result<bool> {
+        copy_file(self, from, to)?;
+        Ok(false)
+    }
+
+    /// Removes the empty directory `dir` (used to clean up after a failed checkpoint or
+    /// restore). The default implementation reports [`io::ErrorKind::Unsupported`].
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        let _ = dir;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// Copies `from` to a new file `to` through `fs` and syncs the copy.
+pub(crate) fn copy_file<F: FileSystem + ?Sized>(fs: &F, from: &Path, to: &Path) -> io::Result<u64> {
+    let mut src = fs.open_read(from)?;
+    let mut dst = fs.create(to)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut copied = 0u64;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        dst.append(buf.get(..n).unwrap_or_default())?;
+        copied += n as u64;
+    }
+    dst.sync()?;
+    Ok(copied)
 }
 
 /// The real filesystem.
@@ -182,6 +223,29 @@ impl FileSystem for StdFs {
             Ok(()) => Ok(Box::new(StdLock { _file: file })),
             Err(fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
             Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        fs::remove_dir(dir)
+    }
+
+    fn link(&self, from: &Path, to: &Path) -> io::Result<bool> {
+        match fs::hard_link(from, to) {
+            Ok(()) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists
+                ) =>
+            {
+                Err(e)
+            }
+            // Another filesystem, or one without hard links: copy.
+            Err(_) => {
+                copy_file(self, from, to)?;
+                Ok(false)
+            }
         }
     }
 }

@@ -69,8 +69,10 @@
 //! writes through any handle fail with [`Error::Closed`].
 
 mod background;
+pub mod backup;
 mod batch;
 mod catalog;
+mod checkpoint;
 mod checksum;
 mod coding;
 mod compaction;
@@ -85,6 +87,7 @@ mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hash;
+pub mod ingest;
 mod iter;
 mod key;
 mod lifecycle;
@@ -99,10 +102,12 @@ mod retention;
 mod seqno;
 mod snapshot;
 mod sstable;
+mod staging;
 mod state;
 mod stats;
 mod sync_point;
 mod table_set;
+pub mod verify;
 mod view;
 mod wal;
 mod write;
@@ -110,9 +115,13 @@ mod write;
 #[cfg(feature = "server")]
 pub mod server;
 
+#[cfg(feature = "cli")]
+pub mod cli;
+
 pub use bytes::Bytes;
 
 pub use batch::WriteBatch;
+pub use checkpoint::Checkpoint;
 pub use compaction::{CompactionReason, CompactionRun, CompactionStatus};
 pub use config::{Config, HistoryRetention, PeriodicCompaction, RecoveryMode, SyncMode};
 pub use db::{Db, DbBuilder};
@@ -124,4 +133,5 @@ pub use lookup::VersionedValue;
 pub use seqno::SeqNo;
 pub use snapshot::Snapshot;
 pub use stats::{LevelStats, RecoveryReport, Stats, TornTail};
+pub use verify::VerifyReport;
 pub use wal::segment::WalSegment;

@@ -71,7 +71,7 @@ impl View {
 
     /// The state and visible seqno, read together so that the state holds every write at or
     /// below the seqno.
-    fn read_view(&self) -> (Arc<LsmState>, u64) {
+    pub(crate) fn read_view(&self) -> (Arc<LsmState>, u64) {
         let s = self.state.read();
         (Arc::clone(&s), self.visible.load(Ordering::Acquire))
     }

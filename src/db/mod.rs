@@ -460,6 +460,38 @@ impl Db {
     pub fn wal_segments(&self) -> Vec<WalSegment> {
         self.core().writer.wal_segments()
     }
+
+    /// Reads every live table, the manifest and the WAL written so far, checking every
+    /// checksum and the table-set invariants, while writes continue (see
+    /// [`crate::verify`]). Changes nothing.
+    pub fn verify(&self) -> Result<crate::VerifyReport> {
+        crate::verify::verify_open(self, &mut |_, _| {})
+    }
+
+    /// Writes a consistent copy of the store as of now into `dest` (which must not exist),
+    /// while writes continue: tables are hard-linked where the filesystem allows, the writes
+    /// still in memtables go to one new table, and the directory appears atomically (see
+    /// [`Checkpoint`](crate::Checkpoint)). Open it like any store.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = strata::Db::open(dir.path().join("live"))?;
+    /// let v = db.put("k", "v")?;
+    /// let cp = db.checkpoint(dir.path().join("copy"))?;
+    /// assert_eq!(cp.seqno, v);
+    /// db.put("k", "newer")?;
+    /// let copy = strata::Db::open(dir.path().join("copy"))?;
+    /// assert_eq!(copy.get("k")?.as_deref(), Some(&b"v"[..]));
+    /// # Ok::<_, strata::Error>(())
+    /// ```
+    pub fn checkpoint(&self, dest: impl AsRef<Path>) -> Result<crate::Checkpoint> {
+        crate::checkpoint::create(self, dest.as_ref())
+    }
+
+    /// The published state and the seqno it holds every write up to, read together.
+    pub(crate) fn view(&self) -> (Arc<crate::state::LsmState>, u64) {
+        self.core().view.read_view()
+    }
 }
 
 const _: () = {

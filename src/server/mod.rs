@@ -34,6 +34,7 @@
 //! | JSON key-value API, seed A's contract (`kv_api`) | `POST /put`, `POST /batchput`, `GET /get`, `GET /range`, `DELETE /delete`, `GET /raft/status` |
 //! | versioned-key API, seed B's contract (`versioned_api`) | `GET/PUT/DELETE /key/{key}`, `GET /key/{key}/history`, `GET /key/{key}/versions`, `GET /keys`, `GET /segments`, `GET /cluster_status`, `GET /deduplication_stats`, `GET /request_status`, `POST /compaction/run`, `GET /compaction/status`, `POST /compaction/configure` |
 //! | both | `GET /health`, `GET /metrics` (Prometheus text) |
+//! | admin | `GET /admin/backup` (a consistent backup archive, streamed; see `strata backup`) |
 //!
 //! Both APIs read and write the same keys: seed A's string values are seed B's JSON strings,
 //! and seed B's per-key versions count writes from either side. No store call runs on the
@@ -47,6 +48,7 @@
 //! holding its per-key version and JSON type (the `value` module). The records' counters,
 //! reference counts and expiry index are kept with them (`dedup_book`).
 
+mod backup;
 mod compaction;
 mod config;
 mod conn_io;
@@ -131,6 +133,8 @@ fn routes(state: AppState) -> Router {
         // both
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
+        // admin
+        .route("/admin/backup", get(backup::backup))
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -9,6 +9,8 @@
 //! cut can also be planned at the n-th operation ([`FaultFs::crash_at`]), whichever thread
 //! performs it. Injected failures ([`FaultFs::fail`]) return EIO or ENOSPC from a chosen
 //! operation; a failing append may leave part of its bytes behind, as a short write does.
+//! Hard links share an inode; a directory rename is a change to the parent directory, made
+//! durable by syncing the parent, as on a real filesystem.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -83,6 +85,7 @@ pub enum Op {
     SyncDir,
     Lock,
     CreateDir,
+    Link,
 }
 
 impl Op {
@@ -173,6 +176,8 @@ enum DirChange {
     Rename(PathBuf, PathBuf),
     Unlink(PathBuf),
     Mkdir(PathBuf),
+    /// A directory renamed, with everything in it.
+    RenameDir(PathBuf, PathBuf),
 }
 
 impl DirChange {
@@ -181,7 +186,8 @@ impl DirChange {
             DirChange::Link(p, _)
             | DirChange::Rename(p, _)
             | DirChange::Unlink(p)
-            | DirChange::Mkdir(p) => p,
+            | DirChange::Mkdir(p)
+            | DirChange::RenameDir(p, _) => p,
         };
         p.parent().unwrap_or(Path::new(""))
     }
@@ -201,6 +207,21 @@ impl DirChange {
             }
             DirChange::Unlink(p) => {
                 entries.remove(p);
+            }
+            DirChange::RenameDir(from, to) => {
+                let moved: Vec<PathBuf> = entries
+                    .keys()
+                    .filter(|p| p.parent() == Some(from.as_path()))
+                    .cloned()
+                    .collect();
+                for p in moved {
+                    if let Some(ino) = entries.remove(&p) {
+                        entries.insert(to.join(p.file_name().expect("name")), ino);
+                    }
+                }
+                if dirs.remove(from) {
+                    dirs.insert(to.clone());
+                }
             }
         }
     }
@@ -631,6 +652,16 @@ impl FileSystem for FaultFs {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
         s.check(Op::Rename, from)?;
+        if s.dirs.contains(from) {
+            if s.dirs.contains(to) || s.entries.contains_key(to) {
+                return Err(io::ErrorKind::AlreadyExists.into());
+            }
+            let change = DirChange::RenameDir(from.to_path_buf(), to.to_path_buf());
+            let State { entries, dirs, .. } = &mut *s;
+            change.apply(entries, dirs);
+            s.dir_pending.push(change);
+            return Ok(());
+        }
         let ino = s.inode_of(from)?;
         s.entries.remove(from);
         s.entries.insert(to.to_path_buf(), ino);
@@ -697,6 +728,31 @@ impl FileSystem for FaultFs {
         }
         s.dir_pending = rest;
         Ok(())
+    }
+
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.state.lock();
+        s.check(Op::Remove, dir)?;
+        if s.entries.keys().any(|p| p.parent() == Some(dir)) {
+            return Err(io::Error::other("directory not empty"));
+        }
+        if !s.dirs.remove(dir) {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        s.durable_dirs.remove(dir);
+        Ok(())
+    }
+
+    fn link(&self, from: &Path, to: &Path) -> io::Result<bool> {
+        let mut s = self.state.lock();
+        s.check(Op::Link, to)?;
+        let ino = s.inode_of(from)?;
+        if s.entries.contains_key(to) {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        s.entries.insert(to.to_path_buf(), ino);
+        s.dir_pending.push(DirChange::Link(to.to_path_buf(), ino));
+        Ok(true)
     }
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn FileLock>> {

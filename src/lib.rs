@@ -87,6 +87,8 @@ mod stats;
 mod table_set;
 mod wal;
 
+#[cfg(feature = "replication")]
+pub mod replication;
 #[cfg(feature = "server")]
 pub mod server;
 

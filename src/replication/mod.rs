@@ -1,0 +1,16 @@
+//! Raft replication (feature `replication`) on openraft 0.9.
+//!
+//! Every openraft type stays inside this module.
+#![allow(missing_docs)]
+
+pub mod apply;
+pub mod codec;
+pub mod error;
+mod files;
+pub mod identity;
+pub mod log_store;
+pub mod snapshot_file;
+pub mod types;
+
+#[cfg(test)]
+mod measure;

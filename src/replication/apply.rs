@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use super::types::{Outcome, Value, Write};
+use super::types::{Outcome, Write};
 use crate::{Db, Error, WriteBatch};
 
 /// First byte of the keys the state machine keeps for itself; an applier cannot write them.

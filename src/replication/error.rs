@@ -40,8 +40,6 @@ pub(crate) trait StorageResult<T> {
     fn read_vote(self) -> Result<T, StorageError>;
     /// A failure writing the vote.
     fn write_vote(self) -> Result<T, StorageError>;
-    /// A failure reading the state machine.
-    fn read_sm(self) -> Result<T, StorageError>;
     /// A failure applying the entry `log_id`.
     fn apply_at(self, log_id: LogId) -> Result<T, StorageError>;
     /// A failure reading a snapshot.
@@ -66,9 +64,6 @@ impl<T, E: std::fmt::Display> StorageResult<T> for Result<T, E> {
     }
     fn write_vote(self) -> Result<T, StorageError> {
         self.map_err(|e| StorageIOError::write_vote(any(e)).into())
-    }
-    fn read_sm(self) -> Result<T, StorageError> {
-        self.map_err(|e| StorageIOError::read_state_machine(any(e)).into())
     }
     fn apply_at(self, log_id: LogId) -> Result<T, StorageError> {
         self.map_err(|e| StorageIOError::apply(log_id, any(e)).into())

@@ -10,6 +10,8 @@ mod files;
 pub mod identity;
 pub mod log_store;
 pub mod snapshot_file;
+mod snapshots;
+pub mod state_machine;
 pub mod types;
 
 #[cfg(test)]

@@ -42,6 +42,7 @@
 
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
+use std::sync::{Arc, Weak};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader};
@@ -145,19 +146,31 @@ fn read_entries(
 #[derive(Debug)]
 pub struct LogStore {
     db: Db,
+    /// Shared with every reader: the store is released once no strong reference remains.
+    token: Arc<()>,
 }
 
 /// A cheap, cloneable reader of the log, used by openraft's replication tasks.
 #[derive(Debug, Clone)]
 pub struct LogReader {
     db: Db,
+    _token: Arc<()>,
 }
 
 impl LogStore {
     /// Opens (or creates) the log store in `dir`.
     pub fn open(dir: &Path) -> Result<LogStore, ReplicationError> {
         let db = Db::builder(dir).sync_mode(SyncMode::Buffered).open()?;
-        Ok(LogStore { db })
+        Ok(LogStore {
+            db,
+            token: Arc::new(()),
+        })
+    }
+
+    /// Turns dead once the store and every reader of it are dropped (the `Db` is then
+    /// closed).
+    pub fn liveness(&self) -> Weak<()> {
+        Arc::downgrade(&self.token)
     }
 
     /// Syncs and closes the store.
@@ -168,6 +181,7 @@ impl LogStore {
     fn reader(&self) -> LogReader {
         LogReader {
             db: self.db.clone(),
+            _token: Arc::clone(&self.token),
         }
     }
 

@@ -152,6 +152,11 @@ impl MachineReader {
     pub fn state(&self) -> MachineState {
         self.shared.live.read().state.clone()
     }
+
+    /// True when no state machine or snapshot builder shares this reader's store any more.
+    pub(crate) fn is_sole_owner(&self) -> bool {
+        Arc::strong_count(&self.shared) == 1
+    }
 }
 
 fn generation_name(n: u64) -> String {

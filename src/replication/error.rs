@@ -31,6 +31,8 @@ impl From<std::io::Error> for ReplicationError {
 }
 
 /// Converts errors into openraft's storage error for a given failing operation.
+// openraft's storage traits fix the error type, large as it is.
+#[allow(clippy::result_large_err)]
 pub(crate) trait StorageResult<T> {
     /// A failure reading the log.
     fn read_logs(self) -> Result<T, StorageError>;
@@ -52,6 +54,7 @@ fn any(e: impl std::fmt::Display) -> AnyError {
     AnyError::error(e.to_string())
 }
 
+#[allow(clippy::result_large_err)]
 impl<T, E: std::fmt::Display> StorageResult<T> for Result<T, E> {
     fn read_logs(self) -> Result<T, StorageError> {
         self.map_err(|e| StorageIOError::read_logs(any(e)).into())

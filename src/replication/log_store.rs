@@ -61,12 +61,15 @@ const COMMITTED: &[u8] = b"c";
 /// which bounds the size of an AppendEntries request.
 pub const MAX_READ_BYTES: usize = 4 << 20;
 
+// Big-endian so that keys sort by index.
+#[allow(clippy::big_endian_bytes)]
 fn entry_key(index: u64) -> [u8; 9] {
     let mut k = [ENTRY; 9];
     k[1..].copy_from_slice(&index.to_be_bytes());
     k
 }
 
+#[allow(clippy::big_endian_bytes)]
 fn index_of(key: &[u8]) -> Result<u64, crate::Error> {
     match key {
         [ENTRY, rest @ ..] if rest.len() == 8 => {

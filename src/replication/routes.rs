@@ -47,29 +47,32 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     r
 }
 
-/// Checks the target and decodes the body; the error is the finished response.
+/// A refused request: its status and message.
+type Refusal = (StatusCode, String);
+
+/// Checks the target and decodes the body.
 fn accept<T: DeserializeOwned>(
     state: &RpcState,
     target: &str,
     body: Result<Bytes, BytesRejection>,
-) -> Result<T, Response> {
+) -> Result<T, Refusal> {
     match target.parse::<NodeId>() {
         Ok(t) if t == state.id => {}
         Ok(t) => {
-            return Err(error(
+            return Err((
                 StatusCode::MISDIRECTED_REQUEST,
                 format!("this is node {}, not node {t}", state.id),
             ));
         }
         Err(_) => {
-            return Err(error(
+            return Err((
                 StatusCode::BAD_REQUEST,
                 format!("target node id {target:?} is not a number"),
             ));
         }
     }
-    let body = body.map_err(|e| error(e.status(), e.body_text()))?;
-    codec::decode(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad body: {e}")))
+    let body = body.map_err(|e| (e.status(), e.body_text()))?;
+    codec::decode(&body).map_err(|e| (StatusCode::BAD_REQUEST, format!("bad body: {e}")))
 }
 
 fn answer<T: Serialize>(value: &T) -> Response {
@@ -91,7 +94,7 @@ async fn append(
 ) -> Response {
     match accept(&state, &target, body) {
         Ok(req) => answer(&state.raft.append_entries(req).await),
-        Err(r) => r,
+        Err((status, message)) => error(status, message),
     }
 }
 
@@ -102,7 +105,7 @@ async fn vote(
 ) -> Response {
     match accept(&state, &target, body) {
         Ok(req) => answer(&state.raft.vote(req).await),
-        Err(r) => r,
+        Err((status, message)) => error(status, message),
     }
 }
 
@@ -113,6 +116,6 @@ async fn snapshot(
 ) -> Response {
     match accept(&state, &target, body) {
         Ok(req) => answer(&state.raft.install_snapshot(req).await),
-        Err(r) => r,
+        Err((status, message)) => error(status, message),
     }
 }

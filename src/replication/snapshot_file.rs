@@ -46,6 +46,9 @@ const MAX_CHUNK: usize = CHUNK_TARGET + MAX_KEY_LEN + MAX_VALUE_LEN + 32;
 /// The longest header metadata a reader accepts.
 const MAX_META: usize = 16 << 20;
 
+/// One record of a snapshot: a key and one of its values.
+pub(crate) type Record<'a> = (&'a [u8], &'a [u8]);
+
 /// What a snapshot file says about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotHeader {
@@ -281,7 +284,7 @@ impl SnapshotReader {
     }
 
     /// The next record `(key, value)`, or `None` after the end chunk was checked.
-    pub(crate) fn next_record(&mut self) -> Result<Option<(&[u8], &[u8])>, ReplicationError> {
+    pub(crate) fn next_record(&mut self) -> Result<Option<Record<'_>>, ReplicationError> {
         while self.pos >= self.chunk.len() {
             if self.done {
                 return Ok(None);
@@ -458,9 +461,9 @@ mod tests {
         assert_eq!(w.finish().unwrap(), records.len() as u64);
     }
 
-    fn read_all(
-        path: &Path,
-    ) -> Result<(SnapshotHeader, Vec<(Vec<u8>, Vec<u8>)>), ReplicationError> {
+    type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
+    fn read_all(path: &Path) -> Result<(SnapshotHeader, Records), ReplicationError> {
         let (h, mut r) = SnapshotReader::open(path)?;
         let mut out = Vec::new();
         while let Some((k, v)) = r.next_record()? {

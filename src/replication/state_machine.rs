@@ -332,6 +332,8 @@ impl Shared {
 }
 
 /// Applies `entries` to `db` starting from `state`; returns the responses and the new state.
+// openraft's storage traits fix the error type, large as it is.
+#[allow(clippy::result_large_err)]
 fn apply_entries(
     db: &Db,
     applier: &dyn Applier,
@@ -388,6 +390,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((live.state.last_applied, live.state.membership.clone()))
     }
 
+    #[allow(clippy::result_large_err)]
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,

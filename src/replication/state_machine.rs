@@ -316,14 +316,16 @@ impl Shared {
             CURRENT,
             format!("{}\n", generation_name(generation)).as_bytes(),
         )?;
-        {
-            let mut live = self.live.write();
-            *live = Live {
+        let replaced = std::mem::replace(
+            &mut *self.live.write(),
+            Live {
                 db,
                 generation,
                 state,
-            };
-        }
+            },
+        );
+        // Closing the old store (if this was its last handle) happens outside the lock.
+        drop(replaced);
         // The generation before the one just replaced may still be read by a snapshot
         // build or a reader; the ones before that are unused.
         remove_generations(&self.dir, old, generation)?;

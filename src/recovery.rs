@@ -170,6 +170,13 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Recovered, bool)> {
         last_segment = number;
     }
     let rewrite = replay.dropped_data;
+    if replay.mem.is_none() && replay.frozen.is_empty() && !rewrite {
+        // Every write the segments hold is in a table already (or they hold none): the new
+        // manifest stops naming them, and the clean-up below removes them, so that opening
+        // and closing a store again and again leaves no trail of empty segments.
+        mstate.log_number = mstate.log_number.max(next_file);
+        sealed.clear();
+    }
 
     // A fresh manifest describing everything, written before the new WAL segment so that a
     // crash in between never leaves a segment without a manifest; then the new segment.

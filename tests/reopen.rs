@@ -162,3 +162,38 @@ fn a_table_no_manifest_names_is_removed_and_reported() {
     let db = Db::open(dir.path()).unwrap();
     assert_eq!(db.stats().recovery.stale_tables_removed, 0);
 }
+
+#[test]
+fn reopening_a_store_whose_writes_are_in_tables_leaves_one_wal_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    db.put("k", "v").unwrap();
+    db.flush().unwrap();
+    db.close().unwrap();
+    let wal_files = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".wal")
+            })
+            .count()
+    };
+    for _ in 0..5 {
+        let db = Db::open(dir.path()).unwrap();
+        assert_eq!(db.wal_segments().len(), 1);
+        db.close().unwrap();
+    }
+    assert_eq!(wal_files(), 1, "empty segments pile up across reopens");
+    // Writes only in the WAL keep their segment until they are flushed.
+    let db = Db::open(dir.path()).unwrap();
+    db.put("k2", "v2").unwrap();
+    db.close().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(db.get("k2").unwrap().as_deref(), Some(&b"v2"[..]));
+    assert_eq!(db.wal_segments().len(), 2);
+    db.close().unwrap();
+}

@@ -82,6 +82,16 @@ impl FlushJob<'_> {
             removed: Vec::new(),
         };
         self.catalog.log_edit(&mut log, &edit, self.life)?;
+        // Everything a finished flush promises (its WAL segments gone, its counters counted)
+        // is done before the new state is published: a `Db::flush` caller returns once it
+        // sees the memtable gone from the published state. (Taking the WAL's mutex under the
+        // catalog's is the one order both are ever taken in.)
+        self.writer.remove_segments_below(log_number)?;
+        Counters::add(&self.counters.flushes, 1);
+        if let Some(io) = self.levels.first() {
+            io.bytes_written.fetch_add(size, Ordering::Relaxed);
+        }
+        Counters::add(&self.counters.flush_bytes, size);
         self.view.publish(|cur| LsmState {
             mem: Arc::clone(&cur.mem),
             imms: cur
@@ -93,12 +103,6 @@ impl FlushJob<'_> {
             tables: Arc::new(cur.tables.apply(&[(0, Arc::clone(&table))], &[])),
         });
         drop(log);
-        self.writer.remove_segments_below(log_number)?;
-        Counters::add(&self.counters.flushes, 1);
-        if let Some(io) = self.levels.first() {
-            io.bytes_written.fetch_add(size, Ordering::Relaxed);
-        }
-        Counters::add(&self.counters.flush_bytes, size);
         tracing::debug!(
             table = number,
             bytes = size,

@@ -1,4 +1,5 @@
-//! The strata HTTP server: both documented APIs over one store, standalone.
+//! The strata HTTP server: both documented APIs over one store, standalone or (with
+//! `--peers`, feature `replication`) as a member of a Raft cluster.
 //!
 //! Run with `cargo run --release --features server --example server -- --help`.
 //! Data lives in `data/<node-id>` unless `--data-dir` says otherwise. SIGINT or SIGTERM stops
@@ -12,7 +13,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+#[cfg(feature = "replication")]
+use strata::server::ClusterConfig;
 use strata::server::{self, AppState, ServerConfig};
+
+/// A build without the `replication` feature serves standalone only.
+#[cfg(not(feature = "replication"))]
+#[derive(Debug)]
+struct ClusterConfig;
 
 /// A faster allocator than the system's for this allocation-heavy request path.
 #[global_allocator]
@@ -28,7 +36,7 @@ enum LogFormat {
 
 #[derive(Debug, Parser)]
 #[command(
-    about = "strata HTTP server (standalone)",
+    about = "strata HTTP server (standalone, or a Raft cluster member with --peers)",
     version,
     after_help = "Environment:\n  RUST_LOG  log filter, default \"info\" (e.g. RUST_LOG=debug, \
                   RUST_LOG=strata=debug,info)\n\nLogs go to standard error, coloured only when \
@@ -104,6 +112,16 @@ struct Args {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// The other members of a Raft cluster, `name:host:port` separated by commas (seed 000's
+    /// form: "node-2:localhost:9002,node-3:localhost:9003"). Empty: a standalone server.
+    #[arg(long, default_value = "")]
+    peers: String,
+    /// Raft heartbeat period in milliseconds (cluster only).
+    #[arg(long, default_value_t = 100)]
+    heartbeat_ms: u64,
+    /// Election timeout range in milliseconds, "MIN-MAX" (cluster only).
+    #[arg(long, default_value = "500-1000")]
+    election_timeout_ms: String,
 }
 
 /// `secs` as a duration; a negative or non-finite figure becomes zero, which validation
@@ -113,6 +131,44 @@ fn seconds(secs: f64) -> Duration {
 }
 
 impl Args {
+    /// The cluster settings, or `None` for a standalone server.
+    #[cfg(not(feature = "replication"))]
+    fn cluster(&self) -> Result<Option<ClusterConfig>, String> {
+        if self.peers.trim().is_empty() {
+            return Ok(None);
+        }
+        Err("--peers needs the replication feature: run with --features replication".into())
+    }
+
+    /// The cluster settings, or `None` for a standalone server.
+    #[cfg(feature = "replication")]
+    fn cluster(&self) -> Result<Option<ClusterConfig>, String> {
+        let peers = ClusterConfig::parse_peers(&self.peers)?;
+        if peers.is_empty() {
+            return Ok(None);
+        }
+        let mut c = ClusterConfig::new(peers);
+        c.heartbeat = Duration::from_millis(self.heartbeat_ms.max(10));
+        let bad = || {
+            format!(
+                "--election-timeout-ms {:?} is not MIN-MAX",
+                self.election_timeout_ms
+            )
+        };
+        let (lo, hi) = self.election_timeout_ms.split_once('-').ok_or_else(bad)?;
+        let (lo, hi): (u64, u64) = (
+            lo.trim().parse().map_err(|_| bad())?,
+            hi.trim().parse().map_err(|_| bad())?,
+        );
+        if lo >= hi || lo <= self.heartbeat_ms {
+            return Err(format!(
+                "the election timeout range {lo}-{hi} ms must be increasing and above the heartbeat"
+            ));
+        }
+        c.election_timeout = (Duration::from_millis(lo), Duration::from_millis(hi));
+        Ok(Some(c))
+    }
+
     fn config(self) -> ServerConfig {
         let mut c = ServerConfig::default();
         c.data_dir = self
@@ -162,7 +218,14 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     let format = args.log_format;
     init_logs(format);
-    match run(args.config()).await {
+    let cluster = match args.cluster() {
+        Ok(c) => c,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(args.config(), cluster).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             match format {
@@ -174,7 +237,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(config: ServerConfig) -> Result<(), String> {
+async fn run(config: ServerConfig, cluster: Option<ClusterConfig>) -> Result<(), String> {
     config
         .validate()
         .map_err(|e| format!("invalid configuration: {e}"))?;
@@ -182,6 +245,20 @@ async fn run(config: ServerConfig) -> Result<(), String> {
     let listener = server::bind(&config)
         .await
         .map_err(|e| server::bind_error_message(&addr, &e))?;
+    #[cfg(feature = "replication")]
+    if let Some(cluster) = cluster {
+        let node = config.node_id.clone();
+        let state = AppState::start_cluster(config, &cluster).await?;
+        tracing::info!(node = %node, peers = cluster.peers.len(), "cluster member started");
+        server::serve(listener, state.clone(), server::shutdown_signal())
+            .await
+            .map_err(|e| format!("serving on {addr} failed: {e}"))?;
+        state.shutdown().await?;
+        tracing::info!("node stopped");
+        return Ok(());
+    }
+    #[cfg(not(feature = "replication"))]
+    let _ = cluster;
     let data_dir = config.data_dir.clone();
     let db = tokio::task::spawn_blocking({
         let config = config.clone();

@@ -112,6 +112,8 @@ mod view;
 mod wal;
 mod write;
 
+#[cfg(feature = "server")]
+pub mod intent;
 #[cfg(feature = "replication")]
 pub mod replication;
 #[cfg(feature = "server")]

@@ -15,6 +15,8 @@
 //! | snapshot file | [`snapshot_file`] | the streamed, checksummed snapshot format |
 //! | network | [`network`], [`routes`] | Raft RPCs over HTTP: pooled clients and the receiving routes |
 //! | node | [`node`] | a replica's lifecycle: open, start, bootstrap, stop |
+//! | replica | [`replica`] | what the server asks of a replica, in plain types: propose, read barrier, membership, status |
+//! | read index | [`read_index`] | linearizable reads on every node, concurrent reads sharing one quorum round |
 //!
 //! On-disk formats are in `docs/format.md` ("Replication").
 
@@ -26,6 +28,8 @@ pub mod identity;
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod read_index;
+pub mod replica;
 pub mod routes;
 pub mod snapshot_file;
 mod snapshots;

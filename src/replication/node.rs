@@ -27,6 +27,7 @@ use super::files::create_dir;
 use super::identity::Identity;
 use super::log_store::LogStore;
 use super::network::Network;
+use super::routes::LeaderContact;
 use super::state_machine::{DbOpener, MachineReader, StateMachine, default_opener};
 use super::types::{Member, NodeId, Raft};
 
@@ -116,6 +117,7 @@ pub struct ReplicaNode {
     network: Network,
     log: Weak<()>,
     max_rpc_bytes: usize,
+    contact: LeaderContact,
 }
 
 impl std::fmt::Debug for ReplicaNode {
@@ -158,6 +160,7 @@ impl ReplicaNode {
             network,
             log: log_alive,
             max_rpc_bytes: opts.max_rpc_bytes,
+            contact: LeaderContact::default(),
         })
     }
 
@@ -191,9 +194,19 @@ impl ReplicaNode {
         &self.network
     }
 
+    /// When this node last accepted entries or a heartbeat from a leader.
+    pub fn leader_contact(&self) -> Option<Instant> {
+        self.contact.last()
+    }
+
     /// The Raft RPC routes, to be mounted on the node's HTTP server.
     pub fn router(&self) -> axum::Router {
-        super::routes::router(self.raft.clone(), self.identity.id, self.max_rpc_bytes)
+        super::routes::router(
+            self.raft.clone(),
+            self.identity.id,
+            self.max_rpc_bytes,
+            self.contact.clone(),
+        )
     }
 
     /// Initializes a pristine cluster with `members` (this node must be one). Returns

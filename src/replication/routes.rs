@@ -7,6 +7,9 @@
 //! JSON `{"error": ...}`; a decoded request gets `200` with the codec's bytes of openraft's
 //! `Result`, so a Raft-level refusal travels back typed.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -14,6 +17,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -25,16 +29,33 @@ use super::types::{NodeId, Raft};
 struct RpcState {
     raft: Raft,
     id: NodeId,
+    contact: LeaderContact,
+}
+
+/// When this node last accepted an AppendEntries (a heartbeat or entries) from a leader:
+/// a follower's view of its leader's health, which openraft's metrics do not give.
+#[derive(Clone, Debug, Default)]
+pub struct LeaderContact(Arc<Mutex<Option<Instant>>>);
+
+impl LeaderContact {
+    /// The time of the last accepted AppendEntries, if any.
+    pub fn last(&self) -> Option<Instant> {
+        *self.0.lock()
+    }
+
+    fn touch(&self) {
+        *self.0.lock() = Some(Instant::now());
+    }
 }
 
 /// The Raft RPC routes of node `id`, accepting bodies up to `max_body_bytes`.
-pub fn router(raft: Raft, id: NodeId, max_body_bytes: usize) -> Router {
+pub fn router(raft: Raft, id: NodeId, max_body_bytes: usize, contact: LeaderContact) -> Router {
     Router::new()
         .route(&format!("{APPEND_PATH}/{{target}}"), post(append))
         .route(&format!("{VOTE_PATH}/{{target}}"), post(vote))
         .route(&format!("{SNAPSHOT_PATH}/{{target}}"), post(snapshot))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(RpcState { raft, id })
+        .with_state(RpcState { raft, id, contact })
 }
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
@@ -93,7 +114,13 @@ async fn append(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     match accept(&state, &target, body) {
-        Ok(req) => answer(&state.raft.append_entries(req).await),
+        Ok(req) => {
+            let r = state.raft.append_entries(req).await;
+            if matches!(&r, Ok(resp) if resp.is_success()) {
+                state.contact.touch();
+            }
+            answer(&r)
+        }
         Err((status, message)) => error(status, message),
     }
 }

@@ -115,6 +115,14 @@ pub(crate) fn id_prefix(client: &str, request: &str) -> Vec<u8> {
 }
 
 impl RecordId {
+    /// The (client, request) pair a replicated write carries.
+    pub(crate) fn request_id(&self) -> crate::intent::RequestId {
+        crate::intent::RequestId {
+            client: self.client.clone(),
+            request: self.request.clone(),
+        }
+    }
+
     /// The stored key of this record.
     pub(crate) fn stored_key(&self) -> Vec<u8> {
         let mut k = id_prefix(&self.client, &self.request);
@@ -291,6 +299,25 @@ impl Dedup {
     /// The stored value of a record answering `outcome`, made at `now_ms`.
     pub(crate) fn record_value(now_ms: u64, outcome: &Outcome) -> Vec<u8> {
         Record::encode(now_ms, outcome)
+    }
+
+    /// The reply a stored record holds, if it is well formed and not older than `expiry_ms`
+    /// at `now_ms` (records a replica writes hold finished replies: see
+    /// [`Dedup::record_reply`]).
+    #[cfg(feature = "replication")]
+    pub(crate) fn recorded_reply(bytes: &[u8], expiry_ms: u64, now_ms: u64) -> Option<Reply> {
+        let rec = Record::decode(bytes)?;
+        if now_ms.saturating_sub(rec.created_ms) >= expiry_ms {
+            return None;
+        }
+        Some(Reply::json(rec.status, &rec.body))
+    }
+
+    /// The stored value of a record holding a finished `reply`, made at `now_ms`.
+    #[cfg(feature = "replication")]
+    pub(crate) fn record_reply(now_ms: u64, reply: &Reply) -> Vec<u8> {
+        let body = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+        Record::encode(now_ms, &Outcome::fixed(reply.status, body))
     }
 
     /// Counts a retried request answered from a record.

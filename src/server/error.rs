@@ -42,6 +42,8 @@ pub(crate) struct ApiError {
     pub retry_after: Option<u32>,
     /// Close the connection after answering (the request body was not read).
     pub close: bool,
+    /// Set on a cluster node's "not leader" answer: the leader's `host:port`, if known.
+    pub leader: Option<Option<String>>,
 }
 
 impl ApiError {
@@ -53,6 +55,7 @@ impl ApiError {
             current_version: None,
             retry_after: None,
             close: false,
+            leader: None,
         }
     }
 
@@ -64,6 +67,15 @@ impl ApiError {
     }
 
     /// This error, answered with `Connection: close`.
+    /// A cluster node that does not lead: 503 `{"error": "not leader", "leader": "host:port"}`
+    /// (`leader` null while unknown) with `Retry-After`, in both APIs.
+    #[cfg(feature = "replication")]
+    pub(crate) fn not_leader(api: Api, leader: Option<String>) -> ApiError {
+        let mut e = ApiError::busy(api, "not leader");
+        e.leader = Some(leader);
+        e
+    }
+
     pub(crate) fn closing(mut self) -> ApiError {
         self.close = true;
         self
@@ -100,6 +112,7 @@ impl ApiError {
             current_version: Some(current_version),
             retry_after: None,
             close: false,
+            leader: None,
         }
     }
 
@@ -140,6 +153,10 @@ impl ApiError {
                 m.insert("error".into(), json!(self.message));
                 m.insert("detail".into(), json!(self.message));
             }
+        }
+        if let Some(leader) = &self.leader {
+            m.insert("error".into(), json!("not leader"));
+            m.insert("leader".into(), json!(leader));
         }
         Value::Object(m)
     }

@@ -47,6 +47,20 @@ impl Query {
         Ok(Query { pairs })
     }
 
+    /// True when the request asks for `consistency=stale` (a read of this node's state as it
+    /// is); `linearizable`, the default, waits for a read point that sees every write
+    /// acknowledged before the request.
+    pub(crate) fn stale(&self, api: Api) -> Result<bool, ApiError> {
+        match self.get("consistency") {
+            None | Some("") | Some("linearizable") => Ok(false),
+            Some("stale") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(
+                api,
+                format!("consistency must be linearizable or stale, got {other:?}"),
+            )),
+        }
+    }
+
     /// The first value of parameter `name`.
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.pairs

@@ -6,21 +6,19 @@
 //! value reads back here as that value's compact JSON text. Every write keeps seed B's per-key version
 //! counting, so both APIs see one history.
 
-use std::collections::HashMap;
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 
 use super::error::{Api, ApiError};
 use super::input::{Query, check_key, check_value_len, json_object};
 use super::keyspace;
-use super::ops::{Plan, next_version, put_op, read_current};
-use super::reply::{Outcome, Reply};
+use super::ops::read_current;
+use super::reply::Reply;
 use super::state::AppState;
-use super::value::{self, StoredValue};
+use super::value::{self};
+use crate::intent::{self, Write};
 
 const API: Api = Api::Kv;
 
@@ -29,7 +27,7 @@ fn key_value(
     state: &AppState,
     obj: &Map<String, Value>,
     what: &str,
-) -> Result<(String, u8, Vec<u8>), ApiError> {
+) -> Result<(String, intent::Value, usize), ApiError> {
     let key = match obj.get("key") {
         None | Some(Value::Null) => {
             return Err(ApiError::bad_request(
@@ -64,9 +62,9 @@ fn key_value(
             ));
         }
     };
-    let (kind, payload) = value::payload(&StoredValue::Text(value));
-    check_value_len(API, state.config(), payload.len())?;
-    Ok((key, kind, payload))
+    check_value_len(API, state.config(), value.len())?;
+    let len = value.len();
+    Ok((key, intent::Value::Text(value), len))
 }
 
 /// `POST /put` `{"key": "...", "value": "..."}` → `{"status":"ok"}`.
@@ -75,18 +73,9 @@ pub(crate) async fn put(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Reply, ApiError> {
     let obj = json_object(API, body, state.config().max_body_bytes)?;
-    let (key, kind, payload) = key_value(&state, &obj, "")?;
-    let stored = keyspace::user_key(&key);
-    let size = stored.len() + payload.len();
-    state
-        .write(API, None, size, move |view| {
-            let version = next_version(view.version(&stored)?);
-            Ok(Plan {
-                ops: vec![put_op(&key, version, kind, &payload)],
-                outcome: Outcome::fixed(StatusCode::OK, json!({"status": "ok"})),
-            })
-        })
-        .await
+    let (key, value, len) = key_value(&state, &obj, "")?;
+    let size = key.len() + 1 + len;
+    state.write(None, size, Write::Put { key, value }).await
 }
 
 /// `POST /batchput` `{"items": [{"key", "value"}, ...]}` → `{"status":"ok","count":n}`; one
@@ -109,30 +98,12 @@ pub(crate) async fn batchput(
                 format!("items[{i}] must be an object"),
             ));
         };
-        let (key, kind, payload) = key_value(&state, o, &format!(" (items[{i}])"))?;
-        size += key.len() + payload.len() + 1;
-        parsed.push((key, kind, payload));
+        let (key, value, len) = key_value(&state, o, &format!(" (items[{i}])"))?;
+        size += key.len() + len + 1;
+        parsed.push((key, value));
     }
     state
-        .write(API, None, size, move |view| {
-            // Repeated keys in one batch: each put is one more version.
-            let mut versions: HashMap<&str, u64> = HashMap::new();
-            let mut ops = Vec::with_capacity(parsed.len());
-            for (key, kind, payload) in &parsed {
-                let current = match versions.get(key.as_str()) {
-                    Some(v) => Some(*v),
-                    None => view.version(&keyspace::user_key(key))?,
-                };
-                let v = next_version(current);
-                versions.insert(key, v);
-                ops.push(put_op(key, v, *kind, payload));
-            }
-            let count = ops.len();
-            Ok(Plan {
-                ops,
-                outcome: Outcome::fixed(StatusCode::OK, json!({"status": "ok", "count": count})),
-            })
-        })
+        .write(None, size, Write::Batch { items: parsed })
         .await
 }
 
@@ -151,10 +122,11 @@ pub(crate) async fn get(
     RawQuery(raw): RawQuery,
 ) -> Result<Reply, ApiError> {
     let q = Query::parse(API, raw.as_deref())?;
+    state.read_barrier(API, q.stale(API)?).await?;
     let key = required_key(&state, &q)?;
     state
         .blocking(API, move |s| {
-            match read_current(s.db(), API, &keyspace::user_key(&key))? {
+            match read_current(&s.db(), API, &keyspace::user_key(&key))? {
                 None => Err(ApiError::not_found(API, "Key not found")),
                 Some(c) => Ok(Reply::ok(&json!({"key": key, "value": c.value.to_text()}))),
             }
@@ -169,6 +141,7 @@ pub(crate) async fn range(
     RawQuery(raw): RawQuery,
 ) -> Result<Reply, ApiError> {
     let q = Query::parse(API, raw.as_deref())?;
+    state.read_barrier(API, q.stale(API)?).await?;
     let Some(start) = q.get("start").map(str::to_string) else {
         return Err(ApiError::bad_request(API, "Missing start key"));
     };
@@ -216,21 +189,16 @@ pub(crate) async fn delete(
 ) -> Result<Reply, ApiError> {
     let q = Query::parse(API, raw.as_deref())?;
     let key = required_key(&state, &q)?;
-    let stored = keyspace::user_key(&key);
-    let size = stored.len();
-    state
-        .write(API, None, size, move |_| {
-            Ok(Plan {
-                ops: vec![(stored.clone(), None)],
-                outcome: Outcome::fixed(StatusCode::OK, json!({"status": "deleted"})),
-            })
-        })
-        .await
+    let size = key.len() + 1;
+    state.write(None, size, Write::Delete { key }).await
 }
 
 /// `GET /raft/status`: `{"mode":"standalone"}` on a standalone node.
+#[cfg_attr(not(feature = "replication"), allow(unused_variables))]
 pub(crate) async fn raft_status(State(state): State<AppState>) -> Reply {
-    match state.role() {
-        super::state::Role::Standalone => Reply::ok(&json!({"mode": "standalone"})),
+    #[cfg(feature = "replication")]
+    if let Some(c) = state.cluster() {
+        return Reply::ok(&super::cluster::routes::raft_status(&state, &c.replica));
     }
+    Reply::ok(&json!({"mode": "standalone"}))
 }

@@ -49,6 +49,8 @@
 //! reference counts and expiry index are kept with them (`dedup_book`).
 
 mod backup;
+#[cfg(feature = "replication")]
+pub mod cluster;
 mod compaction;
 mod config;
 mod conn_io;
@@ -84,6 +86,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::json;
 
+#[cfg(feature = "replication")]
+pub use cluster::ClusterConfig;
 pub use config::ServerConfig;
 pub use fd_limit::{OpenFileLimits, raise_open_file_limit};
 pub use startup::{bind_error_message, open_error_message};
@@ -97,7 +101,12 @@ use reply::Reply;
 pub fn router(state: AppState) -> Router {
     let metrics = Arc::clone(state.metrics());
     let limits = Arc::new(limits::Limits::new(state.config()));
-    routes(state)
+    #[cfg(feature = "replication")]
+    let cluster_routes = cluster::routes::router(&state);
+    let routes = routes(state);
+    #[cfg(feature = "replication")]
+    let routes = routes.merge(cluster_routes);
+    routes
         .layer(middleware::from_fn_with_state(limits, limits::apply))
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
 }
@@ -158,6 +167,7 @@ async fn wrong_method() -> ApiError {
 async fn health(State(state): State<AppState>) -> Reply {
     let mode = match state.role() {
         Role::Standalone => "standalone",
+        Role::Member => "cluster",
     };
     let mut body = json!({
         "status": "ok",

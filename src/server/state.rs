@@ -11,17 +11,30 @@ use super::error::{Api, ApiError};
 use super::executor::{Executor, RunError};
 use super::limits;
 use super::metrics::Metrics;
-use super::ops::{Plan, View};
+use super::ops::View;
 use super::reply::Reply;
 use super::writer::Writer;
 use crate::Db;
+use crate::intent::Write;
 
-/// How this node serves: alone, or (in a later version) as a member of a replicated cluster.
+/// How this node serves: alone, or as a member of a replicated cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Role {
     /// A single node that owns its store.
     Standalone,
+    /// A member of a Raft cluster (feature `replication`).
+    Member,
+}
+
+/// Where the node's data lives and its writes go.
+#[derive(Debug)]
+enum Store {
+    /// A store of its own, written by the committer thread.
+    Local { db: Db, writer: Writer },
+    /// A replica's state machine, written through Raft.
+    #[cfg(feature = "replication")]
+    Cluster(super::cluster::Cluster),
 }
 
 /// Everything a request handler needs; cheap to clone.
@@ -32,13 +45,11 @@ pub struct AppState {
 
 #[derive(Debug)]
 struct Inner {
-    db: Db,
+    store: Store,
     config: ServerConfig,
-    role: Role,
     metrics: Arc<Metrics>,
     dedup: Arc<Dedup>,
     readers: Executor,
-    writer: Writer,
     started: Instant,
     local_addr: OnceLock<SocketAddr>,
 }
@@ -59,20 +70,89 @@ impl AppState {
                     config.reader_threads,
                     config.max_queued_reads,
                 )?,
-                writer: Writer::start(db.clone(), Arc::clone(&dedup), config.max_queued_writes)?,
+                store: Store::Local {
+                    writer: Writer::start(
+                        db.clone(),
+                        Arc::clone(&dedup),
+                        config.max_queued_writes,
+                    )?,
+                    db,
+                },
                 dedup,
-                db,
                 config,
-                role: Role::Standalone,
                 started: Instant::now(),
                 local_addr: OnceLock::new(),
             }),
         })
     }
 
-    /// The store.
-    pub fn db(&self) -> &Db {
-        &self.inner.db
+    /// State for a member of a Raft cluster: starts (or restarts) the replica in
+    /// `config.data_dir` and, for a pristine cluster, initializes it on the one node that
+    /// must. Stop it with [`AppState::shutdown`].
+    #[cfg(feature = "replication")]
+    pub async fn start_cluster(
+        config: ServerConfig,
+        cluster: &super::cluster::ClusterConfig,
+    ) -> Result<AppState, String> {
+        let member = super::cluster::start(&config, cluster).await?;
+        let db = member.db();
+        let dedup = Arc::new(Dedup::new(config.dedup_expiry));
+        let readers = Executor::start(
+            "strata-http-read",
+            config.reader_threads,
+            config.max_queued_reads,
+        )
+        .map_err(|e| format!("cannot start the reader threads: {e}"))?;
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                metrics: Arc::new(Metrics::new(db)),
+                readers,
+                store: Store::Cluster(member),
+                dedup,
+                config,
+                started: Instant::now(),
+                local_addr: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// The store (in a cluster: the state machine's store as of now).
+    pub fn db(&self) -> Db {
+        match &self.inner.store {
+            Store::Local { db, .. } => db.clone(),
+            #[cfg(feature = "replication")]
+            Store::Cluster(c) => c.db(),
+        }
+    }
+
+    /// The cluster this node is a member of, if any.
+    #[cfg(feature = "replication")]
+    pub(crate) fn cluster(&self) -> Option<&super::cluster::Cluster> {
+        match &self.inner.store {
+            Store::Cluster(c) => Some(c),
+            Store::Local { .. } => None,
+        }
+    }
+
+    /// Waits until a read on this node sees every write acknowledged before the call (a
+    /// linearizable read), unless the request asked for `consistency=stale`. A standalone
+    /// node reads its own store, which is always linearizable.
+    #[cfg_attr(not(feature = "replication"), allow(unused_variables))]
+    pub(crate) async fn read_barrier(&self, api: Api, stale: bool) -> Result<(), ApiError> {
+        match &self.inner.store {
+            Store::Local { .. } => Ok(()),
+            #[cfg(feature = "replication")]
+            Store::Cluster(c) => {
+                if stale {
+                    return Ok(());
+                }
+                c.replica
+                    .read_barrier()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| super::cluster::proposer::refusal_error(api, e))
+            }
+        }
     }
 
     /// The settings.
@@ -82,7 +162,11 @@ impl AppState {
 
     /// The node's role.
     pub fn role(&self) -> Role {
-        self.inner.role
+        match &self.inner.store {
+            Store::Local { .. } => Role::Standalone,
+            #[cfg(feature = "replication")]
+            Store::Cluster(_) => Role::Member,
+        }
     }
 
     pub(crate) fn metrics(&self) -> &Arc<Metrics> {
@@ -112,8 +196,7 @@ impl AppState {
     /// Why the node cannot serve writes now (the store is poisoned), said without filesystem
     /// paths; `None` while it can.
     pub fn unavailable_reason(&self) -> Option<String> {
-        self.inner
-            .db
+        self.db()
             .poisoned()
             .map(|cause| super::error::public_error(&crate::Error::Poisoned(cause)))
     }
@@ -162,27 +245,74 @@ impl AppState {
     /// makes the write idempotent.
     pub(crate) async fn write(
         &self,
-        api: Api,
         ident: Option<RecordId>,
         size: usize,
-        planner: impl FnMut(&View<'_>) -> Result<Plan, ApiError> + Send + 'static,
+        write: Write,
     ) -> Result<Reply, ApiError> {
-        self.inner
-            .writer
-            .submit(api, ident, size, self.deadline(), Box::new(planner))
-            .await
+        let api = super::ops::api_of(&write);
+        match &self.inner.store {
+            Store::Local { writer, .. } => {
+                let planner = move |view: &View<'_>| super::ops::plan(&write, view);
+                writer
+                    .submit(api, ident, size, self.deadline(), Box::new(planner))
+                    .await
+            }
+            #[cfg(feature = "replication")]
+            Store::Cluster(c) => {
+                // The write carries its idempotency ids itself (`ident` is their local form).
+                let _ = ident;
+                if !c.replica.is_leader() {
+                    return Err(ApiError::not_leader(
+                        api,
+                        super::cluster::proposer::leader_addr(c.replica.leader()),
+                    ));
+                }
+                c.proposer.submit(api, write, size, self.deadline()).await
+            }
+        }
     }
 
     /// Deletes a batch of expired idempotency records (on the committer); returns how many.
     pub(crate) async fn sweep(&self) -> Result<usize, ApiError> {
-        self.inner.writer.sweep(Api::Any).await
+        match &self.inner.store {
+            Store::Local { writer, .. } => writer.sweep(Api::Any).await,
+            // Records in a cluster expire by the leader's clock when read (see the applier).
+            #[cfg(feature = "replication")]
+            Store::Cluster(_) => Ok(0),
+        }
     }
 
     /// Closes the store: stops the committer (after the writes queued before), which writes
     /// the idempotency counters, then syncs the WAL and releases the directory. Requests
     /// still running fail with a 503 afterwards.
     pub fn close(&self) -> crate::Result<()> {
-        self.inner.writer.stop();
-        self.inner.db.clone().close()
+        match &self.inner.store {
+            Store::Local { db, writer } => {
+                writer.stop();
+                db.clone().close()
+            }
+            // A replica is stopped by `shutdown`.
+            #[cfg(feature = "replication")]
+            Store::Cluster(_) => Ok(()),
+        }
+    }
+
+    /// Stops the node: closes a standalone store (see [`AppState::close`]), or stops a
+    /// replica's Raft and releases its log and state machine.
+    pub async fn shutdown(self) -> Result<(), String> {
+        #[cfg(feature = "replication")]
+        if let Store::Cluster(c) = &self.inner.store {
+            let replica = std::sync::Arc::clone(&c.replica);
+            drop(self);
+            return match std::sync::Arc::try_unwrap(replica) {
+                Ok(r) => r.shutdown().await.map_err(|e| e.to_string()),
+                Err(r) => r.stop_raft().await.map_err(|e| e.to_string()),
+            };
+        }
+        let state = self;
+        tokio::task::spawn_blocking(move || state.close())
+            .await
+            .map_err(|e| format!("closing the store failed: {e}"))?
+            .map_err(|e| format!("closing the store failed: {e}"))
     }
 }

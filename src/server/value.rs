@@ -77,6 +77,22 @@ pub(crate) fn payload(value: &StoredValue) -> (u8, Vec<u8>) {
     }
 }
 
+/// The value as a write's intent carries it.
+pub(crate) fn to_intent(value: StoredValue) -> crate::intent::Value {
+    match value {
+        StoredValue::Text(s) => crate::intent::Value::Text(s),
+        StoredValue::Json(v) => crate::intent::Value::Json(v.to_string()),
+    }
+}
+
+/// The envelope kind of a value an intent carries (its payload is [`crate::intent::Value::payload`]).
+pub(crate) fn intent_kind(value: &crate::intent::Value) -> u8 {
+    match value {
+        crate::intent::Value::Text(_) => KIND_TEXT,
+        crate::intent::Value::Json(_) => KIND_JSON,
+    }
+}
+
 /// Encodes an envelope from a payload made by [`payload`].
 pub(crate) fn encode(version: u64, kind: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());

@@ -20,10 +20,11 @@ use super::dedup::{Op, RecordId, now_ms};
 use super::error::{Api, ApiError};
 use super::input::{Query, check_id, check_value_len, json_object, path_key};
 use super::keyspace;
-use super::ops::{Plan, current_life, put_op, read_current};
-use super::reply::{Outcome, Reply};
+use super::ops::{current_life, read_current};
+use super::reply::Reply;
 use super::state::AppState;
 use super::value::{self, StoredValue};
+use crate::intent::Write;
 
 const API: Api = Api::Versioned;
 
@@ -48,14 +49,15 @@ pub(crate) async fn get_key(
 ) -> Result<Reply, ApiError> {
     let key = path_key(state.config(), path)?;
     let q = Query::parse(API, raw.as_deref())?;
+    state.read_barrier(API, q.stale(API)?).await?;
     let version = q.int(API, StatusCode::UNPROCESSABLE_ENTITY, "version")?;
     state
         .blocking(API, move |s| {
             let stored = keyspace::user_key(&key);
             let env = match version {
-                None => read_current(s.db(), API, &stored)?,
+                None => read_current(&s.db(), API, &stored)?,
                 Some(0) => return Err(not_found(&key)),
-                Some(n) => current_life(s.db(), API, &stored)?
+                Some(n) => current_life(&s.db(), API, &stored)?
                     .into_iter()
                     .find(|e| i128::from(e.version) == i128::from(n)),
             };
@@ -106,40 +108,19 @@ pub(crate) async fn put_key(
         ));
     };
     let provided = body_version(obj.get("version"))?;
-    let (kind, payload) = value::payload(&StoredValue::from_json(value));
+    let stored_value = StoredValue::from_json(value);
+    let (_, payload) = value::payload(&stored_value);
     check_value_len(API, state.config(), payload.len())?;
     let ident = ident(&q, Op::Set, &key)?;
-    let stored = keyspace::user_key(&key);
-    let size = stored.len() + payload.len();
-    state
-        .write(API, ident, size, move |view| {
-            let current = view.version(&stored)?;
-            let cur = current.unwrap_or(0);
-            if let Some(p) = provided.filter(|p| *p != 0)
-                && i128::from(p) <= i128::from(cur)
-            {
-                let e = ApiError::conflict(
-                    format!("Version conflict: provided version {p} is outdated"),
-                    cur,
-                );
-                return Ok(Plan::answer(Outcome::fixed(e.status, e.body())));
-            }
-            let version = match (current, provided) {
-                (Some(_), _) => cur.saturating_add(1),
-                (None, Some(p)) if p > 1 => p.unsigned_abs(),
-                (None, _) => 1,
-            };
-            Ok(Plan {
-                ops: vec![put_op(&key, version, kind, &payload)],
-                outcome: Outcome::with_id(json!({
-                    "status": "ok",
-                    "id": 0,
-                    "key": key,
-                    "version": version,
-                })),
-            })
-        })
-        .await
+    let size = key.len() + 1 + payload.len();
+    let request = ident.as_ref().map(RecordId::request_id);
+    let write = Write::PutVersioned {
+        key,
+        value: value::to_intent(stored_value),
+        version: provided,
+        request,
+    };
+    state.write(ident, size, write).await
 }
 
 /// `DELETE /key/{key}` → `{"status":"ok","id"}`; 404 when the key does not exist.
@@ -151,21 +132,10 @@ pub(crate) async fn delete_key(
     let key = path_key(state.config(), path)?;
     let q = Query::parse(API, raw.as_deref())?;
     let ident = ident(&q, Op::Delete, &key)?;
-    let stored = keyspace::user_key(&key);
-    let size = stored.len();
+    let size = key.len() + 1;
+    let request = ident.as_ref().map(RecordId::request_id);
     state
-        .write(API, ident, size, move |view| {
-            Ok(match view.version(&stored)? {
-                None => {
-                    let e = not_found(&key);
-                    Plan::answer(Outcome::fixed(e.status, e.body()))
-                }
-                Some(_) => Plan {
-                    ops: vec![(stored.clone(), None)],
-                    outcome: Outcome::with_id(json!({"status": "ok", "id": 0})),
-                },
-            })
-        })
+        .write(ident, size, Write::DeleteKey { key, request })
         .await
 }
 
@@ -177,7 +147,7 @@ async fn life(
     let key = path_key(state.config(), path)?;
     state
         .blocking(API, move |s| {
-            let life = current_life(s.db(), API, &keyspace::user_key(&key))?;
+            let life = current_life(&s.db(), API, &keyspace::user_key(&key))?;
             if life.is_empty() {
                 return Err(not_found(&key));
             }
@@ -190,7 +160,10 @@ async fn life(
 pub(crate) async fn history(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Reply, ApiError> {
+    let q = Query::parse(API, raw.as_deref())?;
+    state.read_barrier(API, q.stale(API)?).await?;
     let (key, life) = life(&state, path).await?;
     let versions: Vec<u64> = life.iter().map(|e| e.version).collect();
     let history: Vec<Value> = life
@@ -206,7 +179,10 @@ pub(crate) async fn history(
 pub(crate) async fn versions(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Reply, ApiError> {
+    let q = Query::parse(API, raw.as_deref())?;
+    state.read_barrier(API, q.stale(API)?).await?;
     let (key, life) = life(&state, path).await?;
     let versions: Vec<u64> = life.iter().map(|e| e.version).collect();
     let latest = versions.last().copied();
@@ -224,6 +200,7 @@ pub(crate) async fn keys(
     RawQuery(raw): RawQuery,
 ) -> Result<Reply, ApiError> {
     let q = Query::parse(API, raw.as_deref())?;
+    state.read_barrier(API, q.stale(API)?).await?;
     let limit = match q.int(API, StatusCode::UNPROCESSABLE_ENTITY, "limit")? {
         None => state.config().default_keys_page,
         Some(n) if n >= 1 => usize::try_from(n)
@@ -294,6 +271,13 @@ const HEARTBEAT_INTERVAL_SECS: u64 = 10;
 /// `GET /cluster_status`: this node as the leader, with no followers: `healthy`, or 503 with
 /// status `unhealthy` and the reason when the store is poisoned.
 pub(crate) async fn cluster_status(State(state): State<AppState>) -> Reply {
+    #[cfg(feature = "replication")]
+    if let Some(c) = state.cluster() {
+        let heartbeat = c.heartbeat_secs;
+        return Reply::ok(&super::cluster::routes::cluster_status(
+            &state, &c.replica, heartbeat,
+        ));
+    }
     let mut body = json!({
         "leader": {
             "id": state.config().node_id,
@@ -328,6 +312,7 @@ pub(crate) async fn request_status(
     RawQuery(raw): RawQuery,
 ) -> Result<Reply, ApiError> {
     let q = Query::parse(API, raw.as_deref())?;
+    state.read_barrier(API, q.stale(API)?).await?;
     let (Some(client), Some(request)) = (q.get("client_id"), q.get("request_id")) else {
         return Err(ApiError::unprocessable(
             API,
@@ -356,7 +341,7 @@ pub(crate) async fn request_status(
         .blocking(API, move |s| {
             let found = s
                 .dedup()
-                .status(s.db(), &client, &request, op, key.as_deref(), now_ms())
+                .status(&s.db(), &client, &request, op, key.as_deref(), now_ms())
                 .map_err(|e| ApiError::store(API, &e))?;
             Ok(Reply::ok(&match found {
                 None => json!({"processed": false}),

@@ -1,0 +1,423 @@
+//! A 3-node cluster of real processes on loopback: a leader killed with SIGKILL loses no
+//! acknowledged write, a new leader takes over, a retried idempotent write is applied once
+//! across the failover, followers answer linearizable reads and not-leader hints, the
+//! killed node rejoins with its data, and a fourth node joins as a learner, is promoted and
+//! removed.
+//!
+//! Each node is this test binary run again on its ignored `node_process` test, with the
+//! node's settings in environment variables.
+#![cfg(feature = "replication")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod server_support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use server_support::Client;
+use strata::server::{self, AppState, ClusterConfig, ServerConfig};
+
+const ENV_NAME: &str = "STRATA_TEST_NODE_NAME";
+const ENV_PORT: &str = "STRATA_TEST_NODE_PORT";
+const ENV_DIR: &str = "STRATA_TEST_NODE_DIR";
+const ENV_PEERS: &str = "STRATA_TEST_NODE_PEERS";
+
+/// The body of a node process (run by the test below; does nothing on its own).
+#[test]
+#[ignore = "a node process of the cluster tests, started by them"]
+fn node_process() {
+    let (Ok(name), Ok(port), Ok(dir), Ok(peers)) = (
+        std::env::var(ENV_NAME),
+        std::env::var(ENV_PORT),
+        std::env::var(ENV_DIR),
+        std::env::var(ENV_PEERS),
+    ) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mut config = ServerConfig::default();
+        config.node_id = name;
+        config.port = port.parse().unwrap();
+        config.data_dir = PathBuf::from(dir);
+        let cluster = ClusterConfig::new(ClusterConfig::parse_peers(&peers).unwrap());
+        let listener = server::bind(&config).await.unwrap();
+        let state = AppState::start_cluster(config, &cluster).await.unwrap();
+        server::serve(listener, state.clone(), server::shutdown_signal())
+            .await
+            .unwrap();
+        state.shutdown().await.unwrap();
+    });
+}
+
+struct Node {
+    name: String,
+    port: u16,
+    dir: PathBuf,
+    peers: String,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn start(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "node_process", "--nocapture"])
+            .env(ENV_NAME, &self.name)
+            .env(ENV_PORT, self.port.to_string())
+            .env(ENV_DIR, &self.dir)
+            .env(ENV_PEERS, &self.peers)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, then reap.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn nodes(dir: &Path, names: &[&str]) -> Vec<Node> {
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    names
+        .iter()
+        .zip(&ports)
+        .map(|(name, port)| {
+            let peers: Vec<String> = names
+                .iter()
+                .zip(&ports)
+                .filter(|(n, _)| *n != name)
+                .map(|(n, p)| format!("{n}:127.0.0.1:{p}"))
+                .collect();
+            Node {
+                name: name.to_string(),
+                port: *port,
+                dir: dir.join(name),
+                peers: peers.join(","),
+                log: dir.join(format!("{name}.log")),
+                child: None,
+            }
+        })
+        .collect()
+}
+
+/// One request; `None` when the node cannot be reached or does not answer in 5 s.
+async fn call(
+    client: &Client,
+    method: Method,
+    addr: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Option<(u16, Value)> {
+    use http_body_util::{BodyExt, Full};
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = req.body(Full::new(hyper::body::Bytes::from(body))).unwrap();
+    let fut = async {
+        let resp = client.request(req).await.ok()?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.ok()?.to_bytes();
+        Some((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    };
+    tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The address of the node every reachable node agrees leads, waiting up to `within`.
+async fn leader(client: &Client, nodes: &[Node], within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        for n in nodes.iter().filter(|n| n.child.is_some()) {
+            if let Some((200, s)) = call(client, Method::GET, &n.addr(), "/raft/status", None).await
+                && s["state"] == "leader"
+            {
+                return n.addr();
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends a write to `addr`, following not-leader hints; `None` if no node answered it
+/// with a final status (an unknown outcome).
+async fn write(
+    client: &Client,
+    nodes: &[Node],
+    method: Method,
+    path: &str,
+    body: Value,
+) -> Option<(u16, Value)> {
+    let mut target: Option<String> = None;
+    for attempt in 0..40 {
+        let addr = match target.take() {
+            Some(a) => a,
+            None => {
+                let live: Vec<&Node> = nodes.iter().filter(|n| n.child.is_some()).collect();
+                live[attempt % live.len()].addr()
+            }
+        };
+        match call(client, method.clone(), &addr, path, Some(body.clone())).await {
+            Some((503, v)) => {
+                if let Some(l) = v["leader"].as_str() {
+                    target = Some(l.to_string());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Some(answer) => return Some(answer),
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_loses_no_acknowledged_write_and_the_cluster_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = nodes(dir.path(), &["node-1", "node-2", "node-3"]);
+    for n in &mut nodes {
+        n.start();
+    }
+    let client: Client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build(HttpConnector::new());
+    let first = leader(&client, &nodes, Duration::from_secs(30)).await;
+
+    // Writes acknowledged before the kill, seed A and seed B.
+    let mut acked: BTreeMap<String, String> = BTreeMap::new();
+    for i in 0..100 {
+        let (k, v) = (format!("k{i:03}"), format!("v{i}"));
+        let r = write(
+            &client,
+            &nodes,
+            Method::POST,
+            "/put",
+            json!({"key": k, "value": v}),
+        )
+        .await;
+        assert_eq!(r.map(|r| r.0), Some(200), "put {k}");
+        acked.insert(k, v);
+    }
+    // A follower answers not-leader with the hint, and reads its own writes linearizably.
+    let follower = nodes.iter().find(|n| n.addr() != first).unwrap().addr();
+    let (status, body) = call(
+        &client,
+        Method::POST,
+        &follower,
+        "/put",
+        Some(json!({"key": "x", "value": "y"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!((status, body["error"].as_str()), (503, Some("not leader")));
+    assert_eq!(body["leader"].as_str(), Some(first.as_str()));
+    let (status, body) = call(&client, Method::GET, &follower, "/get?key=k099", None)
+        .await
+        .unwrap();
+    assert_eq!((status, body["value"].as_str()), (200, Some("v99")));
+
+    // An idempotent seed B write, answered once...
+    let idem = "/key/once?client_id=c1&request_id=r1";
+    let before = write(&client, &nodes, Method::PUT, idem, json!({"value": 1})).await;
+    let before = before.unwrap();
+    assert_eq!(before.0, 200);
+
+    // ...then the leader dies.
+    let killed = nodes.iter().position(|n| n.addr() == first).unwrap();
+    let t0 = Instant::now();
+    nodes[killed].kill();
+    let mut failover = None;
+    for i in 100..200 {
+        let (k, v) = (format!("k{i:03}"), format!("v{i}"));
+        let r = write(
+            &client,
+            &nodes,
+            Method::POST,
+            "/put",
+            json!({"key": k, "value": v}),
+        )
+        .await;
+        if let Some((200, _)) = r {
+            failover.get_or_insert_with(|| t0.elapsed());
+            acked.insert(k, v);
+        }
+    }
+    let failover = failover.expect("the surviving nodes accept writes after the kill");
+    eprintln!("failover: first write accepted {failover:?} after the leader was killed");
+    let second = leader(&client, &nodes, Duration::from_secs(10)).await;
+    assert_ne!(second, first);
+
+    // The retry against the new leader gets the first answer, and is applied once.
+    let again = write(&client, &nodes, Method::PUT, idem, json!({"value": 1})).await;
+    assert_eq!(again.as_ref(), Some(&before));
+    let (_, history) = call(&client, Method::GET, &second, "/key/once/history", None)
+        .await
+        .unwrap();
+    assert_eq!(history["versions"], json!([1]));
+
+    // The killed node comes back with its data and catches up.
+    nodes[killed].start();
+    let back = nodes[killed].addr();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = call(
+            &client,
+            Method::GET,
+            &back,
+            "/get?key=k199&consistency=stale",
+            None,
+        )
+        .await;
+        if matches!(&r, Some((200, v)) if v["value"] == "v199") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted node never caught up: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every acknowledged write is on every node, read linearizably.
+    for n in &nodes {
+        let (status, body) = call(
+            &client,
+            Method::GET,
+            &n.addr(),
+            "/range?start=k000&end=k999&limit=1000",
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200, "{}: {body}", n.name);
+        let got: BTreeMap<String, String> = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|it| {
+                (
+                    it["key"].as_str().unwrap().to_string(),
+                    it["value"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        for (k, v) in &acked {
+            assert_eq!(got.get(k), Some(v), "{}: acknowledged {k} lost", n.name);
+        }
+    }
+
+    // A fourth node joins as a learner, is promoted, then removed.
+    let mut extra = self::nodes(dir.path(), &["node-4"]);
+    let four = &mut extra[0];
+    four.peers = nodes
+        .iter()
+        .map(|n| format!("{}:{}", n.name, n.addr()))
+        .collect::<Vec<_>>()
+        .join(",");
+    four.start();
+    let leader_addr = leader(&client, &nodes, Duration::from_secs(10)).await;
+    let add = json!({"node_id": "node-4", "addr": four.addr()});
+    let r = call(
+        &client,
+        Method::POST,
+        &leader_addr,
+        "/cluster/learners",
+        Some(add),
+    )
+    .await;
+    let (status, members) = r.unwrap();
+    assert_eq!(status, 200, "{members}");
+    let role_of = |m: &Value, name: &str| {
+        m["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == name)
+            .map(|x| x["role"].as_str().unwrap().to_string())
+    };
+    assert_eq!(role_of(&members, "node-4").as_deref(), Some("learner"));
+    // The learner serves linearizable reads of everything written before it joined.
+    let r = call(&client, Method::GET, &four.addr(), "/get?key=k000", None).await;
+    assert_eq!(
+        r.as_ref().map(|r| r.1["value"].clone()),
+        Some(json!("v0")),
+        "{r:?}"
+    );
+    let promote = json!({"node_id": "node-4"});
+    let (status, members) = call(
+        &client,
+        Method::POST,
+        &leader_addr,
+        "/cluster/promote",
+        Some(promote.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{members}");
+    assert_eq!(role_of(&members, "node-4").as_deref(), Some("voter"));
+    let (status, members) = call(
+        &client,
+        Method::POST,
+        &leader_addr,
+        "/cluster/remove",
+        Some(promote),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{members}");
+    assert_eq!(role_of(&members, "node-4"), None);
+    let r = write(
+        &client,
+        &nodes,
+        Method::POST,
+        "/put",
+        json!({"key": "after", "value": "4"}),
+    )
+    .await;
+    assert_eq!(r.map(|r| r.0), Some(200));
+}

@@ -11,7 +11,7 @@
 //! `/raft/status` says it leads; `--mode both` runs the standalone target, then the cluster.
 //!
 //! Against a secured server, `--cacert FILE` speaks HTTPS and trusts the servers that CA
-//! signed, `--cert`/`--key` present a client certificate, and `--token-file FILE` (or the
+//! signed, `--client-cert`/`--client-key` present a client certificate, and `--token-file FILE` (or the
 //! `STRATA_TOKEN` environment variable) sends `Authorization: Bearer <token>`:
 //!
 //! ```sh
@@ -92,7 +92,7 @@ impl Access {
             .with_safe_default_protocol_versions()
             .expect("TLS versions")
             .with_root_certificates(roots);
-        let tls = match (&args.cert, &args.key) {
+        let tls = match (&args.client_cert, &args.client_key) {
             (Some(cert), Some(key)) => builder
                 .with_client_auth_cert(
                     pem_certs(cert),
@@ -235,12 +235,13 @@ struct Args {
     /// (the stress modes stay on plain TCP).
     #[arg(long)]
     cacert: Option<PathBuf>,
-    /// PEM client certificate to present (with --key), for servers started with --client-ca.
-    #[arg(long, requires = "key")]
-    cert: Option<PathBuf>,
-    /// PEM private key of --cert.
-    #[arg(long, requires = "cert")]
-    key: Option<PathBuf>,
+    /// PEM client certificate to present (with --client-key), for servers started with
+    /// --client-ca.
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// Send the bearer token in this file's first line (default: $STRATA_TOKEN, if set).
     #[arg(long)]
     token_file: Option<PathBuf>,

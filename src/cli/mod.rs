@@ -75,12 +75,12 @@ pub struct Cli {
     /// With --endpoint: trust the server certificates this PEM CA file signed (https://)
     #[arg(long, global = true, value_name = "FILE")]
     pub cacert: Option<PathBuf>,
-    /// With --endpoint: present this PEM client certificate (with --key)
-    #[arg(long, global = true, value_name = "FILE", requires = "key")]
-    pub cert: Option<PathBuf>,
-    /// With --endpoint: the PEM private key of --cert
-    #[arg(long, global = true, value_name = "FILE", requires = "cert")]
-    pub key: Option<PathBuf>,
+    /// With --endpoint: present this PEM client certificate (with --client-key)
+    #[arg(long, global = true, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// With --endpoint: the PEM private key of --client-cert
+    #[arg(long, global = true, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// With --endpoint: send the bearer token in FILE's first line (default: the
     /// STRATA_TOKEN environment variable, if set)
     #[arg(long, global = true, value_name = "FILE")]
@@ -398,8 +398,8 @@ pub fn run(cli: Cli) -> CliResult {
         };
         let access = Access {
             cacert: cli.cacert,
-            cert: cli.cert,
-            key: cli.key,
+            cert: cli.client_cert,
+            key: cli.client_key,
             token,
         };
         remote::run(&cli.endpoint, &access, cli.command, style, &mut out)

@@ -1,5 +1,5 @@
 //! How the remote commands reach a secured server: the CA that signed its certificate
-//! (`--cacert`), an optional client certificate (`--cert`, `--key`) and the bearer token
+//! (`--cacert`), an optional client certificate (`--client-cert`, `--client-key`) and the bearer token
 //! (`--token-file`, or the `STRATA_TOKEN` environment variable), made into the HTTP agent's
 //! TLS settings and the `Authorization` header.
 //!
@@ -88,7 +88,7 @@ impl Access {
             _ => {
                 return Err(CliError::new(
                     exit::USAGE,
-                    "a client certificate needs both --cert and --key",
+                    "a client certificate needs both --client-cert and --client-key",
                 ));
             }
         }

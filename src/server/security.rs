@@ -250,15 +250,38 @@ async fn sleep_or_never(d: Option<Duration>) {
 
 /// Reloads the security files on SIGHUP and when one of them changes, until `stop` turns
 /// true. Does nothing for a server with no TLS and no tokens.
-pub(crate) async fn reload_loop(
+/// The SIGHUP handler is installed before this returns (inside a runtime), so a signal sent
+/// once the server answers is never the default action, which ends the process.
+pub(crate) fn reload_loop(
+    security: Arc<Security>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let watched = !security.files().is_empty();
+    #[cfg(unix)]
+    let hangup = if watched {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+    } else {
+        None
+    };
+    #[cfg(not(unix))]
+    let hangup: Option<()> = None;
+    async move {
+        if watched {
+            watch_files(security, stop, hangup).await;
+        }
+    }
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
+
+async fn watch_files(
     security: Arc<Security>,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    #[allow(unused_mut)] mut hangup: Hangup,
 ) {
-    if security.files().is_empty() {
-        return;
-    }
-    #[cfg(unix)]
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut seen = security.stamps();
     loop {
         #[cfg(unix)]
@@ -271,7 +294,10 @@ pub(crate) async fn reload_loop(
             }
         };
         #[cfg(not(unix))]
-        let hup = std::future::pending::<()>();
+        let hup = {
+            let _ = &hangup;
+            std::future::pending::<()>()
+        };
         let why = tokio::select! {
             _ = stop.changed() => return,
             () = hup => "SIGHUP",
@@ -282,6 +308,9 @@ pub(crate) async fn reload_loop(
                 "a file changed"
             }
         };
+        // Stamps taken before reading: a file that changes during the reload is read again
+        // at the next check.
+        seen = security.stamps();
         let s = Arc::clone(&security);
         let result = tokio::task::spawn_blocking(move || s.reload()).await;
         match result {
@@ -291,7 +320,6 @@ pub(crate) async fn reload_loop(
             }
             Err(e) => tracing::error!(why, error = %e, "reloading security files failed"),
         }
-        seen = security.stamps();
     }
 }
 

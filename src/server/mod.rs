@@ -13,6 +13,12 @@
 //! - routes (`kv_api`, `versioned_api`, `compaction`, health and metrics), whose store work
 //!   runs on the bounded reader pool (`executor`) and the committer (`writer`).
 //!
+//! Security (`security`, with `tls` and `auth`) fits into the first two: TLS is the stream
+//! under each connection, its handshake bounded and counted against the connection cap; the
+//! bearer-token check runs in front of the request limits, so a refused request never has
+//! its body read. Without TLS and tokens the server listens on loopback only (see
+//! [`SecurityConfig`]).
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use strata::server::{self, AppState, ServerConfig};

@@ -343,6 +343,33 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("--client-ca"));
     }
 
+    #[tokio::test]
+    async fn an_insecure_server_says_so_on_health() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = super::super::ServerConfig::default();
+        config.data_dir = dir.path().to_path_buf();
+        let state = super::super::AppState::new(config.open_store().unwrap(), config).unwrap();
+        let body = |r: super::super::Reply| -> serde_json::Value {
+            serde_json::from_slice(&r.body).unwrap()
+        };
+        let quiet = body(super::super::health(axum::extract::State(state.clone())).await);
+        assert_eq!(quiet.get("insecure"), None);
+        let any: SocketAddr = "0.0.0.0:9001".parse().unwrap();
+        let warning = SecurityConfig {
+            insecure: true,
+            ..SecurityConfig::default()
+        }
+        .check_exposure(any)
+        .unwrap()
+        .unwrap();
+        state.security().set_warning(warning.clone());
+        let loud = body(super::super::health(axum::extract::State(state.clone())).await);
+        assert_eq!(loud["insecure"], serde_json::json!(true));
+        assert_eq!(loud["warning"], serde_json::json!(warning));
+        assert_eq!(loud["status"], serde_json::json!("ok"));
+        state.close().unwrap();
+    }
+
     #[test]
     fn only_loopback_is_open_without_tls_and_tokens() {
         let loopback: SocketAddr = "127.0.0.1:9001".parse().unwrap();

@@ -346,8 +346,10 @@ mod tests {
     #[tokio::test]
     async fn an_insecure_server_says_so_on_health() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = super::super::ServerConfig::default();
-        config.data_dir = dir.path().to_path_buf();
+        let config = super::super::ServerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
         let state = super::super::AppState::new(config.open_store().unwrap(), config).unwrap();
         let body = |r: super::super::Reply| -> serde_json::Value {
             serde_json::from_slice(&r.body).unwrap()

@@ -10,6 +10,15 @@
 //! `--mode cluster` targets the nodes of `--cluster` and sends its load to the one whose
 //! `/raft/status` says it leads; `--mode both` runs the standalone target, then the cluster.
 //!
+//! Against a secured server, `--cacert FILE` speaks HTTPS and trusts the servers that CA
+//! signed, `--client-cert`/`--client-key` present a client certificate, and `--token-file FILE` (or the
+//! `STRATA_TOKEN` environment variable) sends `Authorization: Bearer <token>`:
+//!
+//! ```sh
+//! cargo run --release --features server --example loadgen -- --cacert ca.pem \
+//!     --token-file writer.token --ops 20000 --concurrency 1,64
+//! ```
+//!
 //! Two stress modes measure the server under hostile load instead: its memory (from
 //! `/proc/<--server-pid>/status`) and `/health` latency while `--connections` clients hold
 //! half-sent requests (`--mode held-connections`), or while `--bodies` clients upload bodies
@@ -24,47 +33,130 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a load generator may stop on a broken setup
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper::header::{AUTHORIZATION, HeaderValue};
 use hyper::{Method, Request};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// A faster allocator than the system's for this allocation-heavy request path.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// A pooled HTTP/1.1 client.
-type Client = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+/// A pooled HTTP/1.1 client (HTTPS too, with `--cacert`).
+type Client = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 type Req = Request<Full<Bytes>>;
 
+/// How requests reach the server: TLS settings and the `Authorization` header.
+struct Access {
+    tls: rustls::ClientConfig,
+    https: bool,
+    authorization: Option<HeaderValue>,
+}
+
+static ACCESS: OnceLock<Access> = OnceLock::new();
+
+fn access() -> &'static Access {
+    ACCESS.get().expect("access settings are made first")
+}
+
+fn scheme() -> &'static str {
+    if access().https { "https" } else { "http" }
+}
+
+fn pem_certs(path: &PathBuf) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .unwrap_or_else(|e| panic!("cannot read certificates from {}: {e}", path.display()))
+}
+
+impl Access {
+    fn from_args(args: &Args) -> Access {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(ca) = &args.cacert {
+            for c in pem_certs(ca) {
+                roots.add(c).expect("a usable CA certificate");
+            }
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots);
+        let tls = match (&args.client_cert, &args.client_key) {
+            (Some(cert), Some(key)) => builder
+                .with_client_auth_cert(
+                    pem_certs(cert),
+                    PrivateKeyDer::from_pem_file(key).expect("a PEM private key"),
+                )
+                .expect("a usable client certificate"),
+            _ => builder.with_no_client_auth(),
+        };
+        let token = match &args.token_file {
+            Some(path) => Some(std::fs::read_to_string(path).expect("a readable token file")),
+            None => std::env::var("STRATA_TOKEN").ok(),
+        };
+        let authorization = token
+            .map(|t| t.lines().next().unwrap_or("").trim().to_string())
+            .filter(|t| !t.is_empty())
+            .map(|t| HeaderValue::from_str(&format!("Bearer {t}")).expect("a printable token"));
+        Access {
+            tls,
+            https: args.cacert.is_some(),
+            authorization,
+        }
+    }
+}
+
 fn client(idle_per_host: usize) -> Client {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(access().tls.clone())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
     hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(idle_per_host)
         .build(connector)
 }
 
+fn with_auth(mut req: Req) -> Req {
+    if let Some(a) = &access().authorization {
+        req.headers_mut().insert(AUTHORIZATION, a.clone());
+    }
+    req
+}
+
 fn get(url: &str) -> Req {
-    Request::builder()
-        .method(Method::GET)
-        .uri(url)
-        .body(Full::new(Bytes::new()))
-        .expect("request")
+    with_auth(
+        Request::builder()
+            .method(Method::GET)
+            .uri(url)
+            .body(Full::new(Bytes::new()))
+            .expect("request"),
+    )
 }
 
 fn post(url: &str, body: String) -> Req {
-    Request::builder()
-        .method(Method::POST)
-        .uri(url)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .expect("request")
+    with_auth(
+        Request::builder()
+            .method(Method::POST)
+            .uri(url)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("request"),
+    )
 }
 
 /// Sends `req`; true when it was answered with a 2xx and a complete body.
@@ -139,6 +231,20 @@ struct Args {
     /// `/health` requests timed during a stress mode.
     #[arg(long, default_value_t = 200)]
     health_probes: usize,
+    /// Speak HTTPS to the load targets, trusting the server certificates this PEM CA signed
+    /// (the stress modes stay on plain TCP).
+    #[arg(long)]
+    cacert: Option<PathBuf>,
+    /// PEM client certificate to present (with --client-key), for servers started with
+    /// --client-ca.
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// Send the bearer token in this file's first line (default: $STRATA_TOKEN, if set).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
 }
 
 /// Seed A's published figures (1000 ops, Apple Silicon): standalone and 3-node Raft.
@@ -374,7 +480,7 @@ async fn reachable(base: &str) -> bool {
 async fn find_leader(nodes: &[String]) -> Option<String> {
     let client = client(1);
     for n in nodes {
-        let req = get(&format!("http://{n}/raft/status"));
+        let req = get(&format!("{}://{n}/raft/status", scheme()));
         let call = async {
             let resp = client.request(req).await.ok()?;
             resp.into_body().collect().await.ok().map(|b| b.to_bytes())
@@ -382,7 +488,7 @@ async fn find_leader(nodes: &[String]) -> Option<String> {
         if let Ok(Some(body)) = tokio::time::timeout(Duration::from_secs(2), call).await
             && String::from_utf8_lossy(&body).contains(r#""state":"leader""#)
         {
-            return Some(format!("http://{n}"));
+            return Some(format!("{}://{n}", scheme()));
         }
     }
     None
@@ -527,10 +633,11 @@ async fn large_bodies(args: &Args, base: &str, addr: &str) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args = Args::parse();
+    let _ = ACCESS.set(Access::from_args(&args));
     if matches!(args.mode, Mode::HeldConnections | Mode::LargeBodies) {
         strata::server::raise_open_file_limit();
         let addr = format!("{}:{}", args.host, args.port);
-        let base = format!("http://{addr}");
+        let base = format!("{}://{addr}", scheme());
         if !reachable(&base).await {
             eprintln!("no server answers at {base}/health; start one first");
             std::process::exit(1);
@@ -548,7 +655,7 @@ async fn main() {
     if matches!(args.mode, Mode::Standalone | Mode::Both) {
         targets.push((
             "standalone",
-            format!("http://{}:{}", args.host, args.port),
+            format!("{}://{}:{}", scheme(), args.host, args.port),
             &SEED_A_STANDALONE,
         ));
     }

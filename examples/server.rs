@@ -6,6 +6,10 @@
 //! accepting, gives the requests in flight `--shutdown-grace` seconds, closes every
 //! connection and closes the store cleanly. A start-up failure is printed as one sentence
 //! naming what failed, with exit status 1.
+//!
+//! Without `--tls-cert`/`--tls-key` and `--auth-file` the server only listens on a loopback
+//! address; `--host 0.0.0.0` needs both (or `--insecure`, which warns). SIGHUP reloads the
+//! certificate, key, client CA and token files.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -122,6 +126,25 @@ struct Args {
     /// Election timeout range in milliseconds, "MIN-MAX" (cluster only).
     #[arg(long, default_value = "500-1000")]
     election_timeout_ms: String,
+    /// PEM certificate chain: serve HTTPS (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates: every client must present a certificate this CA signed.
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// Seconds a TLS handshake may take.
+    #[arg(long, default_value_t = 10.0)]
+    tls_handshake_timeout: f64,
+    /// Token file, lines `NAME ROLE SHA256HEX` (role read, write or admin): every route but
+    /// /health then needs `Authorization: Bearer <token>`.
+    #[arg(long)]
+    auth_file: Option<PathBuf>,
+    /// Allow a non-loopback --host without TLS and --auth-file (logged, and shown on /health).
+    #[arg(long)]
+    insecure: bool,
 }
 
 /// `secs` as a duration; a negative or non-finite figure becomes zero, which validation
@@ -197,6 +220,12 @@ impl Args {
         c.max_inflight_body_bytes = self.max_inflight_body_bytes;
         c.max_queued_reads = self.max_queued_reads;
         c.max_queued_writes = self.max_queued_writes;
+        c.security.tls_cert = self.tls_cert;
+        c.security.tls_key = self.tls_key;
+        c.security.client_ca = self.client_ca;
+        c.security.tls_handshake_timeout = seconds(self.tls_handshake_timeout);
+        c.security.auth_file = self.auth_file;
+        c.security.insecure = self.insecure;
         c
     }
 }
@@ -268,8 +297,7 @@ async fn run(config: ServerConfig, cluster: Option<ClusterConfig>) -> Result<(),
     .map_err(|e| format!("opening the store failed: {e}"))?
     .map_err(|e| server::open_error_message(&data_dir, &e))?;
     tracing::info!(data_dir = %data_dir.display(), last_seqno = %db.last_seqno(), "store open");
-    let state = AppState::new(db, config)
-        .map_err(|e| format!("cannot start the server's store threads: {e}"))?;
+    let state = AppState::new(db, config).map_err(|e| format!("cannot start the server: {e}"))?;
     server::serve(listener, state.clone(), server::shutdown_signal())
         .await
         .map_err(|e| format!("serving on {addr} failed: {e}"))?;

@@ -11,6 +11,7 @@ mod inspect;
 mod local;
 mod progress;
 mod remote;
+mod secure;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use dump::{DumpSummary, dump, load};
+pub use secure::{Access, read_token_file};
 
 /// Exit codes scripts can rely on.
 pub mod exit {
@@ -70,6 +72,19 @@ pub struct Cli {
     /// Read KEY and VALUE arguments as hex, and print keys and values as hex
     #[arg(long, global = true)]
     pub hex: bool,
+    /// With --endpoint: trust the server certificates this PEM CA file signed (https://)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// With --endpoint: present this PEM client certificate (with --client-key)
+    #[arg(long, global = true, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// With --endpoint: the PEM private key of --client-cert
+    #[arg(long, global = true, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// With --endpoint: send the bearer token in FILE's first line (default: the
+    /// STRATA_TOKEN environment variable, if set)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// The command
     #[command(subcommand)]
     pub command: Command,
@@ -374,7 +389,20 @@ pub fn run(cli: Cli) -> CliResult {
     let result = if cli.endpoint.is_empty() {
         local::run(cli.command, style, &mut out)
     } else {
-        remote::run(&cli.endpoint, cli.command, style, &mut out)
+        let token = match &cli.token_file {
+            Some(path) => Some(read_token_file(path)?),
+            None => std::env::var("STRATA_TOKEN")
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty()),
+        };
+        let access = Access {
+            cacert: cli.cacert,
+            cert: cli.client_cert,
+            key: cli.client_key,
+            token,
+        };
+        remote::run(&cli.endpoint, &access, cli.command, style, &mut out)
     };
     out.flush()?;
     result

@@ -7,6 +7,9 @@
 //! `GET /range`, `GET /health`, `GET /raft/status`, `GET /admin/backup`, and for membership
 //! (served once the replication feature exists) `GET /cluster/members`,
 //! `POST /cluster/learners`, `POST /cluster/promote`, `POST /cluster/remove`.
+//!
+//! `https://` endpoints, client certificates and the bearer token come from the
+//! [`Access`] options (`secure.rs`).
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -16,6 +19,7 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
 use super::progress::{Progress, human_bytes};
+use super::secure::Access;
 use super::{CliError, CliResult, ClusterWhat, Command, Style, arg_bytes, exit, print_json};
 
 /// Longest answer body read into memory (a backup is streamed instead).
@@ -34,6 +38,16 @@ struct Answer {
 struct Client {
     agent: ureq::Agent,
     endpoints: Vec<String>,
+    /// The `Authorization` header's value.
+    authorization: Option<String>,
+}
+
+/// `req` with the `Authorization` header, when there is one.
+fn authorized<B>(req: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::RequestBuilder<B> {
+    match auth {
+        Some(a) => req.header("authorization", a),
+        None => req,
+    }
 }
 
 fn base_url(e: &str) -> String {
@@ -46,21 +60,27 @@ fn base_url(e: &str) -> String {
 }
 
 impl Client {
-    fn new(endpoints: &[String], timeout: Option<Duration>) -> Client {
+    fn new(
+        endpoints: &[String],
+        access: &Access,
+        timeout: Option<Duration>,
+    ) -> Result<Client, CliError> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(5)))
             .timeout_global(timeout)
+            .tls_config(access.tls_config()?)
             .build()
             .into();
-        Client {
+        Ok(Client {
             agent,
             endpoints: endpoints
                 .iter()
                 .filter(|e| !e.trim().is_empty())
                 .map(|e| base_url(e))
                 .collect(),
-        }
+            authorization: access.authorization(),
+        })
     }
 
     fn send(
@@ -71,17 +91,14 @@ impl Client {
         body: Option<&Value>,
     ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
         let url = format!("{base}{path}");
+        let auth = self.authorization.as_deref();
         match (method, body) {
-            ("GET", _) => self.agent.get(&url).call(),
-            ("DELETE", _) => self.agent.delete(&url).call(),
-            ("PUT", b) => self
-                .agent
-                .put(&url)
+            ("GET", _) => authorized(self.agent.get(&url), auth).call(),
+            ("DELETE", _) => authorized(self.agent.delete(&url), auth).call(),
+            ("PUT", b) => authorized(self.agent.put(&url), auth)
                 .header("content-type", "application/json")
                 .send(b.map(Value::to_string).unwrap_or_default()),
-            (_, b) => self
-                .agent
-                .post(&url)
+            (_, b) => authorized(self.agent.post(&url), auth)
                 .header("content-type", "application/json")
                 .send(b.map(Value::to_string).unwrap_or_default()),
         }
@@ -205,11 +222,12 @@ fn no_extra(extra: Option<String>, cmd: &str) -> Result<(), CliError> {
 
 pub(crate) fn run(
     endpoints: &[String],
+    access: &Access,
     cmd: Command,
     style: Style,
     out: &mut dyn Write,
 ) -> CliResult {
-    let client = Client::new(endpoints, Some(Duration::from_secs(30)));
+    let client = Client::new(endpoints, access, Some(Duration::from_secs(30)))?;
     match cmd {
         Command::Get {
             first,
@@ -356,7 +374,7 @@ pub(crate) fn run(
             }
             Ok(exit::OK)
         }
-        Command::Backup { dest } => backup(endpoints, &dest, style, out),
+        Command::Backup { dest } => backup(endpoints, access, &dest, style, out),
         Command::Cluster { what } => cluster(&client, what, style, out),
         _ => Err(CliError::new(
             exit::USAGE,
@@ -367,10 +385,16 @@ pub(crate) fn run(
 
 /// Downloads `GET /admin/backup` into `dest`: written under a temporary name, checked
 /// whole, synced, then renamed into place.
-fn backup(endpoints: &[String], dest: &Path, style: Style, out: &mut dyn Write) -> CliResult {
+fn backup(
+    endpoints: &[String],
+    access: &Access,
+    dest: &Path,
+    style: Style,
+    out: &mut dyn Write,
+) -> CliResult {
     let start = Instant::now();
     // No overall timeout: a large store takes as long as it takes.
-    let client = Client::new(endpoints, None);
+    let client = Client::new(endpoints, access, None)?;
     if dest.exists() {
         return Err(CliError::new(
             exit::FAILED,

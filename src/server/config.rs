@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::security::SecurityConfig;
 use crate::{Db, MAX_KEY_LEN, PeriodicCompaction, SyncMode};
 
 /// Settings of one server. `ServerConfig::default()` gives the documented defaults.
@@ -76,6 +77,8 @@ pub struct ServerConfig {
     pub max_keys_page: usize,
     /// Largest request line plus headers, in bytes; past it the answer is 431. Default 128 KiB.
     pub max_header_bytes: usize,
+    /// TLS, tokens and the loopback-only default (see [`SecurityConfig`]).
+    pub security: SecurityConfig,
 }
 
 impl Default for ServerConfig {
@@ -110,6 +113,7 @@ impl Default for ServerConfig {
             default_keys_page: 1000,
             max_keys_page: 10_000,
             max_header_bytes: 128 << 10,
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -181,6 +185,7 @@ impl ServerConfig {
         if !(8 << 10..=64 << 20).contains(&self.max_header_bytes) {
             return Err("max header bytes must be between 8 KiB and 64 MiB".into());
         }
+        self.security.validate()?;
         Ok(())
     }
 

@@ -1,4 +1,4 @@
-//! The byte stream under one HTTP connection: a TCP stream that records when request bytes
+//! The byte stream under one HTTP connection: a TCP (or TLS, see `tls.rs`) stream that records when request bytes
 //! arrive, gives the HTTP stack's own error answers a JSON body, and is handed back for a
 //! lingering close instead of being shut abruptly.
 //!
@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+
+use super::tls::Stream;
 
 /// What a connection is doing, shared by its stream, its service and its task.
 #[derive(Debug)]
@@ -120,12 +121,12 @@ impl Activity {
 
 /// Where a stream goes when the HTTP stack shuts it: to the connection task, for a lingering
 /// close.
-pub(crate) type Handoff = Arc<Mutex<Option<TcpStream>>>;
+pub(crate) type Handoff = Arc<Mutex<Option<Stream>>>;
 
-/// A connection's TCP stream, as the HTTP stack sees it.
+/// A connection's stream, as the HTTP stack sees it.
 #[derive(Debug)]
 pub(crate) struct ConnIo {
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     activity: Arc<Activity>,
     handoff: Handoff,
     /// A rewritten answer not yet fully written.
@@ -136,7 +137,7 @@ pub(crate) struct ConnIo {
 
 impl ConnIo {
     pub(crate) fn new(
-        stream: TcpStream,
+        stream: Stream,
         activity: Arc<Activity>,
         handoff: Handoff,
         max_header_bytes: usize,
@@ -320,7 +321,7 @@ const LINGER_MAX_BYTES: usize = 64 << 20;
 
 /// Reads and discards what the client still sends on `stream` (its write side already shut)
 /// until it closes, `until` passes or [`LINGER_MAX_BYTES`] were read; then closes it.
-pub(crate) async fn linger(mut stream: TcpStream, until: tokio::time::Instant) {
+pub(crate) async fn linger(mut stream: Stream, until: tokio::time::Instant) {
     let mut buf = vec![0u8; 64 << 10];
     let mut total = 0usize;
     while total < LINGER_MAX_BYTES {

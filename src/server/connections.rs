@@ -5,8 +5,12 @@
 //! and any added later) gets the same treatment.
 //!
 //! - **Connection cap.** At most `max_connections` connections are served at once; one past
-//!   the cap is answered `503` with `Retry-After` and closed, so the listen backlog never
-//!   fills with clients nobody reads.
+//!   the cap is answered `503` with `Retry-After` and closed (on a TLS port it is closed
+//!   unanswered: a handshake would cost more than the answer is worth), so the listen
+//!   backlog never fills with clients nobody reads.
+//! - **TLS.** On a TLS port a connection takes its slot first and then runs the handshake
+//!   (`tls.rs`), which must finish within the handshake timeout; the HTTP limits below then
+//!   apply to the decrypted stream as to a plain one.
 //! - **Timeouts.** A request head must arrive within the header-read timeout of its first
 //!   byte, and a connection with no request in flight is closed after the idle timeout
 //!   (`conn_io.rs` records the activity). Body reads have their own timeout (`limits.rs`).
@@ -33,6 +37,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 use super::conn_io::{Activity, ConnIo, Handoff, Wait, linger};
+use super::security::Security;
+use super::tls::{self, Refused, Stream};
 
 /// The limits of the connection layer.
 #[derive(Debug, Clone)]
@@ -55,6 +61,7 @@ pub(crate) async fn run<F>(
     listener: TcpListener,
     app: Router,
     limits: ConnLimits,
+    security: Arc<Security>,
     shutdown: F,
 ) -> std::io::Result<()>
 where
@@ -87,11 +94,15 @@ where
         match Arc::clone(&slots).try_acquire_owned() {
             Ok(slot) => {
                 let (app, limits, stop) = (app.clone(), Arc::clone(&limits), stop_rx.clone());
+                let security = Arc::clone(&security);
                 tokio::spawn(async move {
-                    serve_connection(tcp, app, &limits, stop).await;
+                    if let Some(stream) = secure(tcp, &security, stop.clone()).await {
+                        serve_connection(stream, app, &limits, stop).await;
+                    }
                     drop(slot);
                 });
             }
+            Err(_) if security.tls().is_some() => drop(tcp),
             Err(_) => match Arc::clone(&refusing).try_acquire_owned() {
                 Ok(permit) => {
                     tokio::spawn(async move {
@@ -115,6 +126,38 @@ where
     Ok(())
 }
 
+/// The connection's stream: `tcp` itself, or on a TLS port the stream of a finished
+/// handshake (`None` when it failed, timed out, or shutdown began first).
+async fn secure(
+    tcp: TcpStream,
+    security: &Security,
+    mut stop: watch::Receiver<bool>,
+) -> Option<Stream> {
+    let Some(tls) = security.tls() else {
+        return Some(Stream::Plain(tcp));
+    };
+    let handshake = tls::handshake(tls.acceptor(), tcp, security.handshake_timeout());
+    let result = tokio::select! {
+        r = handshake => r,
+        _ = stop.wait_for(|s| *s) => return None,
+    };
+    match result {
+        Ok(stream) => Some(stream),
+        Err(Refused::PlainHttp) => {
+            tracing::debug!("plain HTTP on the TLS port: told to use TLS");
+            None
+        }
+        Err(Refused::TimedOut) => {
+            tracing::debug!("closing a connection whose TLS handshake outlived its timeout");
+            None
+        }
+        Err(Refused::Failed(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+    }
+}
+
 /// Answers a connection past the cap with a 503 and closes it.
 async fn refuse(mut tcp: TcpStream) {
     let body = r#"{"error":"too many connections; retry later","detail":"too many connections; retry later"}"#;
@@ -129,7 +172,7 @@ async fn refuse(mut tcp: TcpStream) {
         .is_ok()
         && tcp.shutdown().await.is_ok()
     {
-        linger(tcp, until).await;
+        linger(Stream::Plain(tcp), until).await;
     }
 }
 
@@ -183,7 +226,7 @@ fn check_every(limits: &ConnLimits) -> Duration {
 /// Runs HTTP/1.1 on one connection until the client leaves, a timeout closes it, or
 /// shutdown does.
 async fn serve_connection(
-    tcp: TcpStream,
+    tcp: Stream,
     app: Router,
     limits: &ConnLimits,
     mut stop: watch::Receiver<bool>,

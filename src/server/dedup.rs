@@ -14,6 +14,7 @@
 //!                 (the write it protects is the op just before it in the batch)
 //! ```
 //!
+//! With tokens, `client` is the caller's name, `:`, and the `client_id` (`auth.rs`).
 //! Integers are little-endian; `created_ms` is wall-clock milliseconds since the Unix epoch;
 //! `body` is the JSON reply. A record older than the expiry (default one hour) counts as
 //! absent: a new request with the same identifiers is applied and replaces it, and a periodic

@@ -13,6 +13,12 @@
 //! - routes (`kv_api`, `versioned_api`, `compaction`, health and metrics), whose store work
 //!   runs on the bounded reader pool (`executor`) and the committer (`writer`).
 //!
+//! Security (`security`, with `tls` and `auth`) fits into the first two: TLS is the stream
+//! under each connection, its handshake bounded and counted against the connection cap; the
+//! bearer-token check runs in front of the request limits, so a refused request never has
+//! its body read. Without TLS and tokens the server listens on loopback only (see
+//! [`SecurityConfig`]).
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use strata::server::{self, AppState, ServerConfig};
@@ -48,6 +54,7 @@
 //! holding its per-key version and JSON type (the `value` module). The records' counters,
 //! reference counts and expiry index are kept with them (`dedup_book`).
 
+mod auth;
 mod backup;
 #[cfg(feature = "replication")]
 pub mod cluster;
@@ -68,8 +75,10 @@ mod metrics;
 mod ops;
 mod queue;
 mod reply;
+mod security;
 mod startup;
 mod state;
+mod tls;
 mod value;
 mod versioned_api;
 mod writer;
@@ -90,25 +99,36 @@ use serde_json::json;
 pub use cluster::ClusterConfig;
 pub use config::ServerConfig;
 pub use fd_limit::{OpenFileLimits, raise_open_file_limit};
+pub use security::SecurityConfig;
 pub use startup::{bind_error_message, open_error_message};
 pub use state::{AppState, Role};
 
 use error::{Api, ApiError};
 use reply::Reply;
 
-/// The router serving every route over `state`, behind the request limits (`limits`
-/// module) and the metrics.
+/// The router serving every route over `state`, behind the token check (`auth` module), the
+/// request limits (`limits` module) and the metrics.
 pub fn router(state: AppState) -> Router {
     let metrics = Arc::clone(state.metrics());
     let limits = Arc::new(limits::Limits::new(state.config()));
+    let security = Arc::clone(state.security());
     #[cfg(feature = "replication")]
-    let cluster_routes = cluster::routes::router(&state);
+    let (peer_routes, member_routes) = (
+        cluster::routes::peer_router(&state),
+        cluster::routes::member_router(&state),
+    );
     let routes = routes(state);
     #[cfg(feature = "replication")]
-    let routes = routes.merge(cluster_routes);
-    routes
+    let routes = routes.merge(member_routes);
+    let routes = routes
         .layer(middleware::from_fn_with_state(limits, limits::apply))
-        .layer(middleware::from_fn_with_state(metrics, metrics::track))
+        .layer(middleware::from_fn_with_state(security, auth::check))
+        .layer(middleware::from_fn_with_state(metrics, metrics::track));
+    // Peer traffic (Raft RPCs and followers' read-index requests) has its own body limit
+    // and checks, outside the client limits and tokens.
+    #[cfg(feature = "replication")]
+    let routes = routes.merge(peer_routes);
+    routes
 }
 
 /// Every route of both APIs.
@@ -163,7 +183,8 @@ async fn wrong_method() -> ApiError {
 }
 
 /// `GET /health`: 200 `{"status":"ok",...}`, or 503 `{"status":"unavailable","reason",...}`
-/// when the store is poisoned and refuses writes.
+/// when the store is poisoned and refuses writes. A server exposed without TLS or tokens
+/// (allowed by `insecure`) adds `"insecure": true` and a `warning`.
 async fn health(State(state): State<AppState>) -> Reply {
     let mode = match state.role() {
         Role::Standalone => "standalone",
@@ -176,6 +197,10 @@ async fn health(State(state): State<AppState>) -> Reply {
         "last_seqno": state.db().last_seqno().get(),
         "uptime_seconds": state.uptime_secs(),
     });
+    if let Some(warning) = state.security().warning() {
+        body["insecure"] = json!(true);
+        body["warning"] = json!(warning);
+    }
     match state.unavailable_reason() {
         None => Reply::ok(&body),
         Some(reason) => {
@@ -224,9 +249,20 @@ async fn sweep_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool
 }
 
 /// Binds a listener to the configured `host` and `port` (a host name is resolved; the first
-/// address that binds is used).
+/// address that binds is used). An address the security settings do not allow (a
+/// non-loopback address without TLS and tokens, see [`SecurityConfig::check_exposure`]) is
+/// an `InvalidInput` error, before anything is bound.
 pub async fn bind(config: &ServerConfig) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await
+    let target = (config.host.as_str(), config.port);
+    for addr in tokio::net::lookup_host(target).await? {
+        if let Err(refusal) = config.security.check_exposure(addr) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                refusal,
+            ));
+        }
+    }
+    tokio::net::TcpListener::bind(target).await
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves; then stops accepting, gives the
@@ -234,7 +270,10 @@ pub async fn bind(config: &ServerConfig) -> std::io::Result<tokio::net::TcpListe
 /// The store stays open: close it with [`AppState::close`].
 ///
 /// At start the soft open-file limit is raised to the hard limit (both are logged), and the
-/// connection cap is lowered if it would not fit.
+/// connection cap is lowered if it would not fit. A listener on a non-loopback address
+/// without TLS and tokens is refused (an `InvalidInput` error) unless the security settings
+/// say `insecure` ([`SecurityConfig::check_exposure`]). While serving, SIGHUP or a changed
+/// file reloads the certificates and tokens.
 pub async fn serve<F>(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -243,6 +282,21 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    let security = Arc::clone(state.security());
+    let addr = listener.local_addr()?;
+    match state.config().security.check_exposure(addr) {
+        Ok(None) => {}
+        Ok(Some(warning)) => {
+            tracing::warn!("{warning}");
+            security.set_warning(warning);
+        }
+        Err(refusal) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                refusal,
+            ));
+        }
+    }
     let files = raise_open_file_limit();
     let show = |l: Option<u64>| l.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
     tracing::info!(
@@ -267,15 +321,23 @@ where
         shutdown_grace: config.shutdown_grace,
         max_header_bytes: config.max_header_bytes,
     };
-    if let Ok(addr) = listener.local_addr() {
-        state.set_local_addr(addr);
-        tracing::info!(%addr, node_id = %config.node_id, max_connections, "serving");
-    }
+    state.set_local_addr(addr);
+    tracing::info!(
+        %addr,
+        node_id = %config.node_id,
+        max_connections,
+        tls = security.tls().is_some(),
+        client_certificates = config.security.client_ca.is_some(),
+        tokens = security.tokens().is_some(),
+        "serving"
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sweeper = tokio::spawn(sweep_loop(state.clone(), stop_rx));
-    let result = connections::run(listener, router(state), limits, shutdown).await;
+    let sweeper = tokio::spawn(sweep_loop(state.clone(), stop_rx.clone()));
+    let reloader = tokio::spawn(security::reload_loop(Arc::clone(&security), stop_rx));
+    let result = connections::run(listener, router(state), limits, security, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
+    let _ = reloader.await;
     result
 }
 

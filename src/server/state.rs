@@ -13,6 +13,7 @@ use super::limits;
 use super::metrics::Metrics;
 use super::ops::View;
 use super::reply::Reply;
+use super::security::Security;
 use super::writer::Writer;
 use crate::Db;
 use crate::intent::Write;
@@ -48,6 +49,7 @@ struct Inner {
     store: Store,
     config: ServerConfig,
     metrics: Arc<Metrics>,
+    security: Arc<Security>,
     dedup: Arc<Dedup>,
     readers: Executor,
     started: Instant,
@@ -57,7 +59,11 @@ struct Inner {
 impl AppState {
     /// State for a standalone server over `db`; starts the server's store threads (reader
     /// pool and write committer), which end when the last clone of the state is dropped.
+    /// The TLS and token files the configuration names are read here; one that does not
+    /// load is an `InvalidInput` error naming it.
     pub fn new(db: Db, config: ServerConfig) -> std::io::Result<AppState> {
+        let security = Security::load(&config.security)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let dedup = Arc::new(Dedup::new(config.dedup_expiry));
         super::dedup_book::load(&db, &dedup).map_err(|e| {
             std::io::Error::other(format!("loading the idempotency counters failed: {e}"))
@@ -65,6 +71,7 @@ impl AppState {
         Ok(AppState {
             inner: Arc::new(Inner {
                 metrics: Arc::new(Metrics::new(db.clone())),
+                security: Arc::new(security),
                 readers: Executor::start(
                     "strata-http-read",
                     config.reader_threads,
@@ -94,6 +101,15 @@ impl AppState {
         config: ServerConfig,
         cluster: &super::cluster::ClusterConfig,
     ) -> Result<AppState, String> {
+        if config.security.tls_enabled() {
+            // Peers speak plain HTTP to each other's port today: a TLS port would cut them off.
+            return Err(
+                "TLS on a cluster member's port needs TLS between peers, which this \
+                        version does not have yet; run the cluster without --tls-cert"
+                    .into(),
+            );
+        }
+        let security = Security::load(&config.security)?;
         let member = super::cluster::start(&config, cluster).await?;
         let db = member.db();
         let dedup = Arc::new(Dedup::new(config.dedup_expiry));
@@ -106,6 +122,7 @@ impl AppState {
         Ok(AppState {
             inner: Arc::new(Inner {
                 metrics: Arc::new(Metrics::new(db)),
+                security: Arc::new(security),
                 readers,
                 store: Store::Cluster(member),
                 dedup,
@@ -173,6 +190,17 @@ impl AppState {
         &self.inner.metrics
     }
 
+    pub(crate) fn security(&self) -> &Arc<Security> {
+        &self.inner.security
+    }
+
+    /// Reads the TLS and token files again (as SIGHUP does); each that loads is used by new
+    /// connections and requests. The error names the files that failed; they keep their old
+    /// contents.
+    pub fn reload_security(&self) -> Result<(), String> {
+        self.inner.security.reload()
+    }
+
     pub(crate) fn dedup(&self) -> &Dedup {
         &self.inner.dedup
     }
@@ -184,10 +212,15 @@ impl AppState {
 
     /// This node's base URL: the address it listens on, or the configured one.
     pub(crate) fn url(&self) -> String {
+        let scheme = if self.inner.config.security.tls_enabled() {
+            "https"
+        } else {
+            "http"
+        };
         match self.inner.local_addr.get() {
-            Some(a) => format!("http://{a}"),
+            Some(a) => format!("{scheme}://{a}"),
             None => format!(
-                "http://{}:{}",
+                "{scheme}://{}:{}",
                 self.inner.config.host, self.inner.config.port
             ),
         }

@@ -8,7 +8,9 @@
 //! - `id` is the store-wide sequence number of the write.
 //! - A delete ends a key's history: history, versions and `?version=N` only see the key's
 //!   current life, since its last delete.
-//! - With `client_id` and `request_id`, PUT and DELETE are idempotent (`dedup.rs`).
+//! - With `client_id` and `request_id`, PUT and DELETE are idempotent (`dedup.rs`). With
+//!   tokens, the records are kept per caller (`auth.rs`): `client_id` is scoped by the
+//!   caller's name, for writes and for `/request_status` alike.
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -16,6 +18,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
+use super::auth::Caller;
 use super::dedup::{Op, RecordId, now_ms};
 use super::error::{Api, ApiError};
 use super::input::{Query, check_id, check_value_len, json_object, path_key};
@@ -32,9 +35,9 @@ fn not_found(key: &str) -> ApiError {
     ApiError::not_found(API, format!("Key not found: {key}"))
 }
 
-fn ident(q: &Query, op: Op, key: &str) -> Result<Option<RecordId>, ApiError> {
+fn ident(q: &Query, caller: &Caller, op: Op, key: &str) -> Result<Option<RecordId>, ApiError> {
     Ok(q.ids(API)?.map(|(client, request)| RecordId {
-        client,
+        client: caller.scope(&client),
         request,
         op,
         key: key.to_string(),
@@ -94,6 +97,7 @@ fn body_version(v: Option<&Value>) -> Result<Option<i64>, ApiError> {
 /// `{"status":"ok","id","key","version"}`; 409 when `version` is not newer than the current.
 pub(crate) async fn put_key(
     State(state): State<AppState>,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
     body: Result<Bytes, BytesRejection>,
@@ -111,7 +115,7 @@ pub(crate) async fn put_key(
     let stored_value = StoredValue::from_json(value);
     let (_, payload) = value::payload(&stored_value);
     check_value_len(API, state.config(), payload.len())?;
-    let ident = ident(&q, Op::Set, &key)?;
+    let ident = ident(&q, &caller, Op::Set, &key)?;
     let size = key.len() + 1 + payload.len();
     let request = ident.as_ref().map(RecordId::request_id);
     let write = Write::PutVersioned {
@@ -126,12 +130,13 @@ pub(crate) async fn put_key(
 /// `DELETE /key/{key}` → `{"status":"ok","id"}`; 404 when the key does not exist.
 pub(crate) async fn delete_key(
     State(state): State<AppState>,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Result<Reply, ApiError> {
     let key = path_key(state.config(), path)?;
     let q = Query::parse(API, raw.as_deref())?;
-    let ident = ident(&q, Op::Delete, &key)?;
+    let ident = ident(&q, &caller, Op::Delete, &key)?;
     let size = key.len() + 1;
     let request = ident.as_ref().map(RecordId::request_id);
     state
@@ -309,6 +314,7 @@ pub(crate) async fn deduplication_stats(State(state): State<AppState>) -> Reply 
 /// `{"processed":false}`.
 pub(crate) async fn request_status(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<Reply, ApiError> {
     let q = Query::parse(API, raw.as_deref())?;
@@ -335,7 +341,7 @@ pub(crate) async fn request_status(
             }
         },
     };
-    let (client, request) = (client.to_string(), request.to_string());
+    let (client, request) = (caller.scope(client), request.to_string());
     let key = q.get("key").map(str::to_string);
     state
         .blocking(API, move |s| {

@@ -32,20 +32,29 @@ use crate::server::state::AppState;
 
 const API: Api = Api::Kv;
 
-/// The cluster routes of a node, merged into the server's router.
-pub(crate) fn router(state: &AppState) -> Router {
+/// The routes peers call: the Raft RPCs and the read index (served outside the client
+/// limits and tokens; they check what they accept themselves).
+pub(crate) fn peer_router(state: &AppState) -> Router {
     let Some(cluster) = state.cluster() else {
         return Router::new();
     };
-    let rpc = cluster.replica.node().router();
-    let own = Router::new()
+    Router::new()
         .route(READ_INDEX_PATH, get(read_index))
+        .with_state(state.clone())
+        .merge(cluster.replica.node().router())
+}
+
+/// The membership routes clients and operators call (under the client limits and tokens).
+pub(crate) fn member_router(state: &AppState) -> Router {
+    if state.cluster().is_none() {
+        return Router::new();
+    }
+    Router::new()
         .route("/cluster/members", get(members))
         .route("/cluster/learners", post(add_learner))
         .route("/cluster/promote", post(promote))
         .route("/cluster/remove", post(remove))
-        .with_state(state.clone());
-    own.merge(rpc)
+        .with_state(state.clone())
 }
 
 fn replica(state: &AppState) -> Result<&Replica, ApiError> {

@@ -276,6 +276,23 @@ const SEED_A_CLUSTER: SeedFigures = SeedFigures {
 struct Outcome {
     latencies: Vec<Duration>,
     errors: usize,
+    /// CPU seconds this load generator used during the run (all its threads).
+    cpu_secs: f64,
+}
+
+/// CPU seconds this process has used so far (user + system, from /proc; 0 elsewhere).
+fn own_cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start at state (field 3);
+    // utime and stime are fields 14 and 15, in clock ticks (100 per second on Linux).
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 struct Report {
@@ -314,6 +331,7 @@ where
     F: Fn(usize, usize) -> Req + Send + Sync + 'static,
 {
     let make = Arc::new(make);
+    let cpu_before = own_cpu_secs();
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(workers);
     for w in 0..workers {
@@ -323,6 +341,7 @@ where
             let mut out = Outcome {
                 latencies: Vec::with_capacity(per_worker),
                 errors: 0,
+                cpu_secs: 0.0,
             };
             for i in 0..per_worker {
                 let req = make(w, i);
@@ -347,6 +366,7 @@ where
         }
     }
     let elapsed = start.elapsed();
+    all.cpu_secs = own_cpu_secs() - cpu_before;
     all.latencies.sort_unstable();
     (elapsed, all)
 }
@@ -442,8 +462,8 @@ async fn bench(args: &Args, base: &str, workers: usize, run_id: u64) -> Vec<Repo
 fn print(title: &str, workers: usize, reports: &[Report], seed: &SeedFigures) {
     println!("\n{title}, {workers} concurrent client(s)");
     println!(
-        "{:<14} {:>9} {:>12} {:>10} {:>9} {:>9} {:>7}   seed A",
-        "workload", "items", "rate", "unit", "p50 ms", "p99 ms", "errors"
+        "{:<14} {:>9} {:>12} {:>10} {:>9} {:>9} {:>7} {:>8}   seed A",
+        "workload", "items", "rate", "unit", "p50 ms", "p99 ms", "errors", "lg CPU"
     );
     for r in reports {
         let seed_col = match r.name {
@@ -453,7 +473,7 @@ fn print(title: &str, workers: usize, reports: &[Report], seed: &SeedFigures) {
             _ => "-".to_string(),
         };
         println!(
-            "{:<14} {:>9} {:>12.0} {:>10} {:>9.3} {:>9.3} {:>7}   {}",
+            "{:<14} {:>9} {:>12.0} {:>10} {:>9.3} {:>9.3} {:>7} {:>7.0}%   {}",
             r.name,
             r.items,
             r.rate(),
@@ -461,6 +481,7 @@ fn print(title: &str, workers: usize, reports: &[Report], seed: &SeedFigures) {
             r.percentile_ms(0.50),
             r.percentile_ms(0.99),
             r.outcome.errors,
+            100.0 * r.outcome.cpu_secs / r.elapsed.as_secs_f64().max(1e-9),
             seed_col
         );
     }

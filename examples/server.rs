@@ -120,6 +120,10 @@ struct Args {
     /// form: "node-2:localhost:9002,node-3:localhost:9003"). Empty: a standalone server.
     #[arg(long, default_value = "")]
     peers: String,
+    /// Join the running cluster that this node's base URL belongs to (as a learner, then a
+    /// voter), instead of forming one with --peers.
+    #[arg(long)]
+    join: Option<String>,
     /// Raft heartbeat period in milliseconds (cluster only).
     #[arg(long, default_value_t = 100)]
     heartbeat_ms: u64,
@@ -157,20 +161,24 @@ impl Args {
     /// The cluster settings, or `None` for a standalone server.
     #[cfg(not(feature = "replication"))]
     fn cluster(&self) -> Result<Option<ClusterConfig>, String> {
-        if self.peers.trim().is_empty() {
+        if self.peers.trim().is_empty() && self.join.is_none() {
             return Ok(None);
         }
-        Err("--peers needs the replication feature: run with --features replication".into())
+        Err(
+            "--peers and --join need the replication feature: run with --features replication"
+                .into(),
+        )
     }
 
     /// The cluster settings, or `None` for a standalone server.
     #[cfg(feature = "replication")]
     fn cluster(&self) -> Result<Option<ClusterConfig>, String> {
         let peers = ClusterConfig::parse_peers(&self.peers)?;
-        if peers.is_empty() {
+        if peers.is_empty() && self.join.is_none() {
             return Ok(None);
         }
         let mut c = ClusterConfig::new(peers);
+        c.join = self.join.clone();
         c.heartbeat = Duration::from_millis(self.heartbeat_ms.max(10));
         let bad = || {
             format!(

@@ -27,6 +27,7 @@ const ENV_NAME: &str = "STRATA_TEST_NODE_NAME";
 const ENV_PORT: &str = "STRATA_TEST_NODE_PORT";
 const ENV_DIR: &str = "STRATA_TEST_NODE_DIR";
 const ENV_PEERS: &str = "STRATA_TEST_NODE_PEERS";
+const ENV_JOIN: &str = "STRATA_TEST_NODE_JOIN";
 
 /// The body of a node process (run by the test below; does nothing on its own).
 #[test]
@@ -50,7 +51,8 @@ fn node_process() {
         config.node_id = name;
         config.port = port.parse().unwrap();
         config.data_dir = PathBuf::from(dir);
-        let cluster = ClusterConfig::new(ClusterConfig::parse_peers(&peers).unwrap());
+        let mut cluster = ClusterConfig::new(ClusterConfig::parse_peers(&peers).unwrap());
+        cluster.join = std::env::var(ENV_JOIN).ok();
         let listener = server::bind(&config).await.unwrap();
         let state = AppState::start_cluster(config, &cluster).await.unwrap();
         server::serve(listener, state.clone(), server::shutdown_signal())
@@ -66,6 +68,7 @@ struct Node {
     dir: PathBuf,
     peers: String,
     log: PathBuf,
+    join: Option<String>,
     child: Option<Child>,
 }
 
@@ -81,7 +84,11 @@ impl Node {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(std::env::current_exe().unwrap())
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        if let Some(url) = &self.join {
+            command.env(ENV_JOIN, url);
+        }
+        let child = command
             .args(["--ignored", "--exact", "node_process", "--nocapture"])
             .env(ENV_NAME, &self.name)
             .env(ENV_PORT, self.port.to_string())
@@ -132,6 +139,7 @@ fn nodes(dir: &Path, names: &[&str]) -> Vec<Node> {
                 dir: dir.join(name),
                 peers: peers.join(","),
                 log: dir.join(format!("{name}.log")),
+                join: None,
                 child: None,
             }
         })
@@ -218,6 +226,16 @@ async fn write(
     None
 }
 
+/// Puts `k{i}` = `v{i}` through seed A's API; the pair once acknowledged.
+async fn put_numbered(client: &Client, nodes: &[Node], i: usize) -> Option<(String, String)> {
+    let (k, v) = (format!("k{i:03}"), format!("v{i}"));
+    let body = json!({"key": k, "value": v});
+    match write(client, nodes, Method::POST, "/put", body).await {
+        Some((200, _)) => Some((k, v)),
+        _ => None,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_loses_no_acknowledged_write_and_the_cluster_carries_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -232,16 +250,9 @@ async fn a_killed_leader_loses_no_acknowledged_write_and_the_cluster_carries_on(
     // Writes acknowledged before the kill, seed A and seed B.
     let mut acked: BTreeMap<String, String> = BTreeMap::new();
     for i in 0..100 {
-        let (k, v) = (format!("k{i:03}"), format!("v{i}"));
-        let r = write(
-            &client,
-            &nodes,
-            Method::POST,
-            "/put",
-            json!({"key": k, "value": v}),
-        )
-        .await;
-        assert_eq!(r.map(|r| r.0), Some(200), "put {k}");
+        let (k, v) = put_numbered(&client, &nodes, i)
+            .await
+            .expect("acknowledged");
         acked.insert(k, v);
     }
     // A follower answers not-leader with the hint, and reads its own writes linearizably.
@@ -274,16 +285,7 @@ async fn a_killed_leader_loses_no_acknowledged_write_and_the_cluster_carries_on(
     nodes[killed].kill();
     let mut failover = None;
     for i in 100..200 {
-        let (k, v) = (format!("k{i:03}"), format!("v{i}"));
-        let r = write(
-            &client,
-            &nodes,
-            Method::POST,
-            "/put",
-            json!({"key": k, "value": v}),
-        )
-        .await;
-        if let Some((200, _)) = r {
+        if let Some((k, v)) = put_numbered(&client, &nodes, i).await {
             failover.get_or_insert_with(|| t0.elapsed());
             acked.insert(k, v);
         }
@@ -420,4 +422,92 @@ async fn a_killed_leader_loses_no_acknowledged_write_and_the_cluster_carries_on(
     )
     .await;
     assert_eq!(r.map(|r| r.0), Some(200));
+
+    // A fifth node joins with `--join`, through a follower's address (a not-leader hint to
+    // follow), and becomes a voter by itself.
+    let mut extra = self::nodes(dir.path(), &["node-5"]);
+    let five = &mut extra[0];
+    five.peers = String::new();
+    five.join = Some(format!("http://{follower}"));
+    five.start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = call(&client, Method::GET, &five.addr(), "/cluster/members", None).await;
+        if let Some((200, m)) = &r
+            && role_of(m, "node-5").as_deref() == Some("voter")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node-5 never became a voter: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = call(&client, Method::GET, &five.addr(), "/get?key=k199", None).await;
+    assert_eq!(r.map(|r| r.1["value"].clone()), Some(json!("v199")));
+}
+
+/// Failover times over 20 leader kills (on demand; the figures go in the notes):
+/// `cargo test --release --features replication --test cluster_process failover_times -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: 20 leader kills, about a minute"]
+async fn failover_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = nodes(dir.path(), &["node-1", "node-2", "node-3"]);
+    for n in &mut nodes {
+        n.start();
+    }
+    let client: Client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build(HttpConnector::new());
+    let mut times = Vec::new();
+    for round in 0..20 {
+        let first = leader(&client, &nodes, Duration::from_secs(30)).await;
+        // Every node is up and the cluster takes writes.
+        let warm = write(
+            &client,
+            &nodes,
+            Method::POST,
+            "/put",
+            json!({"key": "w", "value": "w"}),
+        );
+        assert_eq!(warm.await.map(|r| r.0), Some(200));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let killed = nodes.iter().position(|n| n.addr() == first).unwrap();
+        let t0 = Instant::now();
+        nodes[killed].kill();
+        let took = loop {
+            let body = json!({"key": format!("r{round}"), "value": "x"});
+            let mut acked = false;
+            for n in nodes.iter().filter(|n| n.child.is_some()) {
+                if let Some((200, _)) =
+                    call(&client, Method::POST, &n.addr(), "/put", Some(body.clone())).await
+                {
+                    acked = true;
+                    break;
+                }
+            }
+            if acked {
+                break t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "no failover in 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        times.push(took);
+        eprintln!("kill {round}: a new leader took a write after {took:?}");
+        nodes[killed].start();
+        // Let the restarted node catch up before the next kill.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    times.sort();
+    eprintln!(
+        "failover over {} leader kills: min {:?}, median {:?}, max {:?}",
+        times.len(),
+        times[0],
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
 }

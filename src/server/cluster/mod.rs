@@ -14,6 +14,7 @@
 //!   cluster views of `/raft/status` and `/cluster_status`.
 
 pub(crate) mod applier;
+pub(crate) mod join;
 pub(crate) mod proposer;
 pub(crate) mod routes;
 
@@ -43,6 +44,9 @@ pub struct ClusterConfig {
     pub election_timeout: (Duration, Duration),
     /// A snapshot is built after this many log entries.
     pub snapshot_every: u64,
+    /// The base URL of a running cluster's node: join that cluster (as a learner, then a
+    /// voter) instead of forming one with `peers`.
+    pub join: Option<String>,
 }
 
 impl ClusterConfig {
@@ -76,6 +80,7 @@ impl ClusterConfig {
             heartbeat: Duration::from_millis(100),
             election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
             snapshot_every: 10_000,
+            join: None,
         }
     }
 }
@@ -131,7 +136,14 @@ pub(crate) async fn start(
     }
     let replica = Replica::new(node, config.request_timeout.max(Duration::from_secs(1)));
     let stored = replica.members();
-    if stored.is_empty() {
+    if let Some(url) = &cluster.join {
+        if stored.is_empty() {
+            tracing::info!(via = %url, "joining a running cluster");
+            tokio::spawn(join::join(url.clone(), name.clone(), addr.clone()));
+        } else {
+            tracing::info!(members = stored.len(), "already a member; --join ignored");
+        }
+    } else if stored.is_empty() {
         if bootstrapper(&members) == Some(replica.node().id()) {
             let done = replica
                 .node()

@@ -119,26 +119,41 @@ async fn add_learner(
     Ok(Reply::ok(&members_body(r)))
 }
 
+/// Which change `POST /cluster/promote` and `/cluster/remove` make.
+#[derive(Clone, Copy)]
+enum Change {
+    Promote,
+    Remove,
+}
+
+async fn change(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+    what: Change,
+) -> Result<Reply, ApiError> {
+    let obj = json_object(API, body, state.config().max_body_bytes)?;
+    let name = field(&obj, "node_id")?;
+    let r = replica(state)?;
+    let done = match what {
+        Change::Promote => r.promote(&name).await,
+        Change::Remove => r.remove(&name).await,
+    };
+    done.map_err(|e| refusal_error(API, e))?;
+    Ok(Reply::ok(&members_body(r)))
+}
+
 async fn promote(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Reply, ApiError> {
-    let obj = json_object(API, body, state.config().max_body_bytes)?;
-    let name = field(&obj, "node_id")?;
-    let r = replica(&state)?;
-    r.promote(&name).await.map_err(|e| refusal_error(API, e))?;
-    Ok(Reply::ok(&members_body(r)))
+    change(&state, body, Change::Promote).await
 }
 
 async fn remove(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Reply, ApiError> {
-    let obj = json_object(API, body, state.config().max_body_bytes)?;
-    let name = field(&obj, "node_id")?;
-    let r = replica(&state)?;
-    r.remove(&name).await.map_err(|e| refusal_error(API, e))?;
-    Ok(Reply::ok(&members_body(r)))
+    change(&state, body, Change::Remove).await
 }
 
 /// Seed 000's `/raft/status` fields from the node's Raft state.

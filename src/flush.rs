@@ -87,6 +87,17 @@ impl FlushJob<'_> {
             removed: Vec::new(),
         };
         self.catalog.log_edit(&mut log, &edit, self.life)?;
+        // Counted before the table is published: a caller whose flush waits for the
+        // publication sees the flush in the stats.
+        Counters::add(&self.counters.flushes, 1);
+        if let Some(io) = self.levels.first() {
+            io.bytes_written.fetch_add(size, Ordering::Relaxed);
+        }
+        Counters::add(&self.counters.flush_bytes, size);
+        // The edit is durable: the segments it retires go now, before the publication wakes
+        // a caller waiting for this flush (a failure poisons the store, which then never
+        // publishes; the next open removes them instead).
+        self.writer.remove_segments_below(log_number)?;
         self.view.publish(|cur| LsmState {
             mem: Arc::clone(&cur.mem),
             imms: cur
@@ -98,12 +109,6 @@ impl FlushJob<'_> {
             tables: Arc::new(cur.tables.apply(&[(0, Arc::clone(&table))], &[])),
         });
         drop(log);
-        self.writer.remove_segments_below(log_number)?;
-        Counters::add(&self.counters.flushes, 1);
-        if let Some(io) = self.levels.first() {
-            io.bytes_written.fetch_add(size, Ordering::Relaxed);
-        }
-        Counters::add(&self.counters.flush_bytes, size);
         tracing::debug!(
             table = number,
             bytes = size,

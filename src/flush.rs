@@ -1,8 +1,8 @@
 //! Flushing: writing the oldest frozen memtable to a level-0 table.
 //!
 //! The table is written and fsynced under a fresh file number, the directory is synced, the
-//! manifest records the new table and the new oldest-needed WAL segment, and only then is
-//! the new state published and the WAL segments the memtable covered deleted. A crash at any
+//! manifest records the new table and the new oldest-needed WAL segment, and only then are
+//! the WAL segments the memtable covered deleted and the new state published. A crash at any
 //! point leaves either the memtable's WAL segments or the table (or both) reachable.
 
 use std::path::Path;

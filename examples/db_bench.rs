@@ -9,6 +9,9 @@
 //! per level, space amplification (bytes on disk over live key and value bytes), write
 //! amplification (bytes written to disk over bytes accepted) and the longest write stall.
 //!
+//! `--values` picks how compressible the written values are, `--compression` and
+//! `--block-cache-mib` the store's block compression and decompressed-block cache.
+//!
 //! Further workloads: `overwrite5x` (random overwrites, five times the key count), `compact`
 //! (a full compaction), `readwhilewriting` (readers while one writer overwrites),
 //! `flush`, `reopen`.
@@ -19,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use strata::{Db, SyncMode, WriteBatch};
+use strata::{Compression, Db, SyncMode, WriteBatch};
 
 #[derive(Parser, Debug)]
 #[command(about = "db_bench-style workloads on strata")]
@@ -54,6 +57,18 @@ struct Args {
     /// Store reopened by the `open` workload (a subdirectory of --dir).
     #[arg(long, default_value = "fillrandom")]
     store: String,
+    /// Values written by fillseq, fillrandom and overwrite: `fixed` (one value of repeated
+    /// letters, extremely compressible), `half` (half random letters, half one repeated
+    /// byte: about 2:1, like db_bench's --compression_ratio=0.5) or `random` (random bytes).
+    #[arg(long, default_value = "fixed")]
+    values: String,
+    /// Block compression of every level (`none`, `lz4`, `zstd`), or `default` (the
+    /// store's per-level default: none for levels 0 and 1, LZ4 below).
+    #[arg(long, default_value = "default")]
+    compression: String,
+    /// Decompressed-block cache in MiB (default: the store's default).
+    #[arg(long)]
+    block_cache_mib: Option<u64>,
 }
 
 /// xorshift64*: a small deterministic generator, enough to pick keys.
@@ -121,7 +136,7 @@ impl Bench {
         }
         let path = self.args.dir.join(name);
         let _ = std::fs::remove_dir_all(&path);
-        let db = open(&path, sync, self.args.memtable_mib);
+        let db = open(&path, sync, &self.args);
         self.path = path;
         self.db = Some(db.clone());
         db
@@ -136,6 +151,28 @@ impl Bench {
                 self.current()
             }
         }
+    }
+
+    /// The value of the next put (see `--values`).
+    fn value_for(&self, rng: &mut Rng) -> Vec<u8> {
+        let random_len = match self.args.values.as_str() {
+            "fixed" => return self.value.clone(),
+            "half" => self.args.value_size / 2,
+            "random" => self.args.value_size,
+            other => panic!("unknown --values {other}"),
+        };
+        let mut v = vec![b'x'; self.args.value_size];
+        for chunk in v[..random_len].chunks_mut(8) {
+            let r = rng.next().to_le_bytes();
+            for (b, r) in chunk.iter_mut().zip(r) {
+                *b = if self.args.values == "half" {
+                    b'a' + r % 26
+                } else {
+                    r
+                };
+            }
+        }
+        v
     }
 
     fn fill(&mut self, name: &'static str, random: bool) -> Report {
@@ -154,8 +191,9 @@ impl Bench {
             } else {
                 i
             };
+            let value = self.value_for(&mut rng);
             let t = Instant::now();
-            db.put(key(k), &self.value).expect("put");
+            db.put(key(k), value).expect("put");
             lat.push(t.elapsed().as_nanos() as u64);
         }
         Report {
@@ -191,12 +229,21 @@ fn disk_bytes(dir: &Path, wal_bytes: u64) -> u64 {
     files + wal_bytes
 }
 
-fn open(path: &Path, sync: SyncMode, memtable_mib: usize) -> Db {
-    Db::builder(path)
+fn open(path: &Path, sync: SyncMode, args: &Args) -> Db {
+    let mut b = Db::builder(path)
         .sync_mode(sync)
-        .memtable_bytes(memtable_mib << 20)
-        .open()
-        .expect("open")
+        .memtable_bytes(args.memtable_mib << 20);
+    match args.compression.as_str() {
+        "default" => {}
+        "none" => b = b.compression(Compression::None),
+        "lz4" => b = b.compression(Compression::Lz4),
+        "zstd" => b = b.compression(Compression::Zstd),
+        other => panic!("unknown --compression {other}"),
+    }
+    if let Some(mib) = args.block_cache_mib {
+        b = b.block_cache_bytes(mib << 20);
+    }
+    b.open().expect("open")
 }
 
 fn main() {
@@ -440,7 +487,7 @@ fn main() {
                 }
                 let path = b.args.dir.join(&b.args.store);
                 let start = Instant::now();
-                let db = open(&path, SyncMode::Buffered, b.args.memtable_mib);
+                let db = open(&path, SyncMode::Buffered, &b.args);
                 let elapsed = start.elapsed();
                 b.path = path;
                 b.db = Some(db);
@@ -471,7 +518,7 @@ fn main() {
                 db.close().expect("close");
                 b.db = None;
                 let start = Instant::now();
-                let db = open(&path, SyncMode::Buffered, b.args.memtable_mib);
+                let db = open(&path, SyncMode::Buffered, &b.args);
                 let elapsed = start.elapsed();
                 let rec = db.stats().recovery;
                 b.db = Some(db);
@@ -510,6 +557,21 @@ fn main() {
                 s.write_slowdowns,
                 s.write_stops,
                 s.longest_stall_micros as f64 / 1000.0
+            );
+            let compressed: Vec<String> = s
+                .levels
+                .iter()
+                .map(|l| format!("{}/{}", l.compressed_blocks, l.data_blocks))
+                .collect();
+            let c = s.block_cache;
+            println!(
+                "{:<12}   compressed blocks per level [{}], block cache {:.1} of {:.0} MiB, {} hits / {} misses",
+                "",
+                compressed.join(" "),
+                c.bytes as f64 / (1 << 20) as f64,
+                c.capacity_bytes as f64 / (1 << 20) as f64,
+                c.hits,
+                c.misses
             );
         }
     }

@@ -25,7 +25,7 @@ use crate::error::{Corrupt, IoContext, Result};
 use crate::file_names;
 use crate::manifest::{ManifestState, ManifestWriter, TableMeta};
 use crate::merge_iter::MergeCursor;
-use crate::sstable::table_builder::{TableBuilder, TableOptions};
+use crate::sstable::table_builder::TableBuilder;
 use crate::sstable::table_reader::Table;
 use crate::staging::Staging;
 use crate::{Db, SeqNo, key};
@@ -97,11 +97,7 @@ pub(crate) fn create(db: &Db, dest: &Path) -> Result<Checkpoint> {
     merged.seek_to_first();
     let number = max_number + 1;
     let path = staging.dir().join(file_names::table(number));
-    let options = TableOptions {
-        block_bytes: db.config().block_bytes,
-        restart_interval: db.config().block_restart_interval,
-        filter_bits_per_key: db.config().filter_bits_per_key,
-    };
+    let options = db.config().table_options(0);
     let mut builder: Option<TableBuilder> = None;
     while merged.valid() {
         let k = merged.key();

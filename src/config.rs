@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::fs::{FileSystem, StdFs};
+use crate::limits::NUM_LEVELS;
+use crate::sstable::compression::Compression;
 use crate::sstable::table_builder::TableOptions;
 
 /// When a write is made durable.
@@ -79,6 +81,19 @@ pub struct Config {
     pub block_restart_interval: usize,
     /// Bloom filter bits per key (about 1% false positives at 10). Default 10.
     pub filter_bits_per_key: u32,
+    /// How the data blocks of tables written into each level are compressed, level 0 first.
+    /// Default: none for levels 0 and 1, [`Compression::Lz4`] for levels 2 and deeper.
+    ///
+    /// The top levels are small, rewritten soon and read the most, so they stay
+    /// uncompressed and are read in place from the memory map; the deeper levels hold
+    /// about nine tenths of the data and are rewritten least often, so that is where
+    /// compression saves space for the least work. Flushes write level 0; a compaction
+    /// writes its output level (a table moved down a level keeps how it was written).
+    pub compression: [Compression; NUM_LEVELS],
+    /// Bytes of decompressed data blocks kept in memory, shared by all tables, so hot reads
+    /// of compressed blocks do not decompress them again; 0 disables the cache.
+    /// Uncompressed blocks are never cached: they are read in place. Default 32 MiB.
+    pub block_cache_bytes: u64,
     /// History kept per key. Default: the newest version only.
     pub history: HistoryRetention,
     /// What to do with damaged WAL records on open.
@@ -120,6 +135,8 @@ impl Default for Config {
             block_bytes: 4096,
             block_restart_interval: 16,
             filter_bits_per_key: 10,
+            compression: DEFAULT_COMPRESSION,
+            block_cache_bytes: 32 << 20,
             history: HistoryRetention::default(),
             recovery: RecoveryMode::default(),
             l0_compaction_trigger: 4,
@@ -137,14 +154,31 @@ impl Default for Config {
     }
 }
 
+/// The default of [`Config::compression`].
+const DEFAULT_COMPRESSION: [Compression; NUM_LEVELS] = {
+    let mut c = [Compression::Lz4; NUM_LEVELS];
+    c[0] = Compression::None;
+    c[1] = Compression::None;
+    c
+};
+
 impl Config {
-    /// How tables are laid out.
-    pub(crate) fn table_options(&self) -> TableOptions {
+    /// How tables written into `level` are laid out.
+    pub(crate) fn table_options(&self, level: usize) -> TableOptions {
         TableOptions {
             block_bytes: self.block_bytes,
             restart_interval: self.block_restart_interval,
             filter_bits_per_key: self.filter_bits_per_key,
+            compression: self.compression_for(level),
         }
+    }
+
+    /// The compression of tables written into `level` (the deepest level's for any deeper).
+    pub fn compression_for(&self, level: usize) -> Compression {
+        self.compression
+            .get(level.min(NUM_LEVELS - 1))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Checks every setting's range.
@@ -167,6 +201,11 @@ impl Config {
         }
         if self.filter_bits_per_key > 64 {
             return bad("filter_bits_per_key must be at most 64");
+        }
+        if let Some(c) = self.compression.iter().find(|c| !c.is_available()) {
+            return Err(Error::InvalidConfig(format!(
+                "compression {c} is not available in this build (enable the `{c}` feature)"
+            )));
         }
         if self.history.versions == 0 {
             return bad("history.versions must be at least 1");

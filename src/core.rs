@@ -26,6 +26,8 @@ use crate::fs::FileLock;
 use crate::lifecycle::Lifecycle;
 use crate::recovery::Recovered;
 use crate::seqno::SeqNo;
+use crate::sstable::block_cache::BlockCache;
+use crate::sstable::format::Properties;
 use crate::stats::{Counters, LevelIo, LevelStats, RecoveryReport, Stats};
 use crate::view::View;
 use crate::write::Writer;
@@ -44,6 +46,8 @@ pub(crate) struct Core {
     pub counters: Arc<Counters>,
     /// What opening the store found.
     pub recovery: RecoveryReport,
+    /// The decompressed blocks every table shares.
+    pub block_cache: Arc<BlockCache>,
 }
 
 impl Core {
@@ -79,6 +83,7 @@ impl Core {
             writer,
             counters,
             recovery: r.report,
+            block_cache: r.block_cache,
         }
     }
 
@@ -93,6 +98,7 @@ impl Core {
             writer: &self.writer,
             counters: &self.counters,
             levels: &self.compaction.levels,
+            block_cache: &self.block_cache,
         }
     }
 
@@ -105,6 +111,7 @@ impl Core {
             catalog: &self.catalog,
             life: &self.life,
             levels: &self.compaction.levels,
+            block_cache: &self.block_cache,
         }
     }
 
@@ -133,15 +140,15 @@ impl Core {
             .map(|l| {
                 let io = self.compaction.levels.get(l);
                 let get = |f: fn(&LevelIo) -> &AtomicU64| io.map_or(0, |io| Counters::get(f(io)));
+                let sum = |f: fn(&Properties) -> u64| -> u64 {
+                    state.tables.level(l).iter().map(|t| f(t.props())).sum()
+                };
                 LevelStats {
                     tables: state.tables.level(l).len(),
                     bytes: state.tables.level_bytes(l),
-                    entries: state
-                        .tables
-                        .level(l)
-                        .iter()
-                        .map(|t| t.props().entries)
-                        .sum(),
+                    entries: sum(|p| p.entries),
+                    data_blocks: sum(|p| p.data_blocks),
+                    compressed_blocks: sum(|p| p.compressed_blocks),
                     target_bytes: if l == 0 {
                         0
                     } else {
@@ -210,6 +217,7 @@ impl Core {
             },
             read_amplification,
             conflicts: Counters::get(&c.conflicts),
+            block_cache: self.block_cache.stats(),
             recovery: self.recovery.clone(),
         }
     }

@@ -1,8 +1,8 @@
 //! Flushing: writing the oldest frozen memtable to a level-0 table.
 //!
 //! The table is written and fsynced under a fresh file number, the directory is synced, the
-//! manifest records the new table and the new oldest-needed WAL segment, and only then is
-//! the new state published and the WAL segments the memtable covered deleted. A crash at any
+//! manifest records the new table and the new oldest-needed WAL segment, and only then are
+//! the WAL segments the memtable covered deleted and the new state published. A crash at any
 //! point leaves either the memtable's WAL segments or the table (or both) reachable.
 
 use std::path::Path;
@@ -17,6 +17,7 @@ use crate::key;
 use crate::lifecycle::Lifecycle;
 use crate::manifest::{Edit, TableMeta};
 use crate::retention::RetentionFilter;
+use crate::sstable::block_cache::BlockCache;
 use crate::sstable::table_builder::TableBuilder;
 use crate::sstable::table_reader::Table;
 use crate::state::LsmState;
@@ -38,6 +39,8 @@ pub(crate) struct FlushJob<'a> {
     pub counters: &'a Counters,
     /// Per-level I/O counters (a flush writes to level 0).
     pub levels: &'a [LevelIo],
+    /// Where the new table's decompressed blocks are kept.
+    pub block_cache: &'a Arc<BlockCache>,
 }
 
 impl FlushJob<'_> {
@@ -50,7 +53,7 @@ impl FlushJob<'_> {
         let fs = &self.config.fs;
         let number = self.catalog.allocate_file_number();
         let path = self.dir.join(file_names::table(number));
-        let mut builder = TableBuilder::new(fs.create(&path)?, self.config.table_options());
+        let mut builder = TableBuilder::new(fs.create(&path)?, self.config.table_options(0));
         let mut filter = RetentionFilter::new(self.view.retention(self.config.history.versions));
         for (k, v) in imm.iter() {
             if let Some(p) = key::parse(&k)
@@ -61,7 +64,9 @@ impl FlushJob<'_> {
         }
         let (_, size) = builder.finish()?;
         fs.sync_dir(self.dir)?;
-        let table = Arc::new(Table::open(Arc::clone(fs), &path, number)?);
+        let table = Arc::new(
+            Table::open(Arc::clone(fs), &path, number)?.with_cache(Arc::clone(self.block_cache)),
+        );
 
         let mut log = self.catalog.lock();
         // The memtable frozen right after this one holds the oldest write still only in the WAL.

@@ -30,7 +30,10 @@ use crate::recovery::{MAX_WAL_RECORD, Replay};
 use crate::seqno::{MAX_SEQNO, SeqNo};
 use crate::sstable::block::Block;
 use crate::sstable::block_builder::BlockBuilder;
+use crate::sstable::block_cache::BlockCache;
+use crate::sstable::compression::{self, Compression};
 use crate::sstable::filter::{self, Filter};
+use crate::sstable::format::{BlockHandle, BlockType, FOOTER_LEN, Footer, StoredBlock};
 use crate::sstable::table_builder::{TableBuilder, TableOptions};
 use crate::sstable::table_reader::Table;
 use crate::wal::segment::{self, RECORD_PREFIX_LEN};
@@ -53,6 +56,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("wal_segment", wal_segment),
     ("sst_block", sst_block),
     ("sst_table", sst_table),
+    ("compressed_block", compressed_block),
     ("filter", filter),
     ("manifest_edit", manifest_edit),
     ("manifest", manifest),
@@ -159,10 +163,14 @@ pub fn sst_block(data: &[u8]) {
 /// A whole table: raw bytes opened, iterated both ways and probed with point lookups, then a
 /// table built from the input read as a list of entries, which must read back exactly.
 pub fn sst_table(data: &[u8]) {
+    // A small cache, so that damaged tables also go through cached reads and evictions.
+    let cache = Arc::new(BlockCache::new(8 << 10));
     if let Ok(table) = Table::from_bytes(Bytes::copy_from_slice(data), 9, Path::new("x.sst")) {
-        let table = Arc::new(table);
+        let table = Arc::new(table.with_cache(Arc::clone(&cache)));
         let mut c = table.cursor();
         let keys = walk(&mut c);
+        // A second pass reads the blocks the first one cached; it must see the same.
+        assert_eq!(walk(&mut table.cursor()), keys);
         for k in keys.iter().take(16) {
             c.seek(k);
             c.seek_for_prev(k);
@@ -178,10 +186,17 @@ pub fn sst_table(data: &[u8]) {
 
     let (entries, interval) = recipe(data);
     let file = MemFile::default();
+    let codecs = [Compression::None, Compression::Lz4, Compression::Zstd];
+    let codec = codecs
+        .get(data.len() % codecs.len())
+        .copied()
+        .filter(|c| c.is_available())
+        .unwrap_or(Compression::Lz4);
     let opts = TableOptions {
         block_bytes: 256 + 64 * interval,
         restart_interval: interval,
         filter_bits_per_key: data.len() as u32 % 20,
+        compression: codec,
     };
     let mut builder = TableBuilder::new(Box::new(file.clone()), opts);
     for (k, v) in &entries {
@@ -196,7 +211,7 @@ pub fn sst_table(data: &[u8]) {
     let bytes = Bytes::from(file.0.lock().clone());
     assert_eq!(bytes.len() as u64, size);
     let table = match Table::from_bytes(bytes, 9, Path::new("x.sst")) {
-        Ok(t) => Arc::new(t),
+        Ok(t) => Arc::new(t.with_cache(cache)),
         Err(e) => panic!("a built table does not open: {e}"),
     };
     assert_eq!(table.props().entries, entries.len() as u64);
@@ -216,6 +231,43 @@ pub fn sst_table(data: &[u8]) {
     for (user_key, seq) in newest {
         let hit = table.get(user_key, hash64(user_key), MAX_SEQNO);
         assert_eq!(hit.ok().flatten().map(|h| h.seq), Some(seq));
+    }
+}
+
+/// A compressed block: the first byte picks the codec, the rest goes through the decoder as
+/// stored bytes (a length-bounded, never-panicking decode), and whatever decodes is opened
+/// as a block. Then the rest is compressed and must decompress to itself.
+pub fn compressed_block(data: &[u8]) {
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let codec = match pick % 2 {
+        0 => Compression::Lz4,
+        _ => Compression::Zstd,
+    };
+    if let Ok(raw) = compression::decompress(rest, codec, 0) {
+        assert!(raw.len() <= compression::MAX_RAW_BLOCK_LEN);
+        assert!(raw.len() <= (rest.len() * 256).max(64 << 10));
+        if let Ok(block) = Block::new(Bytes::from(raw), 0) {
+            walk(&mut block.cursor());
+        }
+    }
+    if !codec.is_available() {
+        return;
+    }
+    let mut stored = Vec::new();
+    let used = compression::compress(rest, codec, &mut stored);
+    if used == Compression::None {
+        assert!(stored.is_empty());
+        return;
+    }
+    assert!(
+        stored.len() < rest.len(),
+        "a compressed block must be smaller"
+    );
+    match compression::decompress(&stored, used, 0) {
+        Ok(back) => assert_eq!(back, rest, "round trip changed the block"),
+        Err(e) => panic!("a compressed block does not decompress: {e}"),
     }
 }
 
@@ -287,31 +339,66 @@ pub fn log_records(file: &[u8], magic: [u8; 8]) -> Vec<Vec<u8>> {
     out
 }
 
-/// The contents of a table's blocks: every data block, then the filter, properties and
-/// index blocks. Empty when the table does not open.
+/// The contents of a table's blocks (decompressed): every data block, then the filter,
+/// properties and index blocks. Empty when the table does not open.
 pub fn table_blocks(file: &[u8]) -> Vec<Vec<u8>> {
-    use crate::sstable::format::{BlockHandle, FOOTER_LEN, Footer};
+    stored_blocks(file)
+        .into_iter()
+        .filter_map(|b| {
+            let kind = b.block_type;
+            let kinds = [
+                BlockType::Data,
+                BlockType::Index,
+                BlockType::Filter,
+                BlockType::Properties,
+            ];
+            let kind = kinds.into_iter().find(|k| *k as u8 == kind)?;
+            b.contents(kind, true).ok().map(|c| c.to_vec())
+        })
+        .collect()
+}
+
+/// Inputs for [`compressed_block`]: every compressed data block of a table, as a codec byte
+/// followed by the stored bytes.
+pub fn compressed_block_inputs(file: &[u8]) -> Vec<Vec<u8>> {
+    stored_blocks(file)
+        .into_iter()
+        .filter_map(|b| {
+            let pick = match b.codec().ok()? {
+                Compression::Lz4 => 0u8,
+                Compression::Zstd => 1,
+                _ => return None,
+            };
+            let mut v = vec![pick];
+            v.extend_from_slice(&b.stored);
+            Some(v)
+        })
+        .collect()
+}
+
+/// Every block of a table as stored: data blocks in index order, then the filter,
+/// properties and index blocks.
+fn stored_blocks(file: &[u8]) -> Vec<StoredBlock> {
+    let data = Bytes::copy_from_slice(file);
+    let Some(footer_at) = file.len().checked_sub(FOOTER_LEN) else {
+        return Vec::new();
+    };
     let Some(footer) = file
-        .len()
-        .checked_sub(FOOTER_LEN)
-        .and_then(|at| file.get(at..))
+        .get(footer_at..)
         .and_then(|b| Footer::decode(b, file.len() as u64).ok())
     else {
         return Vec::new();
     };
-    let slice = |h: BlockHandle| {
-        let end = usize::try_from(h.offset.checked_add(h.size)?).ok()?;
-        file.get(usize::try_from(h.offset).ok()?..end)
-            .map(<[u8]>::to_vec)
-    };
+    let locate =
+        |h: BlockHandle| StoredBlock::locate(&data, footer_at as u64, h, footer.version).ok();
     let mut out = Vec::new();
-    if let Some(index) = slice(footer.index)
-        && let Ok(block) = Block::new(Bytes::from(index), footer.index.offset)
+    if let Some(index) = locate(footer.index)
+        && let Ok(block) = Block::new(index.stored, footer.index.offset)
     {
         let mut c = block.cursor();
         c.seek_to_first();
         while c.valid() {
-            if let Some(b) = BlockHandle::decode(&c.value()).ok().and_then(slice) {
+            if let Some(b) = BlockHandle::decode(&c.value()).ok().and_then(locate) {
                 out.push(b);
             }
             c.next();
@@ -320,7 +407,7 @@ pub fn table_blocks(file: &[u8]) -> Vec<Vec<u8>> {
     out.extend(
         [footer.filter, footer.props, footer.index]
             .into_iter()
-            .filter_map(slice),
+            .filter_map(locate),
     );
     out
 }

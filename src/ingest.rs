@@ -17,7 +17,7 @@ use crate::file_names;
 use crate::key::{self, Kind};
 use crate::manifest::{ManifestState, ManifestWriter, TableMeta};
 use crate::seqno::MAX_SEQNO;
-use crate::sstable::table_builder::{TableBuilder, TableOptions};
+use crate::sstable::table_builder::TableBuilder;
 use crate::sstable::table_reader::Table;
 use crate::staging::Staging;
 use crate::{MAX_KEY_LEN, MAX_VALUE_LEN, NUM_LEVELS, SeqNo};
@@ -61,12 +61,8 @@ pub fn build_store(
 ) -> Result<IngestSummary> {
     let fs = Arc::clone(&config.fs);
     let staging = Staging::begin(Arc::clone(&fs), dest)?;
-    let options = TableOptions {
-        block_bytes: config.block_bytes,
-        restart_interval: config.block_restart_interval,
-        filter_bits_per_key: config.filter_bits_per_key,
-    };
     let level = NUM_LEVELS - 1;
+    let options = config.table_options(level);
     let mut state = ManifestState::new();
     let mut summary = IngestSummary {
         versions: 0,

@@ -136,6 +136,8 @@ pub use limits::{MAX_BATCH_BYTES, MAX_KEY_LEN, MAX_VALUE_LEN, NUM_LEVELS};
 pub use lookup::VersionedValue;
 pub use seqno::SeqNo;
 pub use snapshot::Snapshot;
+pub use sstable::block_cache::BlockCacheStats;
+pub use sstable::compression::Compression;
 pub use stats::{LevelStats, RecoveryReport, Stats, TornTail};
 pub use verify::VerifyReport;
 pub use wal::segment::WalSegment;

@@ -18,6 +18,7 @@ use crate::file_names;
 use crate::fs::FileLock;
 use crate::manifest::{self, ManifestState, ManifestWriter};
 use crate::memtable::Memtable;
+use crate::sstable::block_cache::BlockCache;
 use crate::sstable::table_reader::Table;
 use crate::state::LsmState;
 use crate::stats::{RecoveryReport, TornTail};
@@ -39,6 +40,8 @@ pub(crate) struct Recovered {
     pub manifest_state: ManifestState,
     pub next_file: u64,
     pub report: RecoveryReport,
+    /// The cache of decompressed blocks the open tables share.
+    pub block_cache: Arc<BlockCache>,
 }
 
 /// Opens the store in `dir`. The flag asks the caller to flush the recovered memtables at
@@ -74,16 +77,19 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Recovered, bool)> {
     }
 
     // Tables named by the manifest.
+    let block_cache = Arc::new(BlockCache::new(config.block_cache_bytes));
     let mut levels: Vec<Vec<Arc<Table>>> = vec![Vec::new(); mstate.levels.len()];
     for (level, tables) in mstate.levels.iter().enumerate() {
         for meta in tables.values() {
             let path = dir.join(file_names::table(meta.number));
-            let table = Table::open(Arc::clone(&fs), &path, meta.number).map_err(|e| match e {
-                Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                    Corrupt::new(0, "table named by the manifest is missing").in_file(&path)
-                }
-                other => other,
-            })?;
+            let table = Table::open(Arc::clone(&fs), &path, meta.number)
+                .map_err(|e| match e {
+                    Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                        Corrupt::new(0, "table named by the manifest is missing").in_file(&path)
+                    }
+                    other => other,
+                })?
+                .with_cache(Arc::clone(&block_cache));
             if table.file_size() != meta.size || table.props().largest != meta.largest {
                 return Err(
                     Corrupt::new(0, "table does not match its manifest entry").in_file(&path)
@@ -276,6 +282,7 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Recovered, bool)> {
         manifest_state: mstate,
         next_file,
         report: replay.report,
+        block_cache,
     };
     Ok((recovered, rewrite))
 }

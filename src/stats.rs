@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::seqno::SeqNo;
+use crate::sstable::block_cache::BlockCacheStats;
 
 /// Sizes and counters of a store, as returned by [`Db::stats`](crate::Db::stats).
 #[derive(Debug, Clone, Default)]
@@ -75,6 +76,8 @@ pub struct Stats {
     pub conflicts: u64,
     /// What the last open recovered.
     pub recovery: RecoveryReport,
+    /// The cache of decompressed blocks: its bound, size, hits and misses.
+    pub block_cache: BlockCacheStats,
 }
 
 /// Figures for one level.
@@ -87,6 +90,10 @@ pub struct LevelStats {
     pub bytes: u64,
     /// Entries (versions and tombstones) in the level's tables.
     pub entries: u64,
+    /// Data blocks in the level's tables.
+    pub data_blocks: u64,
+    /// Of which stored compressed (see [`Config::compression`](crate::Config::compression)).
+    pub compressed_blocks: u64,
     /// The level's size target (level 0: none, 0).
     pub target_bytes: u64,
     /// Compaction score: at least 1 means compaction is due.

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use strata::{Db, SyncMode};
+use strata::{Compression, Db, NUM_LEVELS, SyncMode};
 
 fn strata(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_strata"))
@@ -173,6 +173,56 @@ fn verify_and_inspect_report_every_file_and_flag_damage() {
         "{text}"
     );
     assert_eq!(code(&strata(&["inspect", "sst", p(&table)])), 3);
+}
+
+#[test]
+fn inspect_shows_each_blocks_compression() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let mut levels = [Compression::None; NUM_LEVELS];
+    levels[0] = Compression::Lz4;
+    let db = Db::builder(&dir)
+        .compression_per_level(levels)
+        .open()
+        .unwrap();
+    for i in 0..300 {
+        db.put(format!("k{i:03}"), format!("value {i} {}", "ab".repeat(20)))
+            .unwrap();
+    }
+    db.flush().unwrap();
+    db.close().unwrap();
+    let table = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|f| f.to_string_lossy().ends_with(".sst"))
+        .unwrap();
+    let j: Value = serde_json::from_str(&ok(&["--json", "inspect", "sst", p(&table)])).unwrap();
+    assert_eq!(j["format_version"], 2);
+    let blocks = j["blocks"].as_array().unwrap();
+    let data: Vec<&Value> = blocks.iter().filter(|b| b["type"] == "data").collect();
+    assert!(data.len() > 2);
+    for b in &data[..data.len() - 1] {
+        assert_eq!(b["compression"], "lz4", "{b}");
+        assert!(b["raw_size"].as_u64().unwrap() > 2 * b["size"].as_u64().unwrap());
+        assert_eq!(b["ok"], true);
+    }
+    for b in blocks.iter().filter(|b| b["type"] != "data") {
+        assert_eq!(b["compression"], "none", "{b}");
+    }
+    assert_eq!(
+        j["properties"]["compressed_blocks"].as_u64().unwrap() + 1,
+        data.len() as u64 + u64::from(data.last().unwrap()["compression"] == "lz4")
+    );
+    let text = ok(&["inspect", "sst", p(&table), "--entries"]);
+    assert!(text.contains(" lz4 ("), "{text}");
+    assert!(text.contains("k299 @300 put value 299"), "{text}");
+    assert!(ok(&["verify", p(&dir)]).starts_with("healthy: "));
+    // A flipped bit in a compressed block is damage to both.
+    let mut bytes = std::fs::read(&table).unwrap();
+    bytes[30] ^= 0x01;
+    std::fs::write(&table, &bytes).unwrap();
+    assert_eq!(code(&strata(&["inspect", "sst", p(&table)])), 3);
+    assert_eq!(code(&strata(&["verify", p(&dir)])), 3);
 }
 
 #[test]

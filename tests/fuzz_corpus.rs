@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use strata::fuzzing::{self, MANIFEST_MAGIC, TARGETS, WAL_MAGIC};
-use strata::{Db, SyncMode, WriteBatch};
+use strata::{Compression, Db, SyncMode, WriteBatch};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
@@ -58,9 +58,11 @@ fn every_target_has_a_fuzz_binary() {
 }
 
 /// Writes a small store into `dir`: several WAL records (one spanning a block boundary), a
-/// few flushed tables and a manifest with several edits.
-fn write_store(dir: &Path) {
+/// few flushed tables (their data blocks compressed with `compression`) and a manifest with
+/// several edits.
+fn write_store(dir: &Path, compression: Compression) {
     let db = Db::builder(dir)
+        .compression(compression)
         .block_bytes(256)
         .history_versions(3)
         .sync_mode(SyncMode::Buffered)
@@ -125,7 +127,17 @@ fn variants(data: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
 #[ignore = "rewrites the committed seed corpus"]
 fn write_seed_corpus() {
     let tmp = tempfile::tempdir().unwrap();
-    write_store(tmp.path());
+    write_store(tmp.path(), Compression::None);
+    let mut packed_tables = Vec::new();
+    for codec in [Compression::Lz4, Compression::Zstd] {
+        if codec != Compression::Lz4 && cfg!(not(feature = "zstd")) {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        write_store(dir.path(), codec);
+        let tables = files_with(dir.path(), |n| n.ends_with(".sst"));
+        packed_tables.push((codec, tables));
+    }
     let wals = files_with(tmp.path(), |n| n.ends_with(".wal"));
     let tables = files_with(tmp.path(), |n| n.ends_with(".sst"));
     let manifests = files_with(tmp.path(), |n| n.starts_with("MANIFEST-"));
@@ -157,6 +169,19 @@ fn write_seed_corpus() {
     for (i, t) in tables.iter().enumerate() {
         add("sst_table", format!("table{i}"), t, i == 0);
     }
+    for (codec, tables) in &packed_tables {
+        for (i, t) in tables.iter().enumerate().take(2) {
+            add("sst_table", format!("table-{codec}{i}"), t, i == 0);
+        }
+        let inputs: Vec<Vec<u8>> = tables
+            .iter()
+            .flat_map(|t| fuzzing::compressed_block_inputs(t))
+            .collect();
+        assert!(!inputs.is_empty(), "{codec}: no compressed blocks");
+        for (i, b) in inputs.iter().take(4).enumerate() {
+            add("compressed_block", format!("{codec}{i}"), b, i == 0);
+        }
+    }
     let filters = blocks.iter().filter(|b| is_filter(b));
     for (i, b) in filters.take(3).enumerate() {
         add("filter", format!("filter{i}"), b, i == 0);
@@ -176,13 +201,10 @@ fn write_seed_corpus() {
         std::fs::create_dir_all(&dir).unwrap();
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
-            // Inputs that once crashed a target stay; generated seeds are rewritten.
-            if !p
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("crash-")
-            {
+            // Inputs that once crashed a target and files of older formats stay; generated
+            // seeds are rewritten.
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if !name.starts_with("crash-") && !name.contains("v1") {
                 std::fs::remove_file(p).unwrap();
             }
         }

@@ -18,7 +18,8 @@ use crate::cursor::Cursor;
 use crate::key;
 use crate::manifest::Edit;
 use crate::sstable::block::Block;
-use crate::sstable::format::{BlockHandle, BlockType, FOOTER_LEN, Footer, Properties, block_crc};
+use crate::sstable::compression::Compression;
+use crate::sstable::format::{BlockHandle, BlockType, FOOTER_LEN, Footer, Properties, StoredBlock};
 use crate::wal::format::{
     BLOCK_SIZE, CHUNK_HEADER_LEN, FILE_HEADER_LEN, FileHeader, MANIFEST_MAGIC, MANIFEST_VERSIONS,
     WAL_MAGIC, WAL_VERSIONS, chunk_crc,
@@ -364,14 +365,37 @@ fn block_name(kind: BlockType) -> &'static str {
     }
 }
 
-/// One block's trailer check: (stored type, stored crc, computed crc, ok).
-fn trailer(data: &Bytes, h: BlockHandle, kind: BlockType) -> Option<(u8, u32, u32, bool)> {
-    let body_end = usize::try_from(h.offset.checked_add(h.size)?).ok()?;
-    let contents = data.get(usize::try_from(h.offset).ok()?..body_end)?;
-    let t = *data.get(body_end)?;
-    let stored = get_u32(data, body_end + 1)?;
-    let computed = block_crc(h.offset, contents, t);
-    Some((t, stored, computed, t == kind as u8 && stored == computed))
+/// One block's trailer check.
+#[derive(Clone, Copy)]
+struct Check {
+    block_type: u8,
+    compression: u8,
+    stored_crc: u32,
+    computed_crc: u32,
+    ok: bool,
+}
+
+fn trailer(
+    data: &Bytes,
+    limit: u64,
+    h: BlockHandle,
+    kind: BlockType,
+    version: u32,
+) -> Option<Check> {
+    let b = StoredBlock::locate(data, limit, h, version).ok()?;
+    let computed_crc = b.computed_crc();
+    Some(Check {
+        block_type: b.block_type,
+        compression: b.compression,
+        stored_crc: b.stored_crc,
+        computed_crc,
+        ok: b.block_type == kind as u8 && b.stored_crc == computed_crc,
+    })
+}
+
+/// The name of a compression byte.
+fn compression_name(code: u8) -> String {
+    Compression::from_code(code).map_or_else(|| format!("compression {code}?"), |c| c.name().into())
 }
 
 /// Shows a table.
@@ -384,33 +408,51 @@ fn table(data: Bytes, entries: bool, style: Style, out: &mut dyn Write) -> CliRe
         .map_err(|e| CliError::new(exit::DAMAGED, format!("footer: {e}")))?;
     let mut damaged = false;
     let mut blocks = Vec::new();
+    let limit = footer_at as u64;
+    let version = footer.version;
+    // The contents of a block whose trailer checks out (decompressed), or why not.
+    let contents = |h: BlockHandle, kind: BlockType| {
+        StoredBlock::locate(&data, limit, h, version).and_then(|b| b.contents(kind, true))
+    };
     let mut line = |out: &mut dyn Write,
                     h: BlockHandle,
                     kind: BlockType,
                     extra: String|
      -> Result<Option<Bytes>, CliError> {
-        let check = trailer(&data, h, kind);
-        let ok = check.is_some_and(|c| c.3);
+        let check = trailer(&data, limit, h, kind, version);
+        let decoded = contents(h, kind);
+        let ok = check.is_some_and(|c| c.ok) && decoded.is_ok();
+        let compression = check.map(|c| compression_name(c.compression));
+        let raw_size = decoded.as_ref().ok().map(|b| b.len());
         if style.json {
             blocks.push(json!({"type": block_name(kind), "offset": h.offset, "size": h.size,
-                               "crc": check.map(|c| c.1), "computed_crc": check.map(|c| c.2), "ok": ok, "detail": extra}));
+                               "compression": compression, "raw_size": raw_size,
+                               "crc": check.map(|c| c.stored_crc), "computed_crc": check.map(|c| c.computed_crc),
+                               "ok": ok, "error": decoded.as_ref().err().map(|e| e.reason.clone()), "detail": extra}));
         } else {
-            let status = match check {
-                Some((_, s, _, true)) => format!("crc {s:#010x} ok"),
-                Some((t, s, c, false)) => {
-                    format!("type {t} crc {s:#010x} MISMATCH (computed {c:#010x})")
-                }
-                None => "OUT OF RANGE".into(),
+            let status = match (check, &decoded) {
+                (Some(c), Ok(_)) if c.ok => format!("crc {:#010x} ok", c.stored_crc),
+                (Some(c), _) if !c.ok => format!(
+                    "type {} crc {:#010x} MISMATCH (computed {:#010x})",
+                    c.block_type, c.stored_crc, c.computed_crc
+                ),
+                (Some(_), Err(e)) => format!("DAMAGED: {}", e.reason),
+                _ => "OUT OF RANGE".into(),
+            };
+            let codec = match (compression.as_deref(), raw_size) {
+                (Some("none"), _) | (None, _) => String::new(),
+                (Some(c), Some(raw)) => format!(" {c} ({raw} raw)"),
+                (Some(c), None) => format!(" {c}"),
             };
             writeln!(
                 out,
-                "{:<10} @{:<9} {:>6} bytes  {status}  {extra}",
+                "{:<10} @{:<9} {:>6} bytes{codec}  {status}  {extra}",
                 block_name(kind),
                 h.offset,
                 h.size
             )?;
         }
-        Ok(ok.then(|| span(h).map(|(a, b)| data.slice(a..b))).flatten())
+        Ok(decoded.ok())
     };
     // Data blocks, through the index.
     let index = span(footer.index)
@@ -427,9 +469,7 @@ fn table(data: Bytes, entries: bool, style: Style, out: &mut dyn Write) -> CliRe
                     break;
                 };
                 n_blocks += 1;
-                let (a, b) = span(h).unwrap_or((0, 0));
-                let body = data.slice(a.min(data.len())..b.min(data.len()).max(a.min(data.len())));
-                let parsed = Block::new(body, h.offset);
+                let parsed = contents(h, BlockType::Data).and_then(|b| Block::new(b, h.offset));
                 let mut summary = String::new();
                 let mut list = Vec::new();
                 if let Ok(b) = &parsed {
@@ -493,7 +533,7 @@ fn table(data: Bytes, entries: bool, style: Style, out: &mut dyn Write) -> CliRe
     let filter_ok = line(out, footer.filter, BlockType::Filter, String::new())?;
     damaged |= filter_ok.is_none();
     let props = line(out, footer.props, BlockType::Properties, String::new())?;
-    let props = props.and_then(|b| Properties::decode(&b, footer.props.offset).ok());
+    let props = props.and_then(|b| Properties::decode(&b, footer.props.offset, version).ok());
     damaged |= props.is_none();
     let index_ok = line(
         out,
@@ -505,28 +545,31 @@ fn table(data: Bytes, entries: bool, style: Style, out: &mut dyn Write) -> CliRe
     if style.json {
         let p = props.as_ref().map(|p| {
             json!({"entries": p.entries, "deletions": p.deletions, "min_seqno": p.min_seq, "max_seqno": p.max_seq,
-                   "raw_key_bytes": p.raw_key_bytes, "raw_value_bytes": p.raw_value_bytes, "data_blocks": p.data_blocks})
+                   "raw_key_bytes": p.raw_key_bytes, "raw_value_bytes": p.raw_value_bytes, "data_blocks": p.data_blocks,
+                   "compressed_blocks": p.compressed_blocks, "raw_data_bytes": p.raw_data_bytes})
         });
         print_json(
             out,
-            &json!({"size": len, "footer_offset": footer_at, "blocks": blocks, "properties": p, "damaged": damaged}),
+            &json!({"size": len, "footer_offset": footer_at, "format_version": version, "blocks": blocks, "properties": p, "damaged": damaged}),
         )?;
     } else {
         writeln!(
             out,
-            "footer     @{footer_at:<9} {FOOTER_LEN:>6} bytes  magic strataST  version 1  ok"
+            "footer     @{footer_at:<9} {FOOTER_LEN:>6} bytes  magic strataST  version {version}  ok"
         )?;
         if let Some(p) = &props {
             writeln!(
                 out,
-                "properties: {} entries ({} deletions), seqnos {}..={}, {} key bytes, {} value bytes, {} data blocks",
+                "properties: {} entries ({} deletions), seqnos {}..={}, {} key bytes, {} value bytes, {} data blocks ({} compressed, {} bytes uncompressed)",
                 p.entries,
                 p.deletions,
                 p.min_seq,
                 p.max_seq,
                 p.raw_key_bytes,
                 p.raw_value_bytes,
-                p.data_blocks
+                p.data_blocks,
+                p.compressed_blocks,
+                p.raw_data_bytes
             )?;
             let k = |ik: &[u8]| match key::parse(ik) {
                 Some(pk) => format!("{}@{}", short(pk.user_key, style), pk.seq),

@@ -24,6 +24,7 @@ use crate::limits::NUM_LEVELS;
 use crate::manifest::{Edit, TableMeta};
 use crate::merge_iter::{LevelCursor, MergeCursor};
 use crate::retention::RetentionFilter;
+use crate::sstable::block_cache::BlockCache;
 use crate::sstable::table_builder::TableBuilder;
 use crate::sstable::table_reader::Table;
 use crate::state::LsmState;
@@ -47,6 +48,8 @@ pub(crate) struct JobContext<'a> {
     pub life: &'a Lifecycle,
     /// Per-level I/O counters.
     pub levels: &'a [LevelIo],
+    /// Where the outputs' decompressed blocks are kept.
+    pub block_cache: &'a Arc<BlockCache>,
 }
 
 impl JobContext<'_> {
@@ -202,7 +205,7 @@ impl JobContext<'_> {
                         number,
                         builder: TableBuilder::new(
                             self.config.fs.create(&path)?,
-                            self.config.table_options(),
+                            self.config.table_options(job.output_level),
                         ),
                     });
                 }
@@ -223,11 +226,10 @@ impl JobContext<'_> {
     fn finish_output(&self, out: Output) -> Result<Arc<Table>> {
         out.builder.finish()?;
         let path = self.dir.join(file_names::table(out.number));
-        Ok(Arc::new(Table::open(
-            Arc::clone(&self.config.fs),
-            &path,
-            out.number,
-        )?))
+        Ok(Arc::new(
+            Table::open(Arc::clone(&self.config.fs), &path, out.number)?
+                .with_cache(Arc::clone(self.block_cache)),
+        ))
     }
 
     /// Replaces the inputs with `outputs` in the manifest and the published state.

@@ -7,6 +7,8 @@ use super::Db;
 use crate::config::{Config, PeriodicCompaction, RecoveryMode, SyncMode};
 use crate::error::Result;
 use crate::fs::FileSystem;
+use crate::limits::NUM_LEVELS;
+use crate::sstable::compression::Compression;
 
 /// Builds a [`Config`] step by step and opens the store.
 ///
@@ -75,6 +77,42 @@ impl DbBuilder {
     /// See [`Config::filter_bits_per_key`].
     pub fn filter_bits_per_key(mut self, n: u32) -> Self {
         self.config.filter_bits_per_key = n;
+        self
+    }
+
+    /// Compression of every level's tables, level 0 first; see [`Config::compression`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use strata::{Compression, Db};
+    /// // Level 0 stays uncompressed, levels 1 and 2 use LZ4, the rest too.
+    /// let db = Db::builder(dir.path())
+    ///     .compression_per_level([
+    ///         Compression::None,
+    ///         Compression::Lz4,
+    ///         Compression::Lz4,
+    ///         Compression::Lz4,
+    ///         Compression::Lz4,
+    ///         Compression::Lz4,
+    ///         Compression::Lz4,
+    ///     ])
+    ///     .open()?;
+    /// # Ok::<_, strata::Error>(())
+    /// ```
+    pub fn compression_per_level(mut self, levels: [Compression; NUM_LEVELS]) -> Self {
+        self.config.compression = levels;
+        self
+    }
+
+    /// The same compression for every level; see [`Config::compression`].
+    pub fn compression(mut self, c: Compression) -> Self {
+        self.config.compression = [c; NUM_LEVELS];
+        self
+    }
+
+    /// See [`Config::block_cache_bytes`].
+    pub fn block_cache_bytes(mut self, n: u64) -> Self {
+        self.config.block_cache_bytes = n;
         self
     }
 

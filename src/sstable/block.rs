@@ -75,6 +75,11 @@ impl Block {
         }
     }
 
+    /// Bytes of contents.
+    pub fn size(&self) -> usize {
+        self.data.len()
+    }
+
     /// Number of restart points (for an index block, built with interval 1: its entries).
     pub fn num_restarts(&self) -> usize {
         self.num_restarts

@@ -1,12 +1,16 @@
-//! SSTable byte layout (`docs/format.md`, "SSTable"): block handles, block trailers, the
+//! SSTable byte layout (`docs/format.md`, "Table"): block handles, block trailers, the
 //! properties block and the footer.
 //!
 //! ```text
 //! table  := data_block* filter_block properties_block index_block footer
-//! block  := contents | trailer
-//! trailer (5 bytes) := block_type: u8 | crc32: u32
-//!     crc32 is masked and covers: the block's file offset (u64 LE), the contents, the type
-//!     byte. Binding the offset means a block copied to the wrong place fails its check.
+//! block  := stored | trailer
+//! trailer, version 2 (6 bytes) := block_type: u8 | compression: u8 | crc32: u32
+//!     crc32 is masked and covers: the block's file offset (u64 LE), the stored bytes, the
+//!     type byte, the compression byte. Binding the offset means a block copied to the
+//!     wrong place fails its check. Only data blocks may be compressed (see
+//!     `super::compression` for the stored form of a compressed block).
+//! trailer, version 1 (5 bytes) := block_type: u8 | crc32: u32 (over offset, stored, type)
+//!     Version 1 tables have no compression byte: every block is stored as is.
 //! handle := offset: varint | size: varint          (size excludes the trailer)
 //! footer (52 bytes) :=
 //!     index_offset: u64 | index_size: u32 |
@@ -16,18 +20,28 @@
 //! ```
 #![deny(clippy::indexing_slicing)]
 
+use bytes::Bytes;
+
+use super::compression::{Compression, decompress};
 use crate::checksum::mask_crc;
 use crate::coding::{Reader, get_u32, get_u64, put_len_prefixed, put_u32, put_u64, put_varint};
 use crate::error::Corrupt;
 
 /// Table file magic number ("strataST" little-endian).
 pub const TABLE_MAGIC: u64 = u64::from_le_bytes(*b"strataST");
-/// Current table format version.
-pub const TABLE_FORMAT_VERSION: u32 = 1;
+/// Table format version written by this build: per-block compression.
+pub const TABLE_FORMAT_VERSION: u32 = 2;
+/// The oldest table format version this build reads (uncompressed blocks, 5-byte trailers).
+pub const MIN_TABLE_FORMAT_VERSION: u32 = 1;
 /// Size of the footer.
 pub const FOOTER_LEN: usize = 52;
-/// Size of a block trailer.
-pub const TRAILER_LEN: usize = 5;
+/// Size of a block trailer in the current format.
+pub const TRAILER_LEN: usize = 6;
+
+/// Size of a block trailer in tables of format `version`.
+pub fn trailer_len(version: u32) -> usize {
+    if version >= 2 { TRAILER_LEN } else { 5 }
+}
 
 /// Block types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,13 +57,122 @@ pub enum BlockType {
     Properties = 4,
 }
 
-/// The checksum stored in a block trailer.
-pub fn block_crc(offset: u64, contents: &[u8], block_type: u8) -> u32 {
+/// The checksum stored in a block trailer; `compression` is the trailer's compression byte
+/// (`None` in version 1 tables, which have none).
+pub fn block_crc(offset: u64, stored: &[u8], block_type: u8, compression: Option<u8>) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&offset.to_le_bytes());
-    h.update(contents);
+    h.update(stored);
     h.update(&[block_type]);
+    if let Some(c) = compression {
+        h.update(&[c]);
+    }
     mask_crc(h.finalize())
+}
+
+/// A block as found in the file: its stored bytes and its trailer, bounds checked but not
+/// yet checksummed.
+#[derive(Debug, Clone)]
+pub struct StoredBlock {
+    /// The stored bytes (compressed or not), without the trailer.
+    pub stored: Bytes,
+    /// The trailer's block type byte.
+    pub block_type: u8,
+    /// The trailer's compression byte (always 0 in version 1 tables).
+    pub compression: u8,
+    /// The checksum the trailer holds.
+    pub stored_crc: u32,
+    /// The block's file offset.
+    pub offset: u64,
+    /// The table's format version.
+    pub version: u32,
+}
+
+impl StoredBlock {
+    /// Locates the block `h` names in a table of format `version` whose blocks end by
+    /// `limit` (the footer's offset); fails if the block or its trailer leave that range.
+    pub fn locate(
+        data: &Bytes,
+        limit: u64,
+        h: BlockHandle,
+        version: u32,
+    ) -> Result<StoredBlock, Corrupt> {
+        let tlen = trailer_len(version);
+        let end = h
+            .offset
+            .checked_add(h.size)
+            .and_then(|e| e.checked_add(tlen as u64))
+            .filter(|&e| e <= limit && e <= data.len() as u64)
+            .ok_or_else(|| Corrupt::new(h.offset, "block handle out of range"))?;
+        let body_end = (end - tlen as u64) as usize;
+        let trailer = data.get(body_end..end as usize).unwrap_or_default();
+        let (compression, crc_at) = if version >= 2 {
+            (trailer.get(1).copied().unwrap_or_default(), 2)
+        } else {
+            (0, 1)
+        };
+        Ok(StoredBlock {
+            stored: data.slice(h.offset as usize..body_end),
+            block_type: trailer.first().copied().unwrap_or_default(),
+            compression,
+            stored_crc: get_u32(trailer, crc_at).unwrap_or_default(),
+            offset: h.offset,
+            version,
+        })
+    }
+
+    /// The checksum of the stored bytes and trailer as they are now.
+    pub fn computed_crc(&self) -> u32 {
+        let compression = (self.version >= 2).then_some(self.compression);
+        block_crc(self.offset, &self.stored, self.block_type, compression)
+    }
+
+    /// Whether the stored checksum matches.
+    pub fn checksum_ok(&self) -> bool {
+        self.computed_crc() == self.stored_crc
+    }
+
+    /// The codec the compression byte names (an error for an unknown byte).
+    pub fn codec(&self) -> Result<Compression, Corrupt> {
+        Compression::from_code(self.compression).ok_or_else(|| {
+            Corrupt::new(
+                self.offset + self.stored.len() as u64 + 1,
+                format!("unknown block compression {}", self.compression),
+            )
+        })
+    }
+
+    /// Checks the type and (with `verify`) the checksum, then returns the block's contents:
+    /// the stored bytes themselves when uncompressed (no copy), else decompressed. Only
+    /// data blocks may be compressed.
+    pub fn contents(&self, kind: BlockType, verify: bool) -> Result<Bytes, Corrupt> {
+        self.check(kind, verify)?;
+        match self.codec()? {
+            Compression::None => Ok(self.stored.clone()),
+            _ if kind != BlockType::Data => Err(Corrupt::new(
+                self.offset,
+                format!("compressed block of type {}", kind as u8),
+            )),
+            codec => decompress(&self.stored, codec, self.offset).map(Bytes::from),
+        }
+    }
+
+    /// Checks the trailer's type and (with `verify`) the checksum.
+    pub fn check(&self, kind: BlockType, verify: bool) -> Result<(), Corrupt> {
+        if self.block_type != kind as u8 {
+            return Err(Corrupt::new(
+                self.offset + self.stored.len() as u64,
+                format!(
+                    "expected block type {}, found {}",
+                    kind as u8, self.block_type
+                ),
+            ));
+        }
+        if verify && !self.checksum_ok() {
+            return Err(Corrupt::new(self.offset, "block checksum mismatch"));
+        }
+        Ok(())
+    }
 }
 
 /// Where a block lives in the file.
@@ -91,6 +214,8 @@ pub struct Footer {
     pub filter: BlockHandle,
     /// The properties block.
     pub props: BlockHandle,
+    /// The table's format version.
+    pub version: u32,
 }
 
 impl Footer {
@@ -102,7 +227,7 @@ impl Footer {
             // Block sizes are bounded well below 4 GiB by the builder.
             put_u32(&mut v, h.size as u32);
         }
-        put_u32(&mut v, TABLE_FORMAT_VERSION);
+        put_u32(&mut v, self.version);
         let crc = mask_crc(crc32fast::hash(&v));
         put_u32(&mut v, crc);
         put_u64(&mut v, TABLE_MAGIC);
@@ -123,10 +248,13 @@ impl Footer {
             return Err(Corrupt::new(base + 40, "footer checksum mismatch"));
         }
         let version = get_u32(buf, 36).unwrap_or_default();
-        if version != TABLE_FORMAT_VERSION {
+        if !(MIN_TABLE_FORMAT_VERSION..=TABLE_FORMAT_VERSION).contains(&version) {
             return Err(Corrupt::new(
                 base + 36,
-                format!("unsupported table format version {version}"),
+                format!(
+                    "unsupported table format version {version} (this build reads \
+                     {MIN_TABLE_FORMAT_VERSION} to {TABLE_FORMAT_VERSION})"
+                ),
             ));
         }
         let handle = |at: usize| BlockHandle {
@@ -137,6 +265,7 @@ impl Footer {
             index: handle(0),
             filter: handle(12),
             props: handle(24),
+            version,
         })
     }
 }
@@ -158,6 +287,11 @@ pub struct Properties {
     pub raw_value_bytes: u64,
     /// Data blocks.
     pub data_blocks: u64,
+    /// Of which stored compressed (version 2; 0 in version 1 tables).
+    pub compressed_blocks: u64,
+    /// Bytes of data-block contents before compression (version 2; in version 1 tables,
+    /// where nothing is compressed, 0).
+    pub raw_data_bytes: u64,
     /// Smallest internal key.
     pub smallest: Vec<u8>,
     /// Largest internal key.
@@ -181,11 +315,25 @@ impl Properties {
         }
         put_len_prefixed(&mut v, &self.smallest);
         put_len_prefixed(&mut v, &self.largest);
+        put_varint(&mut v, self.compressed_blocks);
+        put_varint(&mut v, self.raw_data_bytes);
         v
     }
 
-    /// Decodes a properties block whose contents start at file offset `base`.
-    pub fn decode(src: &[u8], base: u64) -> Result<Properties, Corrupt> {
+    /// Encodes the properties block contents of a version 1 table (for compatibility tests).
+    #[cfg(test)]
+    pub fn encode_v1(&self) -> Vec<u8> {
+        let mut v = self.encode();
+        let mut tail = Vec::new();
+        put_varint(&mut tail, self.compressed_blocks);
+        put_varint(&mut tail, self.raw_data_bytes);
+        v.truncate(v.len() - tail.len());
+        v
+    }
+
+    /// Decodes the properties block of a table of format `version`, whose contents start at
+    /// file offset `base`.
+    pub fn decode(src: &[u8], base: u64, version: u32) -> Result<Properties, Corrupt> {
         let mut r = Reader::new(src, base);
         let mut p = Properties {
             entries: r.varint("entries")?,
@@ -200,10 +348,14 @@ impl Properties {
         let limit = crate::limits::MAX_KEY_LEN + crate::key::TRAILER_LEN;
         p.smallest = r.len_prefixed(limit, "smallest key")?.to_vec();
         p.largest = r.len_prefixed(limit, "largest key")?.to_vec();
+        if version >= 2 {
+            p.compressed_blocks = r.varint("compressed blocks")?;
+            p.raw_data_bytes = r.varint("raw data bytes")?;
+        }
         if !r.is_empty() {
             return Err(r.corrupt("trailing bytes in properties"));
         }
-        if p.min_seq > p.max_seq || p.deletions > p.entries {
+        if p.min_seq > p.max_seq || p.deletions > p.entries || p.compressed_blocks > p.data_blocks {
             return Err(Corrupt::new(base, "inconsistent table properties"));
         }
         Ok(p)
@@ -229,6 +381,7 @@ mod tests {
                 offset: 915,
                 size: 80,
             },
+            version: TABLE_FORMAT_VERSION,
         };
         let b = f.encode();
         assert_eq!(b.len(), FOOTER_LEN);
@@ -239,6 +392,15 @@ mod tests {
             assert!(Footer::decode(&bad, 5000).is_err(), "flip at {i}");
         }
         assert!(Footer::decode(&b[1..], 5000).is_err());
+        for version in [0, TABLE_FORMAT_VERSION + 1] {
+            let e = Footer::decode(&Footer { version, ..f }.encode(), 5000).unwrap_err();
+            assert!(
+                e.reason.contains("unsupported table format version"),
+                "{e:?}"
+            );
+        }
+        let old = Footer { version: 1, ..f };
+        assert_eq!(Footer::decode(&old.encode(), 5000).unwrap(), old);
     }
 
     #[test]
@@ -251,13 +413,22 @@ mod tests {
             raw_key_bytes: 100,
             raw_value_bytes: 1000,
             data_blocks: 3,
+            compressed_blocks: 2,
+            raw_data_bytes: 9000,
             smallest: b"a\0\0\0\0\0\0\0\0".to_vec(),
             largest: b"z\0\0\0\0\0\0\0\0".to_vec(),
         };
-        assert_eq!(Properties::decode(&p.encode(), 0).unwrap(), p);
+        assert_eq!(Properties::decode(&p.encode(), 0, 2).unwrap(), p);
         let mut bad = p.encode();
         bad.push(1);
-        assert!(Properties::decode(&bad, 0).is_err());
+        assert!(Properties::decode(&bad, 0, 2).is_err());
+        // Version 1 properties end after the key range.
+        let v1 = Properties::decode(&p.encode_v1(), 0, 1).unwrap();
+        assert_eq!((v1.compressed_blocks, v1.raw_data_bytes), (0, 0));
+        assert!(Properties::decode(&p.encode(), 0, 1).is_err());
+        let mut more = p.clone();
+        more.compressed_blocks = 4;
+        assert!(Properties::decode(&more.encode(), 0, 2).is_err());
     }
 
     #[test]

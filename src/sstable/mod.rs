@@ -1,11 +1,14 @@
 //! Sorted string tables: immutable files of internal entries.
 //!
 //! [`format`](mod@format) holds the byte layout, [`block_builder`] and [`block`] the data/index block
-//! encoding, [`filter`] the bloom filter, [`table_builder`] writes a table and
+//! encoding, [`compression`] the block codecs, [`block_cache`] the cache of decompressed
+//! blocks, [`filter`] the bloom filter, [`table_builder`] writes a table and
 //! [`table_reader`] reads one.
 
 pub mod block;
 pub mod block_builder;
+pub mod block_cache;
+pub mod compression;
 pub mod filter;
 pub mod format;
 pub mod table_builder;

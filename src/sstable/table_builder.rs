@@ -1,14 +1,17 @@
 //! Writes an SSTable from entries in internal-key order (layout in [`super::format`]).
 //!
-//! Data blocks are cut at the configured size; each gets an index entry keyed by its last
-//! internal key. The filter covers every distinct user key. Output is buffered and handed to
+//! Data blocks are cut at the configured size and compressed with the configured codec when
+//! that makes them smaller; each gets an index entry keyed by its last internal key. The filter covers every distinct user key. Output is buffered and handed to
 //! the file in large appends; [`TableBuilder::finish`] writes the footer and fsyncs.
 
 use std::io;
 
 use super::block_builder::BlockBuilder;
+use super::compression::{self, Compression};
 use super::filter;
-use super::format::{BlockHandle, BlockType, Footer, Properties, block_crc};
+use super::format::{
+    BlockHandle, BlockType, Footer, Properties, TABLE_FORMAT_VERSION, TRAILER_LEN, block_crc,
+};
 use crate::fs::WritableFile;
 use crate::hash::hash64;
 use crate::key;
@@ -24,6 +27,8 @@ pub struct TableOptions {
     pub restart_interval: usize,
     /// Bloom filter bits per key.
     pub filter_bits_per_key: u32,
+    /// How data blocks are compressed.
+    pub compression: Compression,
 }
 
 /// Streams entries into a new table file.
@@ -34,6 +39,8 @@ pub struct TableBuilder {
     offset: u64,
     out: Vec<u8>,
     data: BlockBuilder,
+    /// Scratch space for a compressed block.
+    compressed: Vec<u8>,
     index: BlockBuilder,
     hashes: Vec<u64>,
     last_user_key: Vec<u8>,
@@ -49,6 +56,7 @@ impl TableBuilder {
             offset: 0,
             out: Vec::with_capacity(WRITE_BUFFER + opts.block_bytes),
             data: BlockBuilder::new(opts.restart_interval),
+            compressed: Vec::new(),
             index: BlockBuilder::new(1),
             hashes: Vec::new(),
             last_user_key: Vec::new(),
@@ -102,7 +110,16 @@ impl TableBuilder {
         }
         let last = self.data.last_key().to_vec();
         let contents = self.data.finish();
-        let handle = self.write_block(&contents, BlockType::Data)?;
+        self.props.raw_data_bytes += contents.len() as u64;
+        let mut compressed = std::mem::take(&mut self.compressed);
+        let codec = compression::compress(&contents, self.opts.compression, &mut compressed);
+        let handle = if codec == Compression::None {
+            self.write_block(&contents, BlockType::Data, Compression::None)?
+        } else {
+            self.props.compressed_blocks += 1;
+            self.write_block(&compressed, BlockType::Data, codec)?
+        };
+        self.compressed = compressed;
         let mut h = Vec::with_capacity(20);
         handle.encode_to(&mut h);
         self.index.add(&last, &h);
@@ -110,16 +127,22 @@ impl TableBuilder {
         Ok(())
     }
 
-    fn write_block(&mut self, contents: &[u8], kind: BlockType) -> io::Result<BlockHandle> {
+    fn write_block(
+        &mut self,
+        stored: &[u8],
+        kind: BlockType,
+        codec: Compression,
+    ) -> io::Result<BlockHandle> {
         let handle = BlockHandle {
             offset: self.offset,
-            size: contents.len() as u64,
+            size: stored.len() as u64,
         };
-        let crc = block_crc(handle.offset, contents, kind as u8);
-        self.out.extend_from_slice(contents);
+        let crc = block_crc(handle.offset, stored, kind as u8, Some(codec.code()));
+        self.out.extend_from_slice(stored);
         self.out.push(kind as u8);
+        self.out.push(codec.code());
         self.out.extend_from_slice(&crc.to_le_bytes());
-        self.offset += contents.len() as u64 + super::format::TRAILER_LEN as u64;
+        self.offset += stored.len() as u64 + TRAILER_LEN as u64;
         if self.out.len() >= WRITE_BUFFER {
             self.file.append(&self.out)?;
             self.out.clear();
@@ -132,18 +155,19 @@ impl TableBuilder {
     pub fn finish(mut self) -> io::Result<(Properties, u64)> {
         self.flush_data_block()?;
         let filter = filter::build(&self.hashes, self.opts.filter_bits_per_key);
-        let filter_handle = self.write_block(&filter, BlockType::Filter)?;
+        let filter_handle = self.write_block(&filter, BlockType::Filter, Compression::None)?;
         if self.props.entries == 0 {
             self.props.min_seq = 0;
         }
         let props = self.props.encode();
-        let props_handle = self.write_block(&props, BlockType::Properties)?;
+        let props_handle = self.write_block(&props, BlockType::Properties, Compression::None)?;
         let index = self.index.finish();
-        let index_handle = self.write_block(&index, BlockType::Index)?;
+        let index_handle = self.write_block(&index, BlockType::Index, Compression::None)?;
         let footer = Footer {
             index: index_handle,
             filter: filter_handle,
             props: props_handle,
+            version: TABLE_FORMAT_VERSION,
         }
         .encode();
         self.out.extend_from_slice(&footer);

@@ -9,7 +9,6 @@ use std::path::Path;
 use bytes::Bytes;
 
 use super::{CheckedFile, FileKind, Recorder};
-use crate::coding::get_u32;
 use crate::cursor::Cursor;
 use crate::error::Corrupt;
 use crate::fs::FileSystem;
@@ -19,48 +18,44 @@ use crate::manifest::TableMeta;
 use crate::sstable::block::Block;
 use crate::sstable::filter::Filter;
 use crate::sstable::format::{
-    BlockHandle, BlockType, FOOTER_LEN, Footer, Properties, TRAILER_LEN, block_crc,
+    BlockHandle, BlockType, FOOTER_LEN, Footer, Properties, StoredBlock, trailer_len,
 };
 use crate::sstable::table_reader::Table;
 
-/// Checks a block's bounds, trailer type and checksum; returns its contents.
+/// Checks a block's bounds, trailer type, compression byte and checksum; returns its
+/// contents, decompressed when it is stored compressed.
 pub(crate) fn read_block(
     data: &Bytes,
     limit: u64,
     h: BlockHandle,
     kind: BlockType,
+    version: u32,
 ) -> Result<Bytes, Corrupt> {
-    let end = h
-        .offset
-        .checked_add(h.size)
-        .and_then(|e| e.checked_add(TRAILER_LEN as u64))
-        .filter(|&e| e <= limit)
-        .ok_or_else(|| Corrupt::new(h.offset, "block handle out of range"))?;
-    let body_end = (end - TRAILER_LEN as u64) as usize;
-    let contents = data.slice(h.offset as usize..body_end);
-    let stored_type = data.get(body_end).copied().unwrap_or_default();
-    let stored_crc = get_u32(data, body_end + 1).unwrap_or_default();
-    if stored_type != kind as u8 {
+    let b = StoredBlock::locate(data, limit, h, version)?;
+    let body_end = h.offset + b.stored.len() as u64;
+    if b.block_type != kind as u8 {
         return Err(Corrupt::new(
-            body_end as u64,
+            body_end,
             format!(
-                "expected a {} block (type {}), found type {stored_type}",
+                "expected a {} block (type {}), found type {}",
                 block_name(kind),
-                kind as u8
+                kind as u8,
+                b.block_type
             ),
         ));
     }
-    let actual = block_crc(h.offset, &contents, stored_type);
-    if actual != stored_crc {
+    let actual = b.computed_crc();
+    if actual != b.stored_crc {
         return Err(Corrupt::new(
             h.offset,
             format!(
-                "{} block checksum mismatch (stored {stored_crc:#010x}, computed {actual:#010x})",
-                block_name(kind)
+                "{} block checksum mismatch (stored {:#010x}, computed {actual:#010x})",
+                block_name(kind),
+                b.stored_crc
             ),
         ));
     }
-    Ok(contents)
+    b.contents(kind, false)
 }
 
 /// The name of a block type.
@@ -83,6 +78,10 @@ struct Tally {
     smallest: Vec<u8>,
     largest: Vec<u8>,
     blocks: u64,
+    /// Data blocks stored compressed.
+    compressed: u64,
+    /// Bytes of data-block contents, decompressed.
+    raw_bytes: u64,
 }
 
 /// Verifies the table at `path` (against its manifest entry, when there is one).
@@ -166,7 +165,7 @@ fn walk(data: &Bytes, damage: &mut dyn FnMut(Option<u64>, String)) -> Option<Tal
     };
     let limit = footer_at as u64;
     let meta_block = |h: BlockHandle, t: BlockType, damage: &mut dyn FnMut(Option<u64>, String)| {
-        read_block(data, limit, h, t)
+        read_block(data, limit, h, t, footer.version)
             .map_err(|e| damage(Some(e.offset), e.reason))
             .ok()
     };
@@ -176,7 +175,7 @@ fn walk(data: &Bytes, damage: &mut dyn FnMut(Option<u64>, String)) -> Option<Tal
             .ok()
     });
     let props = meta_block(footer.props, BlockType::Properties, damage).and_then(|b| {
-        Properties::decode(&b, footer.props.offset)
+        Properties::decode(&b, footer.props.offset, footer.version)
             .map_err(|e| damage(Some(e.offset), e.reason))
             .ok()
     });
@@ -186,7 +185,8 @@ fn walk(data: &Bytes, damage: &mut dyn FnMut(Option<u64>, String)) -> Option<Tal
             .ok()
     });
     // Placement: filter, properties and index follow the data blocks, then the footer.
-    let end_of = |h: BlockHandle| h.offset + h.size + TRAILER_LEN as u64;
+    let tlen = trailer_len(footer.version) as u64;
+    let end_of = |h: BlockHandle| h.offset + h.size + tlen;
     if footer.props.offset != end_of(footer.filter)
         || footer.index.offset != end_of(footer.props)
         || end_of(footer.index) != limit
@@ -233,17 +233,22 @@ fn walk(data: &Bytes, damage: &mut dyn FnMut(Option<u64>, String)) -> Option<Tal
             );
         }
         expected_offset = end_of(h);
-        let block = match read_block(data, limit, h, BlockType::Data)
-            .and_then(|b| Block::new(b, h.offset))
-        {
-            Ok(b) => b,
-            Err(e) => {
-                damage(Some(e.offset), e.reason);
-                structure_ok = false;
-                ic.next();
-                continue;
-            }
-        };
+        if StoredBlock::locate(data, limit, h, footer.version).is_ok_and(|b| b.compression != 0) {
+            t.compressed += 1;
+        }
+        let block =
+            match read_block(data, limit, h, BlockType::Data, footer.version).and_then(|b| {
+                t.raw_bytes += b.len() as u64;
+                Block::new(b, h.offset)
+            }) {
+                Ok(b) => b,
+                Err(e) => {
+                    damage(Some(e.offset), e.reason);
+                    structure_ok = false;
+                    ic.next();
+                    continue;
+                }
+            };
         let mut c = block.cursor();
         c.seek_to_first();
         let mut last_in_block: Option<Vec<u8>> = None;
@@ -323,6 +328,14 @@ fn walk(data: &Bytes, damage: &mut dyn FnMut(Option<u64>, String)) -> Option<Tal
             ("entries", p.entries == t.entries),
             ("deletions", p.deletions == t.deletions),
             ("data blocks", p.data_blocks == t.blocks),
+            (
+                "compressed blocks",
+                footer.version < 2 || p.compressed_blocks == t.compressed,
+            ),
+            (
+                "raw data bytes",
+                footer.version < 2 || p.raw_data_bytes == t.raw_bytes,
+            ),
             ("smallest key", p.smallest == t.smallest),
             ("largest key", p.largest == t.largest),
             (

@@ -125,10 +125,10 @@ struct Args {
     #[arg(long)]
     join: Option<String>,
     /// Raft heartbeat period in milliseconds (cluster only).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 200)]
     heartbeat_ms: u64,
     /// Election timeout range in milliseconds, "MIN-MAX" (cluster only).
-    #[arg(long, default_value = "500-1000")]
+    #[arg(long, default_value = "600-1200")]
     election_timeout_ms: String,
     /// PEM certificate chain: serve HTTPS (needs --tls-key).
     #[arg(long, requires = "tls_key")]

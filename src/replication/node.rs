@@ -31,6 +31,10 @@ use super::routes::LeaderContact;
 use super::state_machine::{DbOpener, MachineReader, StateMachine, default_opener};
 use super::types::{Member, NodeId, Raft};
 
+/// Most log entries one AppendEntries carries. An entry is one proposer round (at most
+/// 1 MiB of writes), so one RPC carries at most a few MiB.
+const MAX_PAYLOAD_ENTRIES: u64 = 8;
+
 /// How a replica is set up.
 #[derive(Clone)]
 pub struct NodeOptions {
@@ -68,8 +72,9 @@ impl std::fmt::Debug for NodeOptions {
 }
 
 impl NodeOptions {
-    /// Defaults for node `name` with data in `dir`, reachable at `addr`: heartbeat 100 ms,
-    /// elections after 500–1000 ms of silence (a failover well within 2 s), a snapshot every
+    /// Defaults for node `name` with data in `dir`, reachable at `addr`: heartbeat 200 ms
+    /// (also the deadline of one AppendEntries in openraft 0.9), elections after 600–1200 ms
+    /// of silence (a failover within 2 s), a snapshot every
     /// 10,000 entries keeping 1,000 behind it, RPC bodies up to 64 MiB, the default store
     /// opener and [`PlainApplier`].
     pub fn new(name: impl Into<String>, dir: impl Into<PathBuf>, addr: impl Into<String>) -> Self {
@@ -77,8 +82,8 @@ impl NodeOptions {
             name: name.into(),
             dir: dir.into(),
             addr: addr.into(),
-            heartbeat: Duration::from_millis(100),
-            election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
+            heartbeat: Duration::from_millis(200),
+            election_timeout: (Duration::from_millis(600), Duration::from_millis(1200)),
             snapshot_every: 10_000,
             keep_logs: 1_000,
             max_rpc_bytes: 64 << 20,
@@ -100,6 +105,9 @@ impl NodeOptions {
             purge_batch_size: (self.snapshot_every / 4).clamp(1, 256),
             snapshot_max_chunk_size: 4 << 20,
             replication_lag_threshold: self.snapshot_every.saturating_mul(2),
+            // openraft 0.9 gives one AppendEntries the heartbeat period as its deadline: keep
+            // each one small enough (a few proposer rounds) to make it on a loaded machine.
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
             ..Config::default()
         };
         config

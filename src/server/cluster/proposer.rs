@@ -21,8 +21,9 @@ use crate::server::reply::Reply;
 
 /// Most writes in one log entry.
 const MAX_ROUND_WRITES: usize = 512;
-/// A round stops taking writes beyond this many request bytes.
-const MAX_ROUND_BYTES: usize = 4 << 20;
+/// A round stops taking writes beyond this many request bytes (an entry must replicate
+/// within one AppendEntries deadline).
+const MAX_ROUND_BYTES: usize = 1 << 20;
 /// Rounds proposed and not yet answered, at most.
 const MAX_IN_FLIGHT: usize = 8;
 

@@ -25,6 +25,7 @@ use crate::Db;
 use crate::replication::identity::node_id;
 use crate::replication::node::{NodeOptions, ReplicaNode, bootstrapper};
 use crate::replication::replica::Replica;
+use crate::replication::transport::PeerTransport;
 use crate::replication::types::Member;
 use crate::server::ServerConfig;
 
@@ -102,6 +103,7 @@ impl Cluster {
 pub(crate) async fn start(
     config: &ServerConfig,
     cluster: &ClusterConfig,
+    transport: PeerTransport,
 ) -> Result<Cluster, String> {
     let name = config.node_id.clone();
     let addr = cluster
@@ -112,6 +114,7 @@ pub(crate) async fn start(
     opts.heartbeat = cluster.heartbeat;
     opts.election_timeout = cluster.election_timeout;
     opts.snapshot_every = cluster.snapshot_every;
+    opts.transport = transport;
     opts.applier = Arc::new(applier::ServerApplier::new(
         config.dedup_expiry.as_millis().min(u128::from(u64::MAX)) as u64,
     ));

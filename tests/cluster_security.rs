@@ -316,6 +316,7 @@ async fn a_cluster_with_peer_tls_elects_replicates_and_serves_clients_with_token
     assert_eq!(followers.len(), 2, "{:?}", a.json);
     for (name, f) in followers {
         assert_eq!(f["status"], json!("healthy"), "{name}: {f:?}");
+        assert!(f["url"].as_str().unwrap().starts_with("https://"), "{f:?}");
     }
     for m in members {
         m.stop().await;

@@ -8,8 +8,10 @@
 //! naming what failed, with exit status 1.
 //!
 //! Without `--tls-cert`/`--tls-key` and `--auth-file` the server only listens on a loopback
-//! address; `--host 0.0.0.0` needs both (or `--insecure`, which warns). SIGHUP reloads the
-//! certificate, key, client CA and token files.
+//! address; `--host 0.0.0.0` needs both (or `--insecure`, which warns). A cluster member
+//! with `--peer-cert`, `--peer-key` and `--peer-ca` speaks mutual TLS with its peers (and
+//! TLS on its port to everyone); client TLS on a member needs them. SIGHUP reloads the
+//! certificate, key, client CA, peer and token files.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -146,6 +148,16 @@ struct Args {
     /// /health then needs `Authorization: Bearer <token>`.
     #[arg(long)]
     auth_file: Option<PathBuf>,
+    /// PEM certificate chain this member presents to its peers (cluster only; needs
+    /// --peer-key and --peer-ca): mutual TLS between members.
+    #[arg(long, requires_all = ["peer_key", "peer_ca"])]
+    peer_cert: Option<PathBuf>,
+    /// PEM private key of --peer-cert.
+    #[arg(long, requires_all = ["peer_cert", "peer_ca"])]
+    peer_key: Option<PathBuf>,
+    /// PEM certificates of the cluster's CA: peers must present a certificate it signed.
+    #[arg(long, requires_all = ["peer_cert", "peer_key"])]
+    peer_ca: Option<PathBuf>,
     /// Allow a non-loopback --host without TLS and --auth-file (logged, and shown on /health).
     #[arg(long)]
     insecure: bool,
@@ -233,6 +245,9 @@ impl Args {
         c.security.client_ca = self.client_ca;
         c.security.tls_handshake_timeout = seconds(self.tls_handshake_timeout);
         c.security.auth_file = self.auth_file;
+        c.security.peer_cert = self.peer_cert;
+        c.security.peer_key = self.peer_key;
+        c.security.peer_ca = self.peer_ca;
         c.security.insecure = self.insecure;
         c
     }

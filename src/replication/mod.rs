@@ -14,6 +14,7 @@
 //! | state machine | [`state_machine`] | the `Db` that serves reads; apply, snapshots, installs |
 //! | snapshot file | [`snapshot_file`] | the streamed, checksummed snapshot format |
 //! | network | [`network`], [`routes`] | Raft RPCs over HTTP: pooled clients and the receiving routes |
+//! | transport | [`transport`] | how peers are reached: plain HTTP, or mutual TLS with reloadable certificates |
 //! | node | [`node`] | a replica's lifecycle: open, start, bootstrap, stop |
 //! | replica | [`replica`] | what the server asks of a replica, in plain types: propose, read barrier, membership, status |
 //! | read index | [`read_index`] | linearizable reads on every node, concurrent reads sharing one quorum round |
@@ -34,6 +35,7 @@ pub mod routes;
 pub mod snapshot_file;
 mod snapshots;
 pub mod state_machine;
+pub mod transport;
 pub mod types;
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! openraft asks the [`Network`] factory for a connection to a peer often (per replication
 //! stream, per vote, per linearizable read); [`Network::new_client`] never connects, it
 //! hands out a clone of that peer's pooled client, so RPCs reuse idle connections instead of
-//! opening one each. Bodies are the codec's postcard bytes; every request names its target
+//! opening one each. Connections are plain HTTP or mutual TLS as the node's
+//! [`PeerTransport`] says; a reload of its certificates replaces the pools (requests already
+//! running finish on the old one). Bodies are the codec's postcard bytes; every request names its target
 //! node in the path (`/raft/{rpc}/{target}`), and the receiver refuses a request meant for
 //! another node.
 //!
@@ -18,9 +20,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use openraft::RPCTypes;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
@@ -35,6 +34,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::codec;
+use super::transport::{PeerClient, PeerTransport};
 use super::types::{Member, NodeId, TypeConfig};
 
 /// Path of the AppendEntries RPC (followed by `/{target}`).
@@ -50,7 +50,7 @@ const MAX_RESPONSE_BYTES: usize = 1 << 20;
 /// How long an idle pooled connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(60);
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = PeerClient<Full<Bytes>>;
 
 /// What a node knows about its last RPCs to one peer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -67,6 +67,8 @@ pub struct PeerStatus {
 
 struct Peer {
     addr: String,
+    /// The transport generation the client was built at.
+    generation: u64,
     client: HttpClient,
 }
 
@@ -75,6 +77,7 @@ struct Inner {
     peers: Mutex<HashMap<NodeId, Peer>>,
     status: Mutex<BTreeMap<NodeId, PeerStatus>>,
     connect_timeout: Duration,
+    transport: PeerTransport,
 }
 
 /// openraft's network factory: the pooled clients of every peer, and their status.
@@ -91,26 +94,17 @@ impl std::fmt::Debug for Network {
     }
 }
 
-fn new_client(connect_timeout: Duration) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_keepalive(Some(Duration::from_secs(30)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE)
-        .pool_max_idle_per_host(8)
-        .build(connector)
-}
-
 impl Network {
-    /// The network of node `id`; connects to a peer within `connect_timeout`.
-    pub fn new(id: NodeId, connect_timeout: Duration) -> Network {
+    /// The network of node `id`; connects to a peer within `connect_timeout`, over
+    /// `transport`.
+    pub fn new(id: NodeId, connect_timeout: Duration, transport: PeerTransport) -> Network {
         Network {
             inner: Arc::new(Inner {
                 id,
                 peers: Mutex::new(HashMap::new()),
                 status: Mutex::new(BTreeMap::new()),
                 connect_timeout,
+                transport,
             }),
         }
     }
@@ -121,16 +115,22 @@ impl Network {
     }
 
     fn client_for(&self, target: NodeId, node: &Member) -> HttpClient {
+        let transport = &self.inner.transport;
         let mut peers = self.inner.peers.lock();
         match peers.get(&target) {
-            Some(p) if p.addr == node.addr => p.client.clone(),
+            Some(p) if p.addr == node.addr && p.generation == transport.generation() => {
+                p.client.clone()
+            }
             _ => {
-                // New peer, or its address changed: a fresh pool.
-                let client = new_client(self.inner.connect_timeout);
+                // New peer, its address changed, or the certificates were reloaded: a fresh
+                // pool.
+                let (generation, client) =
+                    transport.client(self.inner.connect_timeout, POOL_IDLE, 8);
                 peers.insert(
                     target,
                     Peer {
                         addr: node.addr.clone(),
+                        generation,
                         client: client.clone(),
                     },
                 );
@@ -220,7 +220,8 @@ impl Connection {
         req: &Req,
     ) -> Result<T, Failure> {
         let body = codec::encode(req).map_err(|e| Failure::Other(e.to_string()))?;
-        let uri = format!("http://{}{}/{}", self.node.addr, path, self.target);
+        let scheme = self.net.inner.transport.scheme();
+        let uri = format!("{scheme}://{}{}/{}", self.node.addr, path, self.target);
         let request = hyper::Request::post(uri)
             .header(hyper::header::CONTENT_TYPE, CONTENT_TYPE)
             .body(Full::new(Bytes::from(body)))
@@ -229,10 +230,10 @@ impl Connection {
             if e.is_connect() {
                 Failure::Connect {
                     addr: self.node.addr.clone(),
-                    reason: e.to_string(),
+                    reason: error_chain(&e),
                 }
             } else {
-                Failure::Other(format!("{}: {e}", self.node.addr))
+                Failure::Other(format!("{}: {}", self.node.addr, error_chain(&e)))
             }
         })?;
         let status = response.status();
@@ -276,6 +277,19 @@ impl Connection {
             e,
         ))
     }
+}
+
+/// An error and its sources, joined: the client's own message hides the cause (a refused
+/// connection, an untrusted certificate).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 type RpcResult<T, E = openraft::error::Infallible> =

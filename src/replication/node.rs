@@ -29,6 +29,7 @@ use super::log_store::LogStore;
 use super::network::Network;
 use super::routes::LeaderContact;
 use super::state_machine::{DbOpener, MachineReader, StateMachine, default_opener};
+use super::transport::PeerTransport;
 use super::types::{Member, NodeId, Raft};
 
 /// Most log entries one AppendEntries carries. An entry is one proposer round (at most
@@ -59,6 +60,8 @@ pub struct NodeOptions {
     pub opener: DbOpener,
     /// What writes mean.
     pub applier: Arc<dyn Applier>,
+    /// How peers are reached (plain HTTP unless set).
+    pub transport: PeerTransport,
 }
 
 impl std::fmt::Debug for NodeOptions {
@@ -76,7 +79,7 @@ impl NodeOptions {
     /// (also the deadline of one AppendEntries in openraft 0.9), elections after 600–1200 ms
     /// of silence (a failover within 2 s), a snapshot every
     /// 10,000 entries keeping 1,000 behind it, RPC bodies up to 64 MiB, the default store
-    /// opener and [`PlainApplier`].
+    /// opener, [`PlainApplier`] and plain HTTP to peers.
     pub fn new(name: impl Into<String>, dir: impl Into<PathBuf>, addr: impl Into<String>) -> Self {
         NodeOptions {
             name: name.into(),
@@ -89,6 +92,7 @@ impl NodeOptions {
             max_rpc_bytes: 64 << 20,
             opener: default_opener(),
             applier: Arc::new(PlainApplier),
+            transport: PeerTransport::plain(),
         }
     }
 
@@ -123,6 +127,7 @@ pub struct ReplicaNode {
     raft: Raft,
     machine: MachineReader,
     network: Network,
+    transport: PeerTransport,
     log: Weak<()>,
     max_rpc_bytes: usize,
     contact: LeaderContact,
@@ -156,7 +161,11 @@ impl ReplicaNode {
         };
         let machine = sm.reader();
         let log_alive = log.liveness();
-        let network = Network::new(identity.id, opts.heartbeat.max(Duration::from_millis(200)));
+        let network = Network::new(
+            identity.id,
+            opts.heartbeat.max(Duration::from_millis(200)),
+            opts.transport.clone(),
+        );
         let raft = Raft::new(identity.id, config, network.clone(), log, sm)
             .await
             .map_err(|e| ReplicationError::Raft(e.to_string()))?;
@@ -166,6 +175,7 @@ impl ReplicaNode {
             raft,
             machine,
             network,
+            transport: opts.transport,
             log: log_alive,
             max_rpc_bytes: opts.max_rpc_bytes,
             contact: LeaderContact::default(),
@@ -200,6 +210,11 @@ impl ReplicaNode {
     /// The network layer (per-peer RPC status).
     pub fn network(&self) -> &Network {
         &self.network
+    }
+
+    /// How this node reaches its peers.
+    pub fn transport(&self) -> &PeerTransport {
+        &self.transport
     }
 
     /// When this node last accepted entries or a heartbeat from a leader.

@@ -9,19 +9,19 @@
 //! A follower asks the leader for its read index (`GET /raft/read_index`, which runs the
 //! leader's rounds above), waits until its own state machine has applied that far, and then
 //! reads locally. Followers share rounds the same way, so a follower under a read burst sends
-//! one request to the leader per round.
+//! one request to the leader per round. The request goes over the node's
+//! [`PeerTransport`] (mutual TLS when configured: a leader answers only members).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use super::network::error_chain;
+use super::transport::{PeerClient, PeerTransport};
 use super::types::{Member, NodeId, Raft};
 
 /// Route at which a leader hands out its read index.
@@ -29,6 +29,9 @@ pub const READ_INDEX_PATH: &str = "/raft/read_index";
 
 /// Largest answer accepted from a leader's read-index route.
 const MAX_ANSWER: usize = 4096;
+
+/// How long an idle connection to the leader is kept.
+const POOL_IDLE: Duration = Duration::from_secs(60);
 
 /// Why a linearizable read cannot be served now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,24 +61,37 @@ pub(crate) struct ReadIndex {
     raft: Raft,
     id: NodeId,
     rounds: Mutex<Rounds>,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    transport: PeerTransport,
+    /// The client to the leader and the transport generation it was built at.
+    client: Mutex<(u64, PeerClient<Empty<Bytes>>)>,
     timeout: Duration,
 }
 
 impl ReadIndex {
-    pub(crate) fn new(raft: Raft, id: NodeId, timeout: Duration) -> Arc<ReadIndex> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout));
+    pub(crate) fn new(
+        raft: Raft,
+        id: NodeId,
+        transport: PeerTransport,
+        timeout: Duration,
+    ) -> Arc<ReadIndex> {
+        let client = Mutex::new(transport.client(timeout, POOL_IDLE, 16));
         Arc::new(ReadIndex {
             raft,
             id,
             rounds: Mutex::new(Rounds::default()),
-            client: Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(16)
-                .build(connector),
+            transport,
+            client,
             timeout,
         })
+    }
+
+    /// The client to the leader, rebuilt when the peer certificates were reloaded.
+    fn client(&self) -> PeerClient<Empty<Bytes>> {
+        let mut client = self.client.lock();
+        if client.0 != self.transport.generation() {
+            *client = self.transport.client(self.timeout, POOL_IDLE, 16);
+        }
+        client.1.clone()
     }
 
     /// Waits until this node's state machine reflects every write acknowledged before the
@@ -190,12 +206,19 @@ impl ReadIndex {
     }
 
     async fn ask(&self, leader: &Member) -> Result<u64, ReadRefusal> {
-        let uri = format!("http://{}{READ_INDEX_PATH}", leader.addr);
+        let uri = format!(
+            "{}://{}{READ_INDEX_PATH}",
+            self.transport.scheme(),
+            leader.addr
+        );
         let req = hyper::Request::get(uri)
             .body(Empty::new())
             .map_err(|e| ReadRefusal::Unavailable(e.to_string()))?;
-        let resp = self.client.request(req).await.map_err(|e| {
-            ReadRefusal::Unavailable(format!("asking {leader} for a read index: {e}"))
+        let resp = self.client().request(req).await.map_err(|e| {
+            ReadRefusal::Unavailable(format!(
+                "asking {leader} for a read index: {}",
+                error_chain(&e)
+            ))
         })?;
         let status = resp.status();
         let body = Limited::new(resp.into_body(), MAX_ANSWER)

@@ -109,7 +109,12 @@ impl std::fmt::Debug for Replica {
 impl Replica {
     /// Wraps a started node; `read_timeout` bounds one linearizable read round.
     pub fn new(node: ReplicaNode, read_timeout: std::time::Duration) -> Replica {
-        let reads = ReadIndex::new(node.raft().clone(), node.id(), read_timeout);
+        let reads = ReadIndex::new(
+            node.raft().clone(),
+            node.id(),
+            node.transport().clone(),
+            read_timeout,
+        );
         Replica {
             node,
             reads,

@@ -10,7 +10,9 @@
 //!   backlog never fills with clients nobody reads.
 //! - **TLS.** On a TLS port a connection takes its slot first and then runs the handshake
 //!   (`tls.rs`), which must finish within the handshake timeout; the HTTP limits below then
-//!   apply to the decrypted stream as to a plain one.
+//!   apply to the decrypted stream as to a plain one. On a cluster member with peer TLS a
+//!   connection that completed the peer handshake has its requests marked
+//!   [`PeerVerified`](super::tls::PeerVerified), which the peer routes require.
 //! - **Timeouts.** A request head must arrive within the header-read timeout of its first
 //!   byte, and a connection with no request in flight is closed after the idle timeout
 //!   (`conn_io.rs` records the activity). Body reads have their own timeout (`limits.rs`).
@@ -38,7 +40,7 @@ use tokio::time::Instant;
 
 use super::conn_io::{Activity, ConnIo, Handoff, Wait, linger};
 use super::security::Security;
-use super::tls::{self, Refused, Stream};
+use super::tls::{self, PeerVerified, Refused, Stream};
 
 /// The limits of the connection layer.
 #[derive(Debug, Clone)]
@@ -96,13 +98,13 @@ where
                 let (app, limits, stop) = (app.clone(), Arc::clone(&limits), stop_rx.clone());
                 let security = Arc::clone(&security);
                 tokio::spawn(async move {
-                    if let Some(stream) = secure(tcp, &security, stop.clone()).await {
-                        serve_connection(stream, app, &limits, stop).await;
+                    if let Some((stream, peer)) = secure(tcp, &security, stop.clone()).await {
+                        serve_connection(stream, peer, app, &limits, stop).await;
                     }
                     drop(slot);
                 });
             }
-            Err(_) if security.tls().is_some() => drop(tcp),
+            Err(_) if security.tls_port() => drop(tcp),
             Err(_) => match Arc::clone(&refusing).try_acquire_owned() {
                 Ok(permit) => {
                     tokio::spawn(async move {
@@ -127,16 +129,17 @@ where
 }
 
 /// The connection's stream: `tcp` itself, or on a TLS port the stream of a finished
-/// handshake (`None` when it failed, timed out, or shutdown began first).
+/// handshake (`None` when it failed, timed out, or shutdown began first), and whether it was
+/// a peer's handshake.
 async fn secure(
     tcp: TcpStream,
     security: &Security,
     mut stop: watch::Receiver<bool>,
-) -> Option<Stream> {
-    let Some(tls) = security.tls() else {
-        return Some(Stream::Plain(tcp));
+) -> Option<(Stream, bool)> {
+    let Some(acceptors) = security.acceptors() else {
+        return Some((Stream::Plain(tcp), false));
     };
-    let handshake = tls::handshake(tls.acceptor(), tcp, security.handshake_timeout());
+    let handshake = tls::handshake(acceptors, tcp, security.handshake_timeout());
     let result = tokio::select! {
         r = handshake => r,
         _ = stop.wait_for(|s| *s) => return None,
@@ -177,11 +180,12 @@ async fn refuse(mut tcp: TcpStream) {
 }
 
 /// The service of one connection: the router, with each request marked in flight until it
-/// is answered.
+/// is answered (and marked [`PeerVerified`] on a peer's connection).
 #[derive(Clone)]
 struct Tracked {
     inner: TowerToHyperService<Router>,
     activity: Arc<Activity>,
+    peer: bool,
 }
 
 /// Marks a request in flight for as long as it lives (also when the request is dropped).
@@ -207,8 +211,11 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
     type Error = Infallible;
     type Future = BoxedResponse;
 
-    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
         let guard = InFlight::new(&self.activity);
+        if self.peer {
+            req.extensions_mut().insert(PeerVerified);
+        }
         let fut = self.inner.call(req);
         Box::pin(async move {
             let r = fut.await;
@@ -227,6 +234,7 @@ fn check_every(limits: &ConnLimits) -> Duration {
 /// shutdown does.
 async fn serve_connection(
     tcp: Stream,
+    peer: bool,
     app: Router,
     limits: &ConnLimits,
     mut stop: watch::Receiver<bool>,
@@ -242,6 +250,7 @@ async fn serve_connection(
     let service = Tracked {
         inner: TowerToHyperService::new(app),
         activity: Arc::clone(&activity),
+        peer,
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

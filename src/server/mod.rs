@@ -17,7 +17,8 @@
 //! under each connection, its handshake bounded and counted against the connection cap; the
 //! bearer-token check runs in front of the request limits, so a refused request never has
 //! its body read. Without TLS and tokens the server listens on loopback only (see
-//! [`SecurityConfig`]).
+//! [`SecurityConfig`]). A cluster member with peer TLS (`peer_tls`) tells peers from clients
+//! in the TLS handshake, and its peer routes answer only peers.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -73,6 +74,8 @@ mod kv_api;
 mod limits;
 mod metrics;
 mod ops;
+#[cfg(feature = "replication")]
+mod peer_tls;
 mod queue;
 mod reply;
 mod security;
@@ -113,6 +116,8 @@ pub fn router(state: AppState) -> Router {
     let limits = Arc::new(limits::Limits::new(state.config()));
     let security = Arc::clone(state.security());
     #[cfg(feature = "replication")]
+    let security_for_peers = Arc::clone(&security);
+    #[cfg(feature = "replication")]
     let (peer_routes, member_routes) = (
         cluster::routes::peer_router(&state),
         cluster::routes::member_router(&state),
@@ -125,9 +130,13 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(security, auth::check))
         .layer(middleware::from_fn_with_state(metrics, metrics::track));
     // Peer traffic (Raft RPCs and followers' read-index requests) has its own body limit
-    // and checks, outside the client limits and tokens.
+    // and checks, outside the client limits and tokens; with peer TLS, only a connection
+    // that completed the peer handshake reaches it (`peer_tls`).
     #[cfg(feature = "replication")]
-    let routes = routes.merge(peer_routes);
+    let routes = routes.merge(peer_routes.layer(middleware::from_fn_with_state(
+        Arc::clone(&security_for_peers),
+        peer_tls::require_peer,
+    )));
     routes
 }
 
@@ -326,7 +335,8 @@ where
         %addr,
         node_id = %config.node_id,
         max_connections,
-        tls = security.tls().is_some(),
+        tls = security.tls_port(),
+        peer_tls = config.security.peer_tls_enabled(),
         client_certificates = config.security.client_ca.is_some(),
         tokens = security.tokens().is_some(),
         "serving"

@@ -1,14 +1,16 @@
 //! The server's security settings and their live state: TLS on the client port (`tls`), the
-//! bearer tokens (`auth`), the rule that keeps an unprotected server off the network, and
-//! reloading certificates and tokens without a restart.
+//! bearer tokens (`auth`), mutual TLS between cluster members (`peer_tls`), the rule that
+//! keeps an unprotected server off the network, and reloading certificates and tokens
+//! without a restart.
 //!
 //! - **Safe defaults.** With neither TLS nor tokens the server is meant for loopback only:
 //!   listening on any other address (`0.0.0.0` included) without both TLS and an auth file
 //!   refuses to start ([`SecurityConfig::check_exposure`]) unless `insecure` is set, and then
-//!   a warning is logged at start and shown on `/health`.
+//!   a warning is logged at start and shown on `/health`. With peer TLS the port is TLS for
+//!   clients too (with the peer certificate, when there is no `tls_cert`).
 //! - **Reload.** On SIGHUP, and when any of the files changes (checked every
-//!   `reload_check_every`, default 2 s), the certificate, key, client CA and token files are
-//!   read again.
+//!   `reload_check_every`, default 2 s), the certificate, key, client CA, peer and token
+//!   files are read again.
 //!   Each part that loads replaces the old one for new connections and requests; a part that
 //!   fails to load is logged and the old one is kept, so a half-written file never takes the
 //!   server down.
@@ -21,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use parking_lot::RwLock;
 
 use super::auth::Tokens;
-use super::tls::{Tls, TlsFiles};
+use super::tls::{Acceptors, Tls, TlsFiles};
 
 /// Security settings of one server. The default: no TLS, no tokens, loopback only.
 #[derive(Debug, Clone)]
@@ -37,6 +39,14 @@ pub struct SecurityConfig {
     /// Token file (`NAME ROLE SHA256HEX` lines); when set, every route but `/health` needs
     /// `Authorization: Bearer <token>` with a role strong enough.
     pub auth_file: Option<PathBuf>,
+    /// PEM certificate chain this node presents to its cluster peers (feature
+    /// `replication`); with `peer_key` and `peer_ca`, turns on mutual TLS between members.
+    pub peer_cert: Option<PathBuf>,
+    /// PEM private key of `peer_cert`.
+    pub peer_key: Option<PathBuf>,
+    /// PEM certificates of the cluster's CA: the only issuer of peer certificates this node
+    /// believes, as client and as server.
+    pub peer_ca: Option<PathBuf>,
     /// Allows listening on a non-loopback address without TLS and tokens (with a warning).
     pub insecure: bool,
     /// Longest time a TLS handshake may take, from the connection's accept. Default 10 s.
@@ -53,6 +63,9 @@ impl Default for SecurityConfig {
             tls_key: None,
             client_ca: None,
             auth_file: None,
+            peer_cert: None,
+            peer_key: None,
+            peer_ca: None,
             insecure: false,
             tls_handshake_timeout: Duration::from_secs(10),
             reload_check_every: Some(Duration::from_secs(2)),
@@ -75,6 +88,13 @@ impl SecurityConfig {
                 "client certificate checks (--client-ca) need TLS (--tls-cert, --tls-key)".into(),
             );
         }
+        let peer = [&self.peer_cert, &self.peer_key, &self.peer_ca];
+        if peer.iter().any(|p| p.is_some()) && !peer.iter().all(|p| p.is_some()) {
+            return Err("peer TLS needs all three of --peer-cert, --peer-key and --peer-ca".into());
+        }
+        if self.peer_tls_enabled() && !cfg!(feature = "replication") {
+            return Err("peer TLS (--peer-cert) needs the replication feature".into());
+        }
         if self.tls_handshake_timeout.is_zero() {
             return Err("the TLS handshake timeout must be positive".into());
         }
@@ -84,9 +104,20 @@ impl SecurityConfig {
         Ok(())
     }
 
-    /// True when TLS is configured.
+    /// True when TLS is configured on the client port.
     pub fn tls_enabled(&self) -> bool {
         self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
+    /// True when mutual TLS between cluster members is configured.
+    pub fn peer_tls_enabled(&self) -> bool {
+        self.peer_cert.is_some() && self.peer_key.is_some() && self.peer_ca.is_some()
+    }
+
+    /// True when the port speaks TLS (client TLS, or peer TLS, which makes every
+    /// connection TLS).
+    pub fn port_is_tls(&self) -> bool {
+        self.tls_enabled() || self.peer_tls_enabled()
     }
 
     /// Whether the server may listen on `addr`: `Ok(None)` when it is loopback or protected
@@ -96,7 +127,7 @@ impl SecurityConfig {
         let ip = addr.ip();
         let loopback = ip.is_loopback()
             || matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
-        let tls = self.tls_enabled();
+        let tls = self.port_is_tls();
         let auth = self.auth_file.is_some();
         if loopback || (tls && auth) {
             return Ok(None);
@@ -121,6 +152,15 @@ impl SecurityConfig {
         }
     }
 
+    #[cfg(feature = "replication")]
+    fn peer_files(&self) -> Option<super::peer_tls::PeerFiles> {
+        Some(super::peer_tls::PeerFiles {
+            cert: self.peer_cert.clone()?,
+            key: self.peer_key.clone()?,
+            ca: self.peer_ca.clone()?,
+        })
+    }
+
     fn tls_files(&self) -> Option<TlsFiles> {
         Some(TlsFiles {
             cert: self.tls_cert.clone()?,
@@ -134,6 +174,8 @@ impl SecurityConfig {
 #[derive(Debug)]
 pub(crate) struct Security {
     tls: Option<Tls>,
+    #[cfg(feature = "replication")]
+    peer: Option<super::peer_tls::PeerTls>,
     auth_file: Option<PathBuf>,
     tokens: Option<RwLock<Arc<Tokens>>>,
     handshake_timeout: Duration,
@@ -146,6 +188,11 @@ impl Security {
     pub(crate) fn load(config: &SecurityConfig) -> Result<Security, String> {
         config.validate()?;
         let tls = config.tls_files().map(Tls::load).transpose()?;
+        #[cfg(feature = "replication")]
+        let peer = config
+            .peer_files()
+            .map(super::peer_tls::PeerTls::load)
+            .transpose()?;
         let tokens = match &config.auth_file {
             Some(path) => {
                 let t = Tokens::load(path)?;
@@ -158,6 +205,8 @@ impl Security {
         };
         Ok(Security {
             tls,
+            #[cfg(feature = "replication")]
+            peer,
             auth_file: config.auth_file.clone(),
             tokens,
             handshake_timeout: config.tls_handshake_timeout,
@@ -166,9 +215,39 @@ impl Security {
         })
     }
 
-    /// TLS, when configured.
-    pub(crate) fn tls(&self) -> Option<&Tls> {
-        self.tls.as_ref()
+    /// Peer TLS, when configured.
+    #[cfg(feature = "replication")]
+    pub(crate) fn peer(&self) -> Option<&super::peer_tls::PeerTls> {
+        self.peer.as_ref()
+    }
+
+    /// The configurations a new connection's handshake chooses from; `None` on a plain
+    /// port.
+    pub(crate) fn acceptors(&self) -> Option<Acceptors> {
+        #[cfg(feature = "replication")]
+        if let Some(peer) = &self.peer {
+            let client = match &self.tls {
+                Some(tls) => tls.config(),
+                None => peer.clients_config(),
+            };
+            return Some(Acceptors {
+                client,
+                peer: Some((peer.peer_config(), crate::replication::transport::PEER_ALPN)),
+            });
+        }
+        self.tls.as_ref().map(|tls| Acceptors {
+            client: tls.config(),
+            peer: None,
+        })
+    }
+
+    /// True when the port speaks TLS.
+    pub(crate) fn tls_port(&self) -> bool {
+        #[cfg(feature = "replication")]
+        if self.peer.is_some() {
+            return true;
+        }
+        self.tls.is_some()
     }
 
     /// The longest a TLS handshake may take.
@@ -203,6 +282,15 @@ impl Security {
                 Err(e) => failures.push(e),
             }
         }
+        #[cfg(feature = "replication")]
+        if let Some(peer) = &self.peer {
+            match peer.reload() {
+                Ok(()) => {
+                    tracing::info!(cert = %peer.cert().display(), "peer TLS certificate reloaded")
+                }
+                Err(e) => failures.push(e),
+            }
+        }
         if let (Some(path), Some(tokens)) = (&self.auth_file, &self.tokens) {
             match Tokens::load(path) {
                 Ok(t) => {
@@ -225,6 +313,10 @@ impl Security {
             .as_ref()
             .map(|t| t.files().paths())
             .unwrap_or_default();
+        #[cfg(feature = "replication")]
+        if let Some(peer) = &self.peer {
+            v.extend(peer.paths());
+        }
         v.extend(self.auth_file.as_deref());
         v
     }

@@ -60,8 +60,16 @@ impl AppState {
     /// State for a standalone server over `db`; starts the server's store threads (reader
     /// pool and write committer), which end when the last clone of the state is dropped.
     /// The TLS and token files the configuration names are read here; one that does not
-    /// load is an `InvalidInput` error naming it.
+    /// load is an `InvalidInput` error naming it, and so are peer TLS settings (they are for
+    /// cluster members).
     pub fn new(db: Db, config: ServerConfig) -> std::io::Result<AppState> {
+        if config.security.peer_tls_enabled() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "peer TLS (--peer-cert, --peer-key, --peer-ca) is for cluster members: give \
+                 --peers, or use --tls-cert and --tls-key for a standalone server",
+            ));
+        }
         let security = Security::load(&config.security)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let dedup = Arc::new(Dedup::new(config.dedup_expiry));
@@ -95,22 +103,27 @@ impl AppState {
 
     /// State for a member of a Raft cluster: starts (or restarts) the replica in
     /// `config.data_dir` and, for a pristine cluster, initializes it on the one node that
-    /// must. Stop it with [`AppState::shutdown`].
+    /// must. Stop it with [`AppState::shutdown`]. With peer TLS in the security settings,
+    /// peers are reached over mutual TLS; client TLS on a member needs peer TLS too.
     #[cfg(feature = "replication")]
     pub async fn start_cluster(
         config: ServerConfig,
         cluster: &super::cluster::ClusterConfig,
     ) -> Result<AppState, String> {
-        if config.security.tls_enabled() {
-            // Peers speak plain HTTP to each other's port today: a TLS port would cut them off.
+        if config.security.tls_enabled() && !config.security.peer_tls_enabled() {
+            // Peers would speak plain HTTP to a TLS port and be cut off.
             return Err(
-                "TLS on a cluster member's port needs TLS between peers, which this \
-                        version does not have yet; run the cluster without --tls-cert"
+                "TLS on a cluster member's port needs TLS between peers too: give \
+                 --peer-cert, --peer-key and --peer-ca"
                     .into(),
             );
         }
         let security = Security::load(&config.security)?;
-        let member = super::cluster::start(&config, cluster).await?;
+        let transport = match security.peer() {
+            Some(peer) => peer.transport().clone(),
+            None => crate::replication::transport::PeerTransport::plain(),
+        };
+        let member = super::cluster::start(&config, cluster, transport).await?;
         let db = member.db();
         let dedup = Arc::new(Dedup::new(config.dedup_expiry));
         let readers = Executor::start(
@@ -212,7 +225,7 @@ impl AppState {
 
     /// This node's base URL: the address it listens on, or the configured one.
     pub(crate) fn url(&self) -> String {
-        let scheme = if self.inner.config.security.tls_enabled() {
+        let scheme = if self.inner.config.security.port_is_tls() {
             "https"
         } else {
             "http"

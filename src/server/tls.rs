@@ -1,6 +1,12 @@
 //! TLS on the client port: the certificate files, the reloadable server configuration, the
 //! handshake (bounded in time), and the plain-or-TLS byte stream under each connection.
 //!
+//! A cluster member with peer TLS (`peer_tls.rs`) serves two configurations on its one
+//! port: the handshake reads the client's hello first, and one that offers the peers' ALPN
+//! name gets the peer configuration (the peer certificate, and a client certificate signed
+//! by the peer CA required), every other one the client configuration. A connection that
+//! completed the peer handshake is marked [`PeerVerified`].
+//!
 //! - **Files.** The certificate chain and the private key are PEM files; with a client CA
 //!   (also PEM, one or more certificates), every client must present a certificate that CA
 //!   signed, or the handshake fails. Only TLS 1.2 and 1.3 are offered, with ring's
@@ -28,8 +34,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 
 /// The first byte of a TLS record carrying a handshake message.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -54,7 +60,7 @@ impl TlsFiles {
 /// TLS for one listener: its files and the configuration new handshakes use.
 pub(crate) struct Tls {
     files: TlsFiles,
-    current: RwLock<TlsAcceptor>,
+    current: RwLock<Arc<rustls::ServerConfig>>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -69,14 +75,14 @@ impl Tls {
         let config = build(&files)?;
         Ok(Tls {
             files,
-            current: RwLock::new(TlsAcceptor::from(Arc::new(config))),
+            current: RwLock::new(Arc::new(config)),
         })
     }
 
     /// Reads the files again; on success new handshakes use them, on failure nothing changes.
     pub(crate) fn reload(&self) -> Result<(), String> {
         let config = build(&self.files)?;
-        *self.current.write() = TlsAcceptor::from(Arc::new(config));
+        *self.current.write() = Arc::new(config);
         Ok(())
     }
 
@@ -85,13 +91,14 @@ impl Tls {
         &self.files
     }
 
-    /// The acceptor for a new connection.
-    pub(crate) fn acceptor(&self) -> TlsAcceptor {
-        self.current.read().clone()
+    /// The configuration of a new connection.
+    pub(crate) fn config(&self) -> Arc<rustls::ServerConfig> {
+        Arc::clone(&self.current.read())
     }
 }
 
-fn read_certs(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// The PEM certificates in `path` (at least one); `what` names the file in errors.
+pub(crate) fn read_certs(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
@@ -104,40 +111,84 @@ fn read_certs(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, S
     Ok(certs)
 }
 
-/// The rustls server configuration the files describe.
-fn build(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
+/// The trust roots of a CA file (PEM, one or more certificates).
+pub(crate) fn read_roots(what: &str, path: &Path) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs(what, path)? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("the {what} {} is not usable: {e}", path.display()))?;
+    }
+    Ok(roots)
+}
+
+/// The PEM private key in `path`.
+pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| format!("cannot read the key file {}: {e}", path.display()))
+}
+
+/// A server configuration presenting `cert` (with `key`), requiring a client certificate
+/// signed by the CA in `client_ca` when given, and offering `alpn`.
+pub(crate) fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<(&str, &Path)>,
+    alpn: &[u8],
+) -> Result<rustls::ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = read_certs("certificate file", &files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| format!("cannot read the key file {}: {e}", files.key.display()))?;
+    let chain = read_certs("certificate file", cert)?;
+    let private = read_key(key)?;
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup failed: {e}"))?;
-    let builder = match &files.client_ca {
+    let builder = match client_ca {
         None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            for cert in read_certs("client CA file", ca)? {
-                roots.add(cert).map_err(|e| {
-                    format!("the client CA file {} is not usable: {e}", ca.display())
-                })?;
-            }
+        Some((what, ca)) => {
+            let roots = read_roots(what, ca)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
-                .map_err(|e| format!("the client CA file {} is not usable: {e}", ca.display()))?;
+                .map_err(|e| format!("the {what} {} is not usable: {e}", ca.display()))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
+    let mut config = builder.with_single_cert(chain, private).map_err(|e| {
         format!(
             "the certificate {} and key {} do not make a usable pair: {e}",
-            files.cert.display(),
-            files.key.display()
+            cert.display(),
+            key.display()
         )
     })?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(config)
 }
+
+/// The ALPN name clients are offered.
+pub(crate) const HTTP1_ALPN: &[u8] = b"http/1.1";
+
+/// The rustls server configuration the files describe.
+fn build(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
+    server_config(
+        &files.cert,
+        &files.key,
+        files.client_ca.as_deref().map(|ca| ("client CA file", ca)),
+        HTTP1_ALPN,
+    )
+}
+
+/// The configurations one handshake chooses from.
+#[derive(Clone)]
+pub(crate) struct Acceptors {
+    /// For clients.
+    pub client: Arc<rustls::ServerConfig>,
+    /// For peers: the configuration, and the ALPN name by which a peer's hello asks for it.
+    pub peer: Option<(Arc<rustls::ServerConfig>, &'static [u8])>,
+}
+
+/// Marks a request that arrived on a connection whose client completed the peer handshake:
+/// it offered the peers' ALPN name and presented a certificate the peer CA signed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerVerified;
 
 /// A connection's byte stream: plain TCP, or TLS over TCP.
 #[derive(Debug)]
@@ -219,12 +270,12 @@ pub(crate) enum Refused {
 }
 
 /// Runs the server side of the TLS handshake on `tcp`, within `timeout` in all (see the
-/// module comment).
+/// module comment). The flag is true for a peer's connection ([`PeerVerified`]).
 pub(crate) async fn handshake(
-    acceptor: TlsAcceptor,
+    acceptors: Acceptors,
     tcp: TcpStream,
     timeout: Duration,
-) -> Result<Stream, Refused> {
+) -> Result<(Stream, bool), Refused> {
     let until = tokio::time::Instant::now() + timeout;
     let mut first = [0u8; 1];
     match tokio::time::timeout_at(until, tcp.peek(&mut first)).await {
@@ -237,10 +288,23 @@ pub(crate) async fn handshake(
         tell_plain_client(tcp, until).await;
         return Err(Refused::PlainHttp);
     }
-    match tokio::time::timeout_at(until, acceptor.accept(tcp)).await {
+    let accept = async {
+        let Some((peer_config, peer_alpn)) = acceptors.peer else {
+            let stream = TlsAcceptor::from(acceptors.client).accept(tcp).await?;
+            return Ok((stream, false));
+        };
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+        let peer = start
+            .client_hello()
+            .alpn()
+            .is_some_and(|mut offered| offered.any(|p| p == peer_alpn));
+        let config = if peer { peer_config } else { acceptors.client };
+        Ok::<_, io::Error>((start.into_stream(config).await?, peer))
+    };
+    match tokio::time::timeout_at(until, accept).await {
         Err(_) => Err(Refused::TimedOut),
         Ok(Err(e)) => Err(Refused::Failed(e)),
-        Ok(Ok(stream)) => Ok(Stream::Tls(Box::new(stream))),
+        Ok(Ok((stream, peer))) => Ok((Stream::Tls(Box::new(stream)), peer)),
     }
 }
 

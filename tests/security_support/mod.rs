@@ -75,6 +75,33 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// Signs a cluster member's peer certificate (for 127.0.0.1 and localhost, usable as
+    /// server and as client); writes `dir/<name>.pem` and `dir/<name>.key`, replacing them
+    /// by rename so a reloading server never reads half a file.
+    pub fn peer_leaf(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        for (path, text) in [(&k, key.serialize_pem()), (&c, cert.pem())] {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+        }
+        (c, k)
+    }
+}
+
 /// Hex SHA-256.
 pub fn sha256_hex(token: &str) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());

@@ -26,6 +26,7 @@ use crate::Db;
 use crate::replication::identity::node_id;
 use crate::replication::node::{NodeOptions, ReplicaNode, bootstrapper};
 use crate::replication::replica::Replica;
+use crate::replication::transport::PeerTransport;
 use crate::replication::types::Member;
 use crate::server::ServerConfig;
 
@@ -108,7 +109,18 @@ impl Cluster {
 pub(crate) async fn start(
     config: &ServerConfig,
     cluster: &ClusterConfig,
+    transport: PeerTransport,
 ) -> Result<Cluster, String> {
+    if cluster.join.is_some()
+        && (config.security.port_is_tls() || config.security.auth_file.is_some())
+    {
+        return Err(
+            "--join speaks plain HTTP without a token, so it cannot join a cluster \
+                    with TLS or tokens: start the node with the cluster's --peers and add it \
+                    with `strata cluster add-learner` and `promote` (an admin token)"
+                .into(),
+        );
+    }
     let name = config.node_id.clone();
     let addr = cluster
         .advertise
@@ -118,6 +130,7 @@ pub(crate) async fn start(
     opts.heartbeat = cluster.heartbeat;
     opts.election_timeout = cluster.election_timeout;
     opts.snapshot_every = cluster.snapshot_every;
+    opts.transport = transport;
     opts.applier = Arc::new(applier::ServerApplier::new(
         config.dedup_expiry.as_millis().min(u128::from(u64::MAX)) as u64,
     ));

@@ -174,6 +174,15 @@ pub(crate) fn raft_status(state: &AppState, r: &Replica) -> Value {
     })
 }
 
+/// The scheme members are reached at (every member of a cluster is set up alike).
+fn scheme(state: &AppState) -> &'static str {
+    if state.config().security.port_is_tls() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
 /// Seed 003's `/cluster_status` from the node's Raft state: the leader, and each follower
 /// with the time since this node last heard from it (recorded by the network layer).
 pub(crate) fn cluster_status(state: &AppState, r: &Replica, heartbeat_secs: f64) -> Value {
@@ -210,7 +219,7 @@ pub(crate) fn cluster_status(state: &AppState, r: &Replica, heartbeat_secs: f64)
         followers.insert(
             m.member.name.clone(),
             json!({
-                "url": format!("http://{}", m.member.addr),
+                "url": format!("{}://{}", scheme(state), m.member.addr),
                 "role": if m.voter { "voter" } else { "learner" },
                 "status": if healthy { "healthy" } else { "unhealthy" },
                 "last_heartbeat_seconds_ago": since,
@@ -222,7 +231,7 @@ pub(crate) fn cluster_status(state: &AppState, r: &Replica, heartbeat_secs: f64)
     json!({
         "leader": {
             "id": leader_name,
-            "url": s.leader.as_ref().map(|l| format!("http://{}", l.addr)),
+            "url": s.leader.as_ref().map(|l| format!("{}://{}", scheme(state), l.addr)),
             "status": if s.leader.is_some() { "healthy" } else { "unknown" },
         },
         "this_node": state.config().node_id,

@@ -190,3 +190,58 @@ fn recheck() {
     }
     assert!(verdict.is_linearizable(), "{path}: not linearizable");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxies_partition_the_raft_traffic() {
+    use nemesis_support::cluster::{Cluster, http};
+    use nemesis_support::proxy::Link;
+    let dir = base().join(format!("proxies-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let http = http();
+    let mut cluster = Cluster::new(&dir, 3).await;
+    for i in 0..3 {
+        cluster.start(i);
+    }
+    let first = leader_other_than(&cluster, &http, None).await;
+    // Cut the leader off in both directions: the other two elect one of themselves.
+    for j in (0..3).filter(|j| *j != first) {
+        cluster.net.set(first, j, Link::Drop);
+        cluster.net.set(j, first, Link::Drop);
+    }
+    let second = leader_other_than(&cluster, &http, Some(first)).await;
+    assert_ne!(second, first);
+    cluster.net.heal();
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A node other than `not` that says it leads, waiting up to 30 s.
+async fn leader_other_than(
+    cluster: &nemesis_support::cluster::Cluster,
+    http: &nemesis_support::cluster::Http,
+    not: Option<usize>,
+) -> usize {
+    use hyper::Method;
+    for _ in 0..300 {
+        for (i, n) in cluster.nodes.iter().enumerate() {
+            let r = nemesis_support::cluster::call(
+                http,
+                Method::GET,
+                n.port,
+                "/raft/status",
+                None,
+                Duration::from_secs(1),
+            )
+            .await;
+            if Some(i) != not
+                && let Some((200, s)) = r
+                && s["state"] == "leader"
+            {
+                return i;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no leader other than {not:?}");
+}

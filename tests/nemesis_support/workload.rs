@@ -84,6 +84,7 @@ fn write_output(input: &Input, status: u16, body: &Value) -> Option<Output> {
 /// Sends a write until it gets a definite answer or `budget` runs out, following hints.
 /// Returns the answer, or `Err(true)` if it may have been applied, `Err(false)` if every
 /// node refused it before proposing.
+#[allow(clippy::too_many_arguments)]
 pub async fn send_write(
     http: &Http,
     targets: &Targets,

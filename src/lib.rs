@@ -92,6 +92,7 @@ mod iter;
 mod key;
 mod lifecycle;
 mod limits;
+pub mod linearizability;
 mod lookup;
 mod manifest;
 mod memtable;

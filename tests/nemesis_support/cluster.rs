@@ -1,0 +1,248 @@
+//! The cluster under test: node processes (this test binary run again on its ignored
+//! `nemesis_node` test, settings in environment variables), each with its own data
+//! directory and log, its client port, and the proxy that carries its Raft traffic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::Method;
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use super::proxy::{self, Net};
+
+/// Environment variables of a node process.
+pub const ENV_NAME: &str = "STRATA_NEMESIS_NAME";
+/// The client port.
+pub const ENV_PORT: &str = "STRATA_NEMESIS_PORT";
+/// The data directory.
+pub const ENV_DIR: &str = "STRATA_NEMESIS_DIR";
+/// `--peers`: every other node at its proxy.
+pub const ENV_PEERS: &str = "STRATA_NEMESIS_PEERS";
+/// The node's own Raft address (its proxy).
+pub const ENV_ADVERTISE: &str = "STRATA_NEMESIS_ADVERTISE";
+
+/// The HTTP client of the harness.
+pub type Http = Client<HttpConnector, Full<Bytes>>;
+
+/// A fresh HTTP client.
+pub fn http() -> Http {
+    let mut c = HttpConnector::new();
+    c.set_nodelay(true);
+    c.set_connect_timeout(Some(Duration::from_millis(500)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build(c)
+}
+
+/// One request with a deadline: `None` if no answer arrived (an unknown outcome).
+pub async fn call(
+    http: &Http,
+    method: Method,
+    port: u16,
+    path: &str,
+    body: Option<&Value>,
+    within: Duration,
+) -> Option<(u16, Value)> {
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://127.0.0.1:{port}{path}"));
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = req.body(Full::new(Bytes::from(body))).ok()?;
+    let fut = async {
+        let resp = http.request(req).await.ok()?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.ok()?.to_bytes();
+        Some((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    };
+    tokio::time::timeout(within, fut).await.ok().flatten()
+}
+
+/// One node.
+#[derive(Debug)]
+pub struct Node {
+    /// Its name.
+    pub name: String,
+    /// Its client port.
+    pub port: u16,
+    /// Its proxy's port (its Raft address).
+    pub proxy: u16,
+    /// Its data directory.
+    pub dir: PathBuf,
+    log: PathBuf,
+    peers: String,
+    child: Option<Child>,
+    /// Stopped with SIGSTOP.
+    pub paused: bool,
+}
+
+impl Node {
+    /// Its Raft address.
+    pub fn raft_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.proxy)
+    }
+
+    /// Whether its process runs.
+    pub fn alive(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Whether it can answer (running and not paused).
+    pub fn up(&self) -> bool {
+        self.child.is_some() && !self.paused
+    }
+}
+
+/// The nodes and their network.
+pub struct Cluster {
+    /// The nodes.
+    pub nodes: Vec<Node>,
+    /// The fault table.
+    pub net: Arc<Net>,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    l.local_addr().expect("addr").port()
+}
+
+fn signal(pid: u32, sig: rustix::process::Signal) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(pid, sig);
+    }
+}
+
+impl Cluster {
+    /// `n` nodes (not started) with data under `dir`, each behind a proxy.
+    pub async fn new(dir: &Path, n: usize) -> Cluster {
+        let net = Net::new(n);
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut proxies = Vec::new();
+        for (i, port) in ports.iter().enumerate() {
+            proxies.push(proxy::start(Arc::clone(&net), i, *port).await);
+        }
+        let names: Vec<String> = (1..=n).map(|i| format!("node-{i}")).collect();
+        let nodes = (0..n)
+            .map(|i| {
+                let peers: Vec<String> = (0..n)
+                    .filter(|j| *j != i)
+                    .map(|j| format!("{}:127.0.0.1:{}", names[j], proxies[j]))
+                    .collect();
+                Node {
+                    name: names[i].clone(),
+                    port: ports[i],
+                    proxy: proxies[i],
+                    dir: dir.join(&names[i]),
+                    log: dir.join(format!("{}.log", names[i])),
+                    peers: peers.join(","),
+                    child: None,
+                    paused: false,
+                }
+            })
+            .collect();
+        Cluster { nodes, net }
+    }
+
+    /// Starts node `i`'s process.
+    pub fn start(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if node.child.is_some() {
+            return;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("node log");
+        let child = Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--ignored", "--exact", "nemesis_node", "--nocapture"])
+            .env(ENV_NAME, &node.name)
+            .env(ENV_PORT, node.port.to_string())
+            .env(ENV_DIR, &node.dir)
+            .env(ENV_PEERS, &node.peers)
+            .env(ENV_ADVERTISE, node.raft_addr())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start node");
+        self.net.set_pid(i, Some(child.id()));
+        node.child = Some(child);
+        node.paused = false;
+    }
+
+    /// SIGKILL node `i` and reap it.
+    pub fn kill(&mut self, i: usize) {
+        self.net.set_pid(i, None);
+        let node = &mut self.nodes[i];
+        if let Some(mut c) = node.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        node.paused = false;
+    }
+
+    /// SIGSTOP node `i`.
+    pub fn pause(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if let Some(c) = &node.child {
+            signal(c.id(), rustix::process::Signal::STOP);
+            node.paused = true;
+        }
+    }
+
+    /// SIGCONT node `i`.
+    pub fn resume(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if let Some(c) = &node.child {
+            signal(c.id(), rustix::process::Signal::CONT);
+        }
+        node.paused = false;
+    }
+
+    /// The node whose Raft address is `addr`.
+    pub fn by_raft_addr(&self, addr: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.raft_addr() == addr)
+    }
+
+    /// The node that says it leads, if one answers within a second.
+    pub async fn leader(&self, http: &Http) -> Option<usize> {
+        for (i, n) in self.nodes.iter().enumerate().filter(|(_, n)| n.up()) {
+            let r = call(
+                http,
+                Method::GET,
+                n.port,
+                "/raft/status",
+                None,
+                Duration::from_secs(1),
+            )
+            .await;
+            if let Some((200, s)) = r
+                && s["state"] == "leader"
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.resume(i);
+            self.kill(i);
+        }
+    }
+}

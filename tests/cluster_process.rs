@@ -446,6 +446,38 @@ async fn a_killed_leader_loses_no_acknowledged_write_and_the_cluster_carries_on(
     }
     let r = call(&client, Method::GET, &five.addr(), "/get?key=k199", None).await;
     assert_eq!(r.map(|r| r.1["value"].clone()), Some(json!("v199")));
+
+    // The command-line client drives the cluster: a put through a follower follows the
+    // leader hint, and the membership lists the joined node as a voter.
+    #[cfg(feature = "cli")]
+    {
+        let endpoints = format!("http://{follower},http://{}", five.addr());
+        let strata = |args: &[&str]| {
+            let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+                .arg("--endpoint")
+                .arg(&endpoints)
+                .args(args)
+                .output()
+                .unwrap();
+            let out = String::from_utf8_lossy(&o.stdout).to_string();
+            (
+                o.status.code(),
+                out,
+                String::from_utf8_lossy(&o.stderr).to_string(),
+            )
+        };
+        let (code, _, err) = strata(&["put", "cli-key", "cli-value"]);
+        assert_eq!(code, Some(0), "{err}");
+        let (code, out, err) = strata(&["get", "cli-key"]);
+        assert_eq!((code, out.trim()), (Some(0), "cli-value"), "{err}");
+        let (code, out, err) = strata(&["cluster", "members"]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("node-5\t") && l.ends_with("\tvoter")),
+            "{out}"
+        );
+    }
 }
 
 /// Failover times over 20 leader kills (on demand; the figures go in the notes):

@@ -9,7 +9,10 @@
 #![cfg(feature = "replication")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod node_process;
 mod server_support;
+
+use node_process::{ENV_DIR, ENV_JOIN, ENV_NAME, ENV_PEERS, ENV_PORT};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,45 +24,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use server_support::Client;
-use strata::server::{self, AppState, ClusterConfig, ServerConfig};
-
-const ENV_NAME: &str = "STRATA_TEST_NODE_NAME";
-const ENV_PORT: &str = "STRATA_TEST_NODE_PORT";
-const ENV_DIR: &str = "STRATA_TEST_NODE_DIR";
-const ENV_PEERS: &str = "STRATA_TEST_NODE_PEERS";
-const ENV_JOIN: &str = "STRATA_TEST_NODE_JOIN";
 
 /// The body of a node process (run by the test below; does nothing on its own).
 #[test]
 #[ignore = "a node process of the cluster tests, started by them"]
 fn node_process() {
-    let (Ok(name), Ok(port), Ok(dir), Ok(peers)) = (
-        std::env::var(ENV_NAME),
-        std::env::var(ENV_PORT),
-        std::env::var(ENV_DIR),
-        std::env::var(ENV_PEERS),
-    ) else {
-        return;
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let mut config = ServerConfig::default();
-        config.node_id = name;
-        config.port = port.parse().unwrap();
-        config.data_dir = PathBuf::from(dir);
-        let mut cluster = ClusterConfig::new(ClusterConfig::parse_peers(&peers).unwrap());
-        cluster.join = std::env::var(ENV_JOIN).ok();
-        let listener = server::bind(&config).await.unwrap();
-        let state = AppState::start_cluster(config, &cluster).await.unwrap();
-        server::serve(listener, state.clone(), server::shutdown_signal())
-            .await
-            .unwrap();
-        state.shutdown().await.unwrap();
-    });
+    node_process::serve_from_env();
 }
 
 struct Node {

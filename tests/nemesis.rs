@@ -17,48 +17,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod nemesis_support;
+mod node_process;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nemesis_support::cluster::{ENV_ADVERTISE, ENV_DIR, ENV_NAME, ENV_PEERS, ENV_PORT};
 use nemesis_support::run::{Plan, Report, run};
 use strata::linearizability::History;
-use strata::server::{self, AppState, ClusterConfig, ServerConfig};
 
 /// The body of a node process (started by the tests below; does nothing on its own).
 #[test]
 #[ignore = "a node process of the nemesis tests, started by them"]
 fn nemesis_node() {
-    let (Ok(name), Ok(port), Ok(dir), Ok(peers), Ok(advertise)) = (
-        std::env::var(ENV_NAME),
-        std::env::var(ENV_PORT),
-        std::env::var(ENV_DIR),
-        std::env::var(ENV_PEERS),
-        std::env::var(ENV_ADVERTISE),
-    ) else {
-        return;
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let mut config = ServerConfig::default();
-        config.node_id = name;
-        config.port = port.parse().unwrap();
-        config.data_dir = PathBuf::from(dir);
-        config.request_timeout = Duration::from_secs(5);
-        let mut cluster = ClusterConfig::new(ClusterConfig::parse_peers(&peers).unwrap());
-        cluster.advertise = Some(advertise);
-        let listener = server::bind(&config).await.unwrap();
-        let state = AppState::start_cluster(config, &cluster).await.unwrap();
-        server::serve(listener, state.clone(), server::shutdown_signal())
-            .await
-            .unwrap();
-        state.shutdown().await.unwrap();
-    });
+    node_process::serve_from_env();
 }
 
 fn base() -> PathBuf {

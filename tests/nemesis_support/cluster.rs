@@ -16,17 +16,9 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use super::proxy::{self, Net};
-
-/// Environment variables of a node process.
-pub const ENV_NAME: &str = "STRATA_NEMESIS_NAME";
-/// The client port.
-pub const ENV_PORT: &str = "STRATA_NEMESIS_PORT";
-/// The data directory.
-pub const ENV_DIR: &str = "STRATA_NEMESIS_DIR";
-/// `--peers`: every other node at its proxy.
-pub const ENV_PEERS: &str = "STRATA_NEMESIS_PEERS";
-/// The node's own Raft address (its proxy).
-pub const ENV_ADVERTISE: &str = "STRATA_NEMESIS_ADVERTISE";
+use crate::node_process::{
+    ENV_ADVERTISE, ENV_DIR, ENV_NAME, ENV_PEERS, ENV_PORT, ENV_REQUEST_TIMEOUT_MS,
+};
 
 /// The HTTP client of the harness.
 pub type Http = Client<HttpConnector, Full<Bytes>>;
@@ -173,6 +165,7 @@ impl Cluster {
             .env(ENV_DIR, &node.dir)
             .env(ENV_PEERS, &node.peers)
             .env(ENV_ADVERTISE, node.raft_addr())
+            .env(ENV_REQUEST_TIMEOUT_MS, "5000")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

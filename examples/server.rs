@@ -130,7 +130,7 @@ struct Args {
     #[arg(long, default_value_t = 200)]
     heartbeat_ms: u64,
     /// Election timeout range in milliseconds, "MIN-MAX" (cluster only).
-    #[arg(long, default_value = "600-1200")]
+    #[arg(long, default_value = "500-1000")]
     election_timeout_ms: String,
     /// PEM certificate chain: serve HTTPS (needs --tls-key).
     #[arg(long, requires = "tls_key")]

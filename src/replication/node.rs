@@ -76,7 +76,7 @@ impl std::fmt::Debug for NodeOptions {
 
 impl NodeOptions {
     /// Defaults for node `name` with data in `dir`, reachable at `addr`: heartbeat 200 ms
-    /// (also the deadline of one AppendEntries in openraft 0.9), elections after 600–1200 ms
+    /// (also the deadline of one AppendEntries in openraft 0.9), elections after 500–1000 ms
     /// of silence (a failover within 2 s), a snapshot every
     /// 10,000 entries keeping 1,000 behind it, RPC bodies up to 64 MiB, the default store
     /// opener, [`PlainApplier`] and plain HTTP to peers.
@@ -86,7 +86,7 @@ impl NodeOptions {
             dir: dir.into(),
             addr: addr.into(),
             heartbeat: Duration::from_millis(200),
-            election_timeout: (Duration::from_millis(600), Duration::from_millis(1200)),
+            election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
             snapshot_every: 10_000,
             keep_logs: 1_000,
             max_rpc_bytes: 64 << 20,

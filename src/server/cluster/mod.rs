@@ -73,14 +73,14 @@ impl ClusterConfig {
     }
 
     /// Settings sized for a small, loaded machine: heartbeat 200 ms (in openraft 0.9 also
-    /// the deadline of one AppendEntries), elections after 600–1200 ms of silence, a
+    /// the deadline of one AppendEntries), elections after 500–1000 ms of silence, a
     /// snapshot every 10,000 entries.
     pub fn new(peers: Vec<(String, String)>) -> ClusterConfig {
         ClusterConfig {
             peers,
             advertise: None,
             heartbeat: Duration::from_millis(200),
-            election_timeout: (Duration::from_millis(600), Duration::from_millis(1200)),
+            election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
             snapshot_every: 10_000,
             join: None,
         }

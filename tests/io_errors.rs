@@ -241,7 +241,17 @@ fn a_failed_manifest_write_in_a_compaction_poisons_the_store() {
 fn a_failed_manual_compaction_poisons_writes_like_a_background_one() {
     let dir = Path::new("/db");
     let fs = FaultFs::new();
-    let db = open(&fs, dir).unwrap();
+    // No background compaction: with the default trigger of two L0 tables, one could start
+    // before the fault is armed, hit it first and leave the manual one only `Poisoned`.
+    let db = Db::builder(dir)
+        .filesystem(Arc::clone(&fs) as Arc<dyn FileSystem>)
+        .memtable_bytes(4096)
+        .wal_segment_bytes(4096)
+        .block_bytes(256)
+        .l0_limits(64, 128, 256)
+        .sync_mode(SyncMode::Always)
+        .open()
+        .unwrap();
     three_flushed_tables(&db);
     assert!(db.poisoned().is_none());
     fs.fail(&[Op::Create], ".sst", 0, Fault::NoSpace);

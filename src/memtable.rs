@@ -1,7 +1,8 @@
 //! The memtable: a sorted, concurrent, in-memory map of internal keys to values.
 //!
-//! Built on `crossbeam_skiplist::SkipMap`, so readers and long-lived iterators never block
-//! the writer. Only the commit leader inserts. All versions of a key are kept (each write has
+//! Built on `crossbeam_skiplist`'s lock-free skiplist, so readers and long-lived iterators
+//! never block the writer. Every operation pins the epoch once and walks entries under that
+//! one guard (no per-entry pinning or reference counting). Only the commit leader inserts. All versions of a key are kept (each write has
 //! its own internal key); what survives a flush is decided by the retention rules.
 //!
 //! Each commit group is copied into one shared buffer and the skiplist entries point into it,
@@ -20,7 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use crossbeam_skiplist::SkipMap;
+use crossbeam_epoch as epoch;
+use crossbeam_skiplist::base::SkipList;
 
 use crate::batch::Op;
 use crate::cursor::Cursor;
@@ -31,7 +33,7 @@ use crate::lookup::Hit;
 use crate::seqno::SeqNo;
 
 /// A position in the memtable's map.
-type MapEntry<'a> = crossbeam_skiplist::map::Entry<'a, InternalKey, Bytes>;
+type MapEntry<'a, 'g> = crossbeam_skiplist::base::Entry<'a, 'g, InternalKey, Bytes>;
 
 /// Bookkeeping bytes charged per entry on top of key and value (skiplist node, `Bytes`
 /// handles).
@@ -40,7 +42,7 @@ const ENTRY_OVERHEAD: usize = 80;
 /// One memtable.
 #[derive(Debug)]
 pub struct Memtable {
-    map: SkipMap<InternalKey, Bytes>,
+    map: SkipList<InternalKey, Bytes>,
     filter: KeyFilter,
     bytes: AtomicUsize,
     max_seq: AtomicU64,
@@ -53,7 +55,7 @@ impl Memtable {
     /// `budget` bytes of entries (the size of its key filter depends on it).
     pub fn new(first_segment: u64, budget: usize) -> Memtable {
         Memtable {
-            map: SkipMap::new(),
+            map: SkipList::new(epoch::default_collector().clone()),
             filter: KeyFilter::new(budget / 64),
             bytes: AtomicUsize::new(0),
             max_seq: AtomicU64::new(0),
@@ -109,13 +111,16 @@ impl Memtable {
         for op in ops {
             self.filter.insert(hash64(op.key));
         }
+        let guard = &epoch::pin();
         let mut pos = 0;
         for op in ops {
             let klen = op.key.len() + TRAILER_LEN;
             let ikey = buf.slice(pos..pos + klen);
             let value = buf.slice(pos + klen..pos + klen + op.value.len());
             pos += klen + op.value.len();
-            self.map.insert(InternalKey::new(ikey), value);
+            self.map
+                .insert(InternalKey::new(ikey), value, guard)
+                .release(guard);
         }
         let charged = total + ops.len() * ENTRY_OVERHEAD;
         self.bytes.fetch_add(charged, Ordering::Relaxed);
@@ -135,7 +140,8 @@ impl Memtable {
             SeqNo::new(snap),
             KIND_SEEK,
         )));
-        let entry = self.map.lower_bound(Bound::Included(&target))?;
+        let guard = &epoch::pin();
+        let entry = self.map.lower_bound(Bound::Included(&target), guard)?;
         let parsed = key::parse(entry.key().bytes())?;
         (parsed.user_key == user_key).then(|| Hit {
             seq: parsed.seq,
@@ -145,10 +151,14 @@ impl Memtable {
     }
 
     /// Every entry in internal order; used by flushes.
-    pub fn iter(&self) -> impl Iterator<Item = (Bytes, Bytes)> + '_ {
-        self.map
-            .iter()
-            .map(|e| (e.key().bytes().clone(), e.value().clone()))
+    pub fn iter(self: &Arc<Self>) -> impl Iterator<Item = (Bytes, Bytes)> + use<> {
+        let mut c = self.cursor();
+        c.seek_to_first();
+        std::iter::from_fn(move || {
+            let item = c.buf.front().cloned()?;
+            c.next();
+            Some(item)
+        })
     }
 
     /// An owned cursor over this memtable.
@@ -246,15 +256,16 @@ impl MemCursor {
     fn fill_forward(&mut self, from: Bound<&InternalKey>) {
         self.forward = true;
         let mem = Arc::clone(&self.mem);
-        self.fill(mem.map.lower_bound(from), |e| e.next());
+        let guard = &epoch::pin();
+        self.fill(mem.map.lower_bound(from, guard), |e| e.next());
     }
 
     /// Copies up to one chunk of entries into the buffer, starting at `first` and stepping
     /// with `step`.
-    fn fill<'m>(
+    fn fill<'m, 'g>(
         &mut self,
-        first: Option<MapEntry<'m>>,
-        step: fn(&MapEntry<'m>) -> Option<MapEntry<'m>>,
+        first: Option<MapEntry<'m, 'g>>,
+        step: fn(&MapEntry<'m, 'g>) -> Option<MapEntry<'m, 'g>>,
     ) {
         let chunk = self.next_chunk();
         let mut entry = first;
@@ -279,7 +290,8 @@ impl MemCursor {
     fn fill_backward(&mut self, from: Bound<&InternalKey>) {
         self.forward = false;
         let mem = Arc::clone(&self.mem);
-        self.fill(mem.map.upper_bound(from), |e| e.prev());
+        let guard = &epoch::pin();
+        self.fill(mem.map.upper_bound(from, guard), |e| e.prev());
     }
 
     fn advance(&mut self, forward: bool) {

@@ -5,8 +5,10 @@
 //! one guard (no per-entry pinning or reference counting). Only the commit leader inserts. All versions of a key are kept (each write has
 //! its own internal key); what survives a flush is decided by the retention rules.
 //!
-//! Each commit group is copied into one shared buffer and the skiplist entries point into it,
-//! so inserting a group costs one allocation plus one skiplist node per write.
+//! Each commit group is copied into a shared arena chunk (64 KiB, or the group's size if
+//! larger) and the skiplist entries point into it, so inserting a write costs one skiplist
+//! node and, every few hundred small writes, a new chunk. A chunk lives as long as any entry
+//! or value handed out from it.
 //!
 //! A bloom filter over the user keys ([`KeyFilter`]) lets a point lookup of a key the
 //! memtable does not hold skip the skiplist search, whose pointer chasing is the costliest
@@ -20,7 +22,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use crossbeam_epoch as epoch;
 use crossbeam_skiplist::base::SkipList;
 
@@ -48,7 +50,13 @@ pub struct Memtable {
     max_seq: AtomicU64,
     /// The WAL segment that holds this memtable's first write.
     first_segment: u64,
+    /// Where the entries' bytes are copied; only the commit leader inserts, so the lock is
+    /// never contended.
+    arena: parking_lot::Mutex<BytesMut>,
 }
+
+/// Size of a fresh arena chunk.
+const ARENA_CHUNK: usize = 64 << 10;
 
 impl Memtable {
     /// An empty memtable whose writes start in WAL segment `first_segment`, sized for about
@@ -60,6 +68,7 @@ impl Memtable {
             bytes: AtomicUsize::new(0),
             max_seq: AtomicU64::new(0),
             first_segment,
+            arena: parking_lot::Mutex::new(BytesMut::new()),
         }
     }
 
@@ -95,17 +104,19 @@ impl Memtable {
             .iter()
             .map(|op| op.key.len() + TRAILER_LEN + op.value.len())
             .sum();
-        let mut buf = Vec::with_capacity(total);
-        for (i, op) in ops.iter().enumerate() {
-            key::encode_into(
-                &mut buf,
-                op.key,
-                SeqNo::new(first_seq + i as u64),
-                op.kind as u8,
-            );
-            buf.extend_from_slice(op.value);
-        }
-        let buf = Bytes::from(buf);
+        let buf = {
+            let mut arena = self.arena.lock();
+            if arena.capacity() - arena.len() < total {
+                *arena = BytesMut::with_capacity(total.max(ARENA_CHUNK));
+            }
+            for (i, op) in ops.iter().enumerate() {
+                let trailer = key::trailer(SeqNo::new(first_seq + i as u64), op.kind as u8);
+                arena.extend_from_slice(op.key);
+                arena.extend_from_slice(&trailer.to_le_bytes());
+                arena.extend_from_slice(op.value);
+            }
+            arena.split().freeze()
+        };
         // Filter bits go in before the entries, and both before the seqno that makes them
         // visible is published: a reader that can see a write also sees its bits.
         for op in ops {
@@ -452,6 +463,33 @@ mod tests {
             m.get(&i.to_le_bytes(), hash64(&i.to_le_bytes()), 5000)
                 .is_none()
         }));
+    }
+
+    #[test]
+    fn entries_keep_their_bytes_across_arena_chunks() {
+        let m = Arc::new(Memtable::new(1, 1 << 20));
+        // Small groups that fill several chunks, then one group larger than a chunk.
+        let value = |i: u32| vec![(i % 251) as u8; 100 + (i % 7) as usize];
+        for i in 0..2000u32 {
+            let k = format!("k{i:05}");
+            m.insert_ops(u64::from(i) + 1, &[op(Kind::Put, k.as_bytes(), &value(i))]);
+        }
+        let big = vec![7u8; ARENA_CHUNK + 10];
+        m.insert_ops(
+            5000,
+            &[op(Kind::Put, b"big", &big), op(Kind::Put, b"z", b"1")],
+        );
+        for i in 0..2000u32 {
+            let k = format!("k{i:05}");
+            let hit = m.get(k.as_bytes(), hash64(k.as_bytes()), 9000).unwrap();
+            assert_eq!((hit.seq, &hit.value[..]), (u64::from(i) + 1, &value(i)[..]));
+        }
+        assert_eq!(
+            &m.get(b"big", hash64(b"big"), 9000).unwrap().value[..],
+            &big[..]
+        );
+        assert_eq!(m.get(b"z", hash64(b"z"), 9000).unwrap().seq, 5001);
+        assert_eq!(m.iter().count(), 2002);
     }
 
     #[test]

@@ -98,8 +98,17 @@ struct Report {
     note: String,
 }
 
+/// Nanoseconds the calling thread has spent on a core (`/proc/thread-self/schedstat`; Linux
+/// only): unlike wall time, it does not grow while the thread waits for a busy core.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
 impl Report {
-    fn print(mut self) {
+    /// Prints the report; `cpu_ns` is the calling thread's time on a core during the
+    /// workload, shown per operation next to the wall-clock figures.
+    fn print(mut self, cpu_ns: Option<u64>) {
         self.lat_ns.sort_unstable();
         let pct = |p: f64| {
             if self.lat_ns.is_empty() {
@@ -110,8 +119,11 @@ impl Report {
             }
         };
         let secs = self.elapsed.as_secs_f64();
+        let cpu = cpu_ns.map_or_else(String::new, |ns| {
+            format!("cpu {:>7.3} µs/op  ", ns as f64 / 1e3 / self.ops as f64)
+        });
         println!(
-            "{:<12} : {:>10.3} µs/op {:>11.0} ops/s  p50 {:>8.2} µs  p99 {:>8.2} µs  {}",
+            "{:<12} : {:>10.3} µs/op {:>11.0} ops/s  p50 {:>8.2} µs  p99 {:>8.2} µs  {cpu}{}",
             self.name,
             secs * 1e6 / self.ops as f64,
             self.ops as f64 / secs,
@@ -147,7 +159,7 @@ impl Bench {
             Some(db) => db.clone(),
             None => {
                 eprintln!("no store yet; running fillrandom first");
-                self.fill("fillrandom", true).print();
+                self.fill("fillrandom", true).print(None);
                 self.current()
             }
         }
@@ -268,6 +280,7 @@ fn main() {
         path: PathBuf::new(),
     };
     for name in names {
+        let cpu_start = thread_cpu_ns();
         let report = match name.as_str() {
             "fillseq" => b.fill("fillseq", false),
             "fillrandom" => b.fill("fillrandom", true),
@@ -538,7 +551,10 @@ fn main() {
                 continue;
             }
         };
-        report.print();
+        let cpu = thread_cpu_ns()
+            .zip(cpu_start)
+            .map(|(end, start)| end.saturating_sub(start));
+        report.print(cpu);
         if let Some(db) = &b.db {
             let s = db.stats();
             let tables: Vec<String> = s.levels.iter().map(|l| l.tables.to_string()).collect();

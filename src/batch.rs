@@ -94,6 +94,8 @@ impl WriteBatch {
     pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> &mut Self {
         let (key, value) = (key.as_ref(), value.as_ref());
         if self.check(key, Some(value)) {
+            // Kind byte, two varint lengths of at most 5 bytes, key and value: one growth.
+            self.ops.reserve(11 + key.len() + value.len());
             self.ops.push(Kind::Put as u8);
             put_len_prefixed(&mut self.ops, key);
             put_len_prefixed(&mut self.ops, value);

@@ -1,11 +1,14 @@
 //! The memtable: a sorted, concurrent, in-memory map of internal keys to values.
 //!
-//! Built on `crossbeam_skiplist::SkipMap`, so readers and long-lived iterators never block
-//! the writer. Only the commit leader inserts. All versions of a key are kept (each write has
+//! Built on `crossbeam_skiplist`'s lock-free skiplist, so readers and long-lived iterators
+//! never block the writer. Every operation pins the epoch once and walks entries under that
+//! one guard (no per-entry pinning or reference counting). Only the commit leader inserts. All versions of a key are kept (each write has
 //! its own internal key); what survives a flush is decided by the retention rules.
 //!
-//! Each commit group is copied into one shared buffer and the skiplist entries point into it,
-//! so inserting a group costs one allocation plus one skiplist node per write.
+//! Each commit group is copied into a shared arena chunk (64 KiB, or the group's size if
+//! larger) and the skiplist entries point into it, so inserting a write costs one skiplist
+//! node and, every few hundred small writes, a new chunk. A chunk lives as long as any entry
+//! or value handed out from it.
 //!
 //! A bloom filter over the user keys ([`KeyFilter`]) lets a point lookup of a key the
 //! memtable does not hold skip the skiplist search, whose pointer chasing is the costliest
@@ -19,8 +22,9 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use bytes::Bytes;
-use crossbeam_skiplist::SkipMap;
+use bytes::{Bytes, BytesMut};
+use crossbeam_epoch as epoch;
+use crossbeam_skiplist::base::SkipList;
 
 use crate::batch::Op;
 use crate::cursor::Cursor;
@@ -31,7 +35,7 @@ use crate::lookup::Hit;
 use crate::seqno::SeqNo;
 
 /// A position in the memtable's map.
-type MapEntry<'a> = crossbeam_skiplist::map::Entry<'a, InternalKey, Bytes>;
+type MapEntry<'a, 'g> = crossbeam_skiplist::base::Entry<'a, 'g, InternalKey, Bytes>;
 
 /// Bookkeeping bytes charged per entry on top of key and value (skiplist node, `Bytes`
 /// handles).
@@ -40,24 +44,31 @@ const ENTRY_OVERHEAD: usize = 80;
 /// One memtable.
 #[derive(Debug)]
 pub struct Memtable {
-    map: SkipMap<InternalKey, Bytes>,
+    map: SkipList<InternalKey, Bytes>,
     filter: KeyFilter,
     bytes: AtomicUsize,
     max_seq: AtomicU64,
     /// The WAL segment that holds this memtable's first write.
     first_segment: u64,
+    /// Where the entries' bytes are copied; only the commit leader inserts, so the lock is
+    /// never contended.
+    arena: parking_lot::Mutex<BytesMut>,
 }
+
+/// Size of a fresh arena chunk.
+const ARENA_CHUNK: usize = 64 << 10;
 
 impl Memtable {
     /// An empty memtable whose writes start in WAL segment `first_segment`, sized for about
     /// `budget` bytes of entries (the size of its key filter depends on it).
     pub fn new(first_segment: u64, budget: usize) -> Memtable {
         Memtable {
-            map: SkipMap::new(),
+            map: SkipList::new(epoch::default_collector().clone()),
             filter: KeyFilter::new(budget / 64),
             bytes: AtomicUsize::new(0),
             max_seq: AtomicU64::new(0),
             first_segment,
+            arena: parking_lot::Mutex::new(BytesMut::new()),
         }
     }
 
@@ -93,29 +104,34 @@ impl Memtable {
             .iter()
             .map(|op| op.key.len() + TRAILER_LEN + op.value.len())
             .sum();
-        let mut buf = Vec::with_capacity(total);
-        for (i, op) in ops.iter().enumerate() {
-            key::encode_into(
-                &mut buf,
-                op.key,
-                SeqNo::new(first_seq + i as u64),
-                op.kind as u8,
-            );
-            buf.extend_from_slice(op.value);
-        }
-        let buf = Bytes::from(buf);
+        let buf = {
+            let mut arena = self.arena.lock();
+            if arena.capacity() - arena.len() < total {
+                *arena = BytesMut::with_capacity(total.max(ARENA_CHUNK));
+            }
+            for (i, op) in ops.iter().enumerate() {
+                let trailer = key::trailer(SeqNo::new(first_seq + i as u64), op.kind as u8);
+                arena.extend_from_slice(op.key);
+                arena.extend_from_slice(&trailer.to_le_bytes());
+                arena.extend_from_slice(op.value);
+            }
+            arena.split().freeze()
+        };
         // Filter bits go in before the entries, and both before the seqno that makes them
         // visible is published: a reader that can see a write also sees its bits.
         for op in ops {
             self.filter.insert(hash64(op.key));
         }
+        let guard = &epoch::pin();
         let mut pos = 0;
         for op in ops {
             let klen = op.key.len() + TRAILER_LEN;
             let ikey = buf.slice(pos..pos + klen);
             let value = buf.slice(pos + klen..pos + klen + op.value.len());
             pos += klen + op.value.len();
-            self.map.insert(InternalKey::new(ikey), value);
+            self.map
+                .insert(InternalKey::new(ikey), value, guard)
+                .release(guard);
         }
         let charged = total + ops.len() * ENTRY_OVERHEAD;
         self.bytes.fetch_add(charged, Ordering::Relaxed);
@@ -135,7 +151,8 @@ impl Memtable {
             SeqNo::new(snap),
             KIND_SEEK,
         )));
-        let entry = self.map.lower_bound(Bound::Included(&target))?;
+        let guard = &epoch::pin();
+        let entry = self.map.lower_bound(Bound::Included(&target), guard)?;
         let parsed = key::parse(entry.key().bytes())?;
         (parsed.user_key == user_key).then(|| Hit {
             seq: parsed.seq,
@@ -145,10 +162,14 @@ impl Memtable {
     }
 
     /// Every entry in internal order; used by flushes.
-    pub fn iter(&self) -> impl Iterator<Item = (Bytes, Bytes)> + '_ {
-        self.map
-            .iter()
-            .map(|e| (e.key().bytes().clone(), e.value().clone()))
+    pub fn iter(self: &Arc<Self>) -> impl Iterator<Item = (Bytes, Bytes)> + use<> {
+        let mut c = self.cursor();
+        c.seek_to_first();
+        std::iter::from_fn(move || {
+            let item = c.buf.front().cloned()?;
+            c.next();
+            Some(item)
+        })
     }
 
     /// An owned cursor over this memtable.
@@ -246,15 +267,16 @@ impl MemCursor {
     fn fill_forward(&mut self, from: Bound<&InternalKey>) {
         self.forward = true;
         let mem = Arc::clone(&self.mem);
-        self.fill(mem.map.lower_bound(from), |e| e.next());
+        let guard = &epoch::pin();
+        self.fill(mem.map.lower_bound(from, guard), |e| e.next());
     }
 
     /// Copies up to one chunk of entries into the buffer, starting at `first` and stepping
     /// with `step`.
-    fn fill<'m>(
+    fn fill<'m, 'g>(
         &mut self,
-        first: Option<MapEntry<'m>>,
-        step: fn(&MapEntry<'m>) -> Option<MapEntry<'m>>,
+        first: Option<MapEntry<'m, 'g>>,
+        step: fn(&MapEntry<'m, 'g>) -> Option<MapEntry<'m, 'g>>,
     ) {
         let chunk = self.next_chunk();
         let mut entry = first;
@@ -279,7 +301,8 @@ impl MemCursor {
     fn fill_backward(&mut self, from: Bound<&InternalKey>) {
         self.forward = false;
         let mem = Arc::clone(&self.mem);
-        self.fill(mem.map.upper_bound(from), |e| e.prev());
+        let guard = &epoch::pin();
+        self.fill(mem.map.upper_bound(from, guard), |e| e.prev());
     }
 
     fn advance(&mut self, forward: bool) {
@@ -440,6 +463,33 @@ mod tests {
             m.get(&i.to_le_bytes(), hash64(&i.to_le_bytes()), 5000)
                 .is_none()
         }));
+    }
+
+    #[test]
+    fn entries_keep_their_bytes_across_arena_chunks() {
+        let m = Arc::new(Memtable::new(1, 1 << 20));
+        // Small groups that fill several chunks, then one group larger than a chunk.
+        let value = |i: u32| vec![(i % 251) as u8; 100 + (i % 7) as usize];
+        for i in 0..2000u32 {
+            let k = format!("k{i:05}");
+            m.insert_ops(u64::from(i) + 1, &[op(Kind::Put, k.as_bytes(), &value(i))]);
+        }
+        let big = vec![7u8; ARENA_CHUNK + 10];
+        m.insert_ops(
+            5000,
+            &[op(Kind::Put, b"big", &big), op(Kind::Put, b"z", b"1")],
+        );
+        for i in 0..2000u32 {
+            let k = format!("k{i:05}");
+            let hit = m.get(k.as_bytes(), hash64(k.as_bytes()), 9000).unwrap();
+            assert_eq!((hit.seq, &hit.value[..]), (u64::from(i) + 1, &value(i)[..]));
+        }
+        assert_eq!(
+            &m.get(b"big", hash64(b"big"), 9000).unwrap().value[..],
+            &big[..]
+        );
+        assert_eq!(m.get(b"z", hash64(b"z"), 9000).unwrap().seq, 5001);
+        assert_eq!(m.iter().count(), 2002);
     }
 
     #[test]

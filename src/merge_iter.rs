@@ -15,37 +15,80 @@ use crate::sstable::table_reader::{Table, TableCursor};
 
 /// Merges any number of cursors. Internal keys are unique across sources (every write has its
 /// own seqno), so the merge never has to break ties.
+///
+/// The valid children are kept in a binary heap ordered by their current keys (smallest on
+/// top going forward, largest going backward), so a step costs one move of one child and
+/// about log2(children) key comparisons, not a comparison with every child.
 pub(crate) struct MergeCursor {
     children: Vec<BoxCursor>,
-    current: Option<usize>,
+    /// Indices of the valid children, heap-ordered; `heap[0]` is the current one.
+    heap: Vec<usize>,
     forward: bool,
 }
 
 impl MergeCursor {
     pub(crate) fn new(children: Vec<BoxCursor>) -> MergeCursor {
+        let heap = Vec::with_capacity(children.len());
         MergeCursor {
             children,
-            current: None,
+            heap,
             forward: true,
         }
     }
 
-    fn pick(&mut self, want: Ordering) {
-        let mut best: Option<(usize, &BoxCursor)> = None;
-        for (i, c) in self.children.iter().enumerate() {
-            if !c.valid() {
-                continue;
-            }
-            best = match best {
-                Some((b, bc)) if key::compare(c.key(), bc.key()) != want => Some((b, bc)),
-                _ => Some((i, c)),
-            };
+    /// True when child `a` belongs above child `b` in the heap.
+    fn above(&self, a: usize, b: usize) -> bool {
+        let (Some(ca), Some(cb)) = (self.children.get(a), self.children.get(b)) else {
+            return false;
+        };
+        let ord = key::compare(ca.key(), cb.key());
+        if self.forward {
+            ord == Ordering::Less
+        } else {
+            ord == Ordering::Greater
         }
-        self.current = best.map(|(i, _)| i);
+    }
+
+    fn heap_at(&self, i: usize) -> usize {
+        self.heap.get(i).copied().unwrap_or_default()
+    }
+
+    /// Restores the heap order below position `i`.
+    fn sift_down(&mut self, mut i: usize) {
+        let n = self.heap.len();
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut top = i;
+            if l < n && self.above(self.heap_at(l), self.heap_at(top)) {
+                top = l;
+            }
+            if r < n && self.above(self.heap_at(r), self.heap_at(top)) {
+                top = r;
+            }
+            if top == i {
+                return;
+            }
+            self.heap.swap(i, top);
+            i = top;
+        }
+    }
+
+    /// Rebuilds the heap from every valid child, in direction `forward`.
+    fn rebuild(&mut self, forward: bool) {
+        self.forward = forward;
+        self.heap.clear();
+        for (i, c) in self.children.iter().enumerate() {
+            if c.valid() {
+                self.heap.push(i);
+            }
+        }
+        for i in (0..self.heap.len() / 2).rev() {
+            self.sift_down(i);
+        }
     }
 
     fn current_child(&self) -> Option<&BoxCursor> {
-        self.current.and_then(|i| self.children.get(i))
+        self.heap.first().and_then(|&i| self.children.get(i))
     }
 
     /// Moves every child other than the current one to the entry that follows (or, going
@@ -70,7 +113,40 @@ impl MergeCursor {
                 }
             }
         }
-        self.forward = forward;
+    }
+
+    /// Moves the current child one step in direction `forward` and restores the heap.
+    fn step(&mut self, forward: bool) {
+        let Some(&cur) = self.heap.first() else {
+            return;
+        };
+        if self.forward != forward {
+            self.realign(cur, forward);
+            if let Some(c) = self.children.get_mut(cur) {
+                if forward {
+                    c.next();
+                } else {
+                    c.prev();
+                }
+            }
+            self.rebuild(forward);
+            return;
+        }
+        let still_valid = match self.children.get_mut(cur) {
+            Some(c) => {
+                if forward {
+                    c.next();
+                } else {
+                    c.prev();
+                }
+                c.valid()
+            }
+            None => false,
+        };
+        if !still_valid {
+            self.heap.swap_remove(0);
+        }
+        self.sift_down(0);
     }
 }
 
@@ -79,58 +155,40 @@ impl Cursor for MergeCursor {
         for c in &mut self.children {
             c.seek(target);
         }
-        self.forward = true;
-        self.pick(Ordering::Less);
+        self.rebuild(true);
     }
 
     fn seek_to_first(&mut self) {
         for c in &mut self.children {
             c.seek_to_first();
         }
-        self.forward = true;
-        self.pick(Ordering::Less);
+        self.rebuild(true);
     }
 
     fn seek_for_prev(&mut self, target: &[u8]) {
         for c in &mut self.children {
             c.seek_for_prev(target);
         }
-        self.forward = false;
-        self.pick(Ordering::Greater);
+        self.rebuild(false);
     }
 
     fn seek_to_last(&mut self) {
         for c in &mut self.children {
             c.seek_to_last();
         }
-        self.forward = false;
-        self.pick(Ordering::Greater);
+        self.rebuild(false);
     }
 
     fn next(&mut self) {
-        let Some(cur) = self.current else { return };
-        if !self.forward {
-            self.realign(cur, true);
-        }
-        if let Some(c) = self.children.get_mut(cur) {
-            c.next();
-        }
-        self.pick(Ordering::Less);
+        self.step(true);
     }
 
     fn prev(&mut self) {
-        let Some(cur) = self.current else { return };
-        if self.forward {
-            self.realign(cur, false);
-        }
-        if let Some(c) = self.children.get_mut(cur) {
-            c.prev();
-        }
-        self.pick(Ordering::Greater);
+        self.step(false);
     }
 
     fn valid(&self) -> bool {
-        self.current.is_some()
+        !self.heap.is_empty()
     }
 
     fn key(&self) -> &[u8] {
@@ -288,5 +346,71 @@ impl Cursor for LevelCursor {
 
     fn status(&self) -> Result<()> {
         self.cur.as_ref().map_or(Ok(()), |c| c.status())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::Op;
+    use crate::key::Kind;
+    use crate::memtable::Memtable;
+
+    /// Three sources with interleaved keys; the merge walks them in order both ways and
+    /// across changes of direction at every position.
+    #[test]
+    fn merge_follows_every_source_in_both_directions() {
+        let mut all = Vec::new();
+        let mut children: Vec<BoxCursor> = Vec::new();
+        for src in 0..3u64 {
+            let m = Arc::new(Memtable::new(1, 1 << 20));
+            for i in 0..60u64 {
+                if (i * 7 + src) % 3 != 0 && src != 2 {
+                    continue;
+                }
+                let seq = src * 1000 + i + 1;
+                let user = format!("k{i:03}");
+                let op = Op {
+                    kind: Kind::Put,
+                    key: user.as_bytes(),
+                    value: b"v",
+                };
+                m.insert_ops(seq, &[op]);
+                all.push(key::encode(
+                    user.as_bytes(),
+                    crate::seqno::SeqNo::new(seq),
+                    1,
+                ));
+            }
+            children.push(Box::new(m.cursor()));
+        }
+        all.sort_by(|a, b| key::compare(a, b));
+        let mut c = MergeCursor::new(children);
+        c.seek_to_first();
+        let mut fwd = Vec::new();
+        while c.valid() {
+            fwd.push(c.key().to_vec());
+            c.next();
+        }
+        assert_eq!(fwd, all);
+        c.seek_to_last();
+        let mut back = Vec::new();
+        while c.valid() {
+            back.push(c.key().to_vec());
+            c.prev();
+        }
+        back.reverse();
+        assert_eq!(back, all);
+        for at in 1..all.len() - 1 {
+            c.seek(&all[at]);
+            assert_eq!(c.key(), &all[at][..]);
+            c.prev();
+            assert_eq!(c.key(), &all[at - 1][..], "prev after seek to {at}");
+            c.next();
+            c.next();
+            assert_eq!(c.key(), &all[at + 1][..], "next after prev at {at}");
+            c.prev();
+            assert_eq!(c.key(), &all[at][..]);
+        }
     }
 }

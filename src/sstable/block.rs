@@ -99,6 +99,23 @@ impl Block {
         None
     }
 
+    /// The key of restart entry `i`, read in place, when the entry has no shared prefix and
+    /// one-byte lengths and lies inside the entries; `None` otherwise (the caller decodes it
+    /// the checked way).
+    fn restart_key(&self, i: usize) -> Option<&[u8]> {
+        let off = self.restart(i);
+        let src = self.data.get(off..self.restarts_offset)?;
+        let &[shared, unshared, vlen] = src.first_chunk::<3>()?;
+        if shared != 0 || (unshared | vlen) >= 0x80 {
+            return None;
+        }
+        let kend = 3 + usize::from(unshared);
+        if kend + usize::from(vlen) > src.len() {
+            return None;
+        }
+        src.get(3..kend)
+    }
+
     fn restart(&self, i: usize) -> usize {
         get_u32(&self.data, self.restarts_offset + 4 * i).unwrap_or_default() as usize
     }
@@ -144,6 +161,31 @@ impl BlockCursor {
             ));
             return false;
         };
+        // Fast path: the three lengths fit one byte each (short keys and values, as most
+        // are) and everything lies inside the block; anything else takes the checked path,
+        // which reports what is wrong.
+        if let Some(&[shared, unshared, vlen]) = src.first_chunk::<3>()
+            && (shared | unshared | vlen) < 0x80
+            && usize::from(shared) <= self.key.len()
+        {
+            let (shared, unshared, vlen) = (
+                usize::from(shared),
+                usize::from(unshared),
+                usize::from(vlen),
+            );
+            let kend = 3 + unshared;
+            if let Some(delta) = src.get(3..kend)
+                && kend + vlen <= src.len()
+            {
+                self.key.truncate(shared);
+                self.key.extend_from_slice(delta);
+                let vstart = off + kend;
+                self.value = (vstart, vstart + vlen);
+                self.current = off;
+                self.next = vstart + vlen;
+                return true;
+            }
+        }
         let mut r = Reader::new(src, self.block.base + off as u64);
         let decoded = (|| {
             let shared = r.varint32("shared length")? as usize;
@@ -184,10 +226,18 @@ impl BlockCursor {
         let (mut left, mut right) = (0usize, self.block.num_restarts - 1);
         while left < right {
             let mid = (left + right).div_ceil(2);
-            if !self.seek_to_restart(mid) {
-                return 0;
-            }
-            if key::compare(&self.key, target) == Ordering::Less {
+            // A restart entry holds its whole key: compare it in place when its header is
+            // the common one-byte form, else decode it (which reports damage).
+            let below = match self.block.restart_key(mid) {
+                Some(k) => key::compare(k, target) == Ordering::Less,
+                None => {
+                    if !self.seek_to_restart(mid) {
+                        return 0;
+                    }
+                    key::compare(&self.key, target) == Ordering::Less
+                }
+            };
+            if below {
                 left = mid;
             } else {
                 right = mid - 1;

@@ -196,6 +196,17 @@ async fn write(
     None
 }
 
+/// Starts node-1..3 with data under `dir`, and a client.
+fn start_three(dir: &Path) -> (Vec<Node>, Client) {
+    let mut nodes = nodes(dir, &["node-1", "node-2", "node-3"]);
+    for n in &mut nodes {
+        n.start();
+    }
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build(HttpConnector::new());
+    (nodes, client)
+}
+
 /// Puts `k{i}` = `v{i}` through seed A's API; the pair once acknowledged.
 async fn put_numbered(client: &Client, nodes: &[Node], i: usize) -> Option<(String, String)> {
     let (k, v) = (format!("k{i:03}"), format!("v{i}"));
@@ -209,12 +220,7 @@ async fn put_numbered(client: &Client, nodes: &[Node], i: usize) -> Option<(Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_loses_no_acknowledged_write_and_the_cluster_carries_on() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = nodes(dir.path(), &["node-1", "node-2", "node-3"]);
-    for n in &mut nodes {
-        n.start();
-    }
-    let client: Client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .build(HttpConnector::new());
+    let (mut nodes, client) = start_three(dir.path());
     let first = leader(&client, &nodes, Duration::from_secs(30)).await;
 
     // Writes acknowledged before the kill, seed A and seed B.
@@ -456,12 +462,7 @@ async fn a_killed_leader_loses_no_acknowledged_write_and_the_cluster_carries_on(
 #[ignore = "a measurement: 20 leader kills, about a minute"]
 async fn failover_times() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = nodes(dir.path(), &["node-1", "node-2", "node-3"]);
-    for n in &mut nodes {
-        n.start();
-    }
-    let client: Client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .build(HttpConnector::new());
+    let (mut nodes, client) = start_three(dir.path());
     let mut times = Vec::new();
     for round in 0..20 {
         let first = leader(&client, &nodes, Duration::from_secs(30)).await;

@@ -151,6 +151,11 @@ pub(crate) fn put_op(
     )
 }
 
+/// [`put_op`] of a value as a write's intent carries it.
+fn put_intent(key: &str, version: u64, value: &crate::intent::Value) -> (Vec<u8>, Option<Vec<u8>>) {
+    put_op(key, version, value::intent_kind(value), value.payload())
+}
+
 /// Plans `write` against what `view` shows: its operations and its answer. The one place
 /// that decides what a write means, for the standalone committer and for every replica.
 pub(crate) fn plan(write: &Write, view: &View<'_>) -> Result<Plan, ApiError> {
@@ -158,12 +163,7 @@ pub(crate) fn plan(write: &Write, view: &View<'_>) -> Result<Plan, ApiError> {
         Write::Put { key, value } => {
             let version = next_version(view.version(&keyspace::user_key(key))?);
             Ok(Plan {
-                ops: vec![put_op(
-                    key,
-                    version,
-                    value::intent_kind(value),
-                    value.payload(),
-                )],
+                ops: vec![put_intent(key, version, value)],
                 outcome: Outcome::fixed(StatusCode::OK, json!({"status": "ok"})),
             })
         }
@@ -178,7 +178,7 @@ pub(crate) fn plan(write: &Write, view: &View<'_>) -> Result<Plan, ApiError> {
                 };
                 let v = next_version(current);
                 versions.insert(key, v);
-                ops.push(put_op(key, v, value::intent_kind(value), value.payload()));
+                ops.push(put_intent(key, v, value));
             }
             let count = ops.len();
             Ok(Plan {
@@ -213,12 +213,7 @@ pub(crate) fn plan(write: &Write, view: &View<'_>) -> Result<Plan, ApiError> {
                 (None, _) => 1,
             };
             Ok(Plan {
-                ops: vec![put_op(
-                    key,
-                    version,
-                    value::intent_kind(value),
-                    value.payload(),
-                )],
+                ops: vec![put_intent(key, version, value)],
                 outcome: Outcome::with_id(json!({
                     "status": "ok",
                     "id": 0,

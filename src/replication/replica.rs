@@ -15,6 +15,9 @@ use super::node::ReplicaNode;
 use super::read_index::{ReadIndex, ReadRefusal};
 use super::types::{Member, NodeId, Request, Response};
 
+/// How long adding a learner waits for it to catch up.
+const LEARNER_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Why a proposal or a membership change was not carried out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -204,12 +207,20 @@ impl Replica {
                 existing.member.addr
             )));
         }
-        self.node
+        // Blocking: the call returns once the learner has caught up, which an unreachable
+        // node never does; the learner stays added either way.
+        let added = self
+            .node
             .raft()
-            .add_learner(id, Member::new(name, addr), true)
-            .await
-            .map(|_| ())
-            .map_err(refusal)
+            .add_learner(id, Member::new(name, addr), true);
+        match tokio::time::timeout(LEARNER_CATCH_UP, added).await {
+            Ok(r) => r.map(|_| ()).map_err(refusal),
+            Err(_) => Err(Refusal::Unavailable(format!(
+                "{name} was added as a learner but has not caught up within {}s; \
+                 is it running at {addr}?",
+                LEARNER_CATCH_UP.as_secs()
+            ))),
+        }
     }
 
     /// Makes learner `name` a voter.

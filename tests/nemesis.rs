@@ -8,7 +8,8 @@
 //!   `?consistency=stale` reads, the checker must find an anomaly.
 //! - `soak` (ignored) runs the long version:
 //!   `STRATA_NEMESIS_SEEDS=100 STRATA_NEMESIS_SECS=30 STRATA_NEMESIS_OPS=1200 cargo test --release --features replication --test nemesis -- --ignored --exact soak --nocapture`
-//!   (`STRATA_NEMESIS_FIRST_SEED` picks the first seed; one seed replays a failure).
+//!   (`STRATA_NEMESIS_FIRST_SEED` picks the first seed; one seed replays a failure;
+//!   `STRATA_NEMESIS_NODES=5` runs five nodes).
 //! - `recheck` (ignored) re-checks a kept history file: `STRATA_NEMESIS_HISTORY=path`.
 //!
 //! Failed runs are kept under `target/tmp/nemesis/seed-*`: schedule, history, report,
@@ -39,7 +40,7 @@ fn base() -> PathBuf {
 fn plan(seed: u64, secs: u64, ops: usize) -> Plan {
     Plan {
         seed,
-        nodes: 3,
+        nodes: env_u64("STRATA_NEMESIS_NODES", 3) as usize,
         clients: 5,
         ops_per_client: ops,
         duration: Duration::from_secs(secs),

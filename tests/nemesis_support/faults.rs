@@ -1,8 +1,8 @@
 //! The nemesis: on a seeded random schedule, one fault at a time, each held for a while and
 //! then healed: SIGKILL and restart (leader, follower, or two nodes), SIGSTOP past the
 //! election timeout (leader or follower), network partitions through the proxies (isolate
-//! the leader, isolate any node, one-way loss, black holes), delayed links, and a
-//! membership change (remove a follower, then add it back as a learner and promote it).
+//! the leader, isolate any node, split the leader into a minority, one-way loss, black holes),
+//! delayed links, and a membership change (remove a follower, then add it back as a learner and promote it).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use super::rng::Rng;
 use super::workload::Clock;
 
 /// The kinds of fault, as named in reports.
-pub const KINDS: [&str; 11] = [
+pub const KINDS: [&str; 12] = [
     "kill-leader",
     "kill-follower",
     "kill-two",
@@ -24,6 +24,7 @@ pub const KINDS: [&str; 11] = [
     "pause-follower",
     "isolate-leader",
     "isolate-node",
+    "split-leader-minority",
     "one-way-loss",
     "blackhole-leader",
     "delay",
@@ -169,6 +170,32 @@ pub async fn run(
                 tokio::time::sleep(hold).await;
                 cluster.net.heal();
                 format!("{} cut off {hold:?}", cluster.nodes[victim].name)
+            }
+            "split-leader-minority" => {
+                // The leader and (n - 1) / 2 - 1 followers on one side, the majority on the
+                // other: with 3 nodes the leader alone, with 5 the leader and one follower.
+                let mut minority = vec![lead];
+                while minority.len() < (n - 1) / 2 {
+                    let c = rng.below(n);
+                    if !minority.contains(&c) {
+                        minority.push(c);
+                    }
+                }
+                for a in 0..n {
+                    for b in (0..n).filter(|b| *b != a) {
+                        if minority.contains(&a) != minority.contains(&b) {
+                            cluster.net.set(a, b, Link::Drop);
+                        }
+                    }
+                }
+                let hold = rng.millis(1000, 3000);
+                tokio::time::sleep(hold).await;
+                cluster.net.heal();
+                let names: Vec<&str> = minority
+                    .iter()
+                    .map(|i| cluster.nodes[*i].name.as_str())
+                    .collect();
+                format!("{names:?} split from the rest {hold:?}")
             }
             "one-way-loss" => {
                 let from = rng.below(n);

@@ -20,11 +20,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cursor::{BoxCursor, Cursor};
+use crate::cursor::Cursor;
 use crate::error::{Corrupt, IoContext, Result};
 use crate::file_names;
 use crate::manifest::{ManifestState, ManifestWriter, TableMeta};
-use crate::merge_iter::MergeCursor;
+use crate::merge_iter::{MergeCursor, Source};
 use crate::sstable::table_builder::TableBuilder;
 use crate::sstable::table_reader::Table;
 use crate::staging::Staging;
@@ -89,9 +89,9 @@ pub(crate) fn create(db: &Db, dest: &Path) -> Result<Checkpoint> {
     }
 
     // The writes still only in memtables, up to the checkpoint's seqno.
-    let mut children: Vec<BoxCursor> = vec![Box::new(state.mem.cursor())];
+    let mut children: Vec<Source> = vec![state.mem.cursor().into()];
     for m in &state.imms {
-        children.push(Box::new(m.cursor()));
+        children.push(m.cursor().into());
     }
     let mut merged = MergeCursor::new(children);
     merged.seek_to_first();

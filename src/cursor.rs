@@ -32,6 +32,3 @@ pub(crate) trait Cursor: Send {
     /// The first error met, if any.
     fn status(&self) -> Result<()>;
 }
-
-/// A boxed cursor.
-pub(crate) type BoxCursor = Box<dyn Cursor>;

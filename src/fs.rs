@@ -38,6 +38,33 @@ pub trait WritableFile: Send + Debug {
 /// A held exclusive lock; dropping it releases the lock.
 pub trait FileLock: Send + Sync + Debug {}
 
+/// An immutable file's content as [`FileSystem::map_file`] returns it.
+#[derive(Debug, Clone)]
+pub struct MappedFile {
+    bytes: Bytes,
+    map: Option<crate::mmap::ReadOnlyMap>,
+}
+
+impl MappedFile {
+    /// Content held in memory, not mapped: releasing pages does nothing.
+    pub fn in_memory(bytes: Bytes) -> MappedFile {
+        MappedFile { bytes, map: None }
+    }
+
+    /// The content.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Drops the pages wholly inside bytes `start..end` from the process's resident set, if
+    /// the content is a memory map; it stays readable.
+    pub(crate) fn release(&self, start: usize, end: usize) {
+        if let Some(m) = &self.map {
+            m.release(start, end);
+        }
+    }
+}
+
 /// Every file operation strata performs.
 ///
 /// Paths are absolute or relative to the working directory, exactly as given to
@@ -51,6 +78,12 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>>;
     /// The whole content of an immutable file; the real filesystem maps it into memory.
     fn map(&self, path: &Path) -> io::Result<Bytes>;
+    /// [`map`](FileSystem::map), as a [`MappedFile`] that a sequential reader can ask to
+    /// drop the pages it has read from the process's resident set. By default the bytes of
+    /// `map`, for which that does nothing.
+    fn map_file(&self, path: &Path) -> io::Result<MappedFile> {
+        Ok(MappedFile::in_memory(self.map(path)?))
+    }
     /// Atomically renames `from` to `to`, replacing `to`. `from` may be a directory, in
     /// which case `to` must not exist.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
@@ -178,6 +211,11 @@ impl FileSystem for StdFs {
 
     fn map(&self, path: &Path) -> io::Result<Bytes> {
         crate::mmap::map_readonly(&File::open(path)?)
+    }
+
+    fn map_file(&self, path: &Path) -> io::Result<MappedFile> {
+        let (bytes, map) = crate::mmap::map_file(&File::open(path)?)?;
+        Ok(MappedFile { bytes, map })
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

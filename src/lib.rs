@@ -131,7 +131,7 @@ pub use compaction::{CompactionReason, CompactionRun, CompactionStatus};
 pub use config::{Config, HistoryRetention, PeriodicCompaction, RecoveryMode, SyncMode};
 pub use db::{Db, DbBuilder};
 pub use error::{CasConflict, Error, PoisonCause, Result};
-pub use fs::{FileLock, FileSystem, StdFs, WritableFile};
+pub use fs::{FileLock, FileSystem, MappedFile, StdFs, WritableFile};
 pub use iter::{KeyRange, Range, Version, Versions};
 pub use limits::{MAX_BATCH_BYTES, MAX_KEY_LEN, MAX_VALUE_LEN, NUM_LEVELS};
 pub use lookup::VersionedValue;

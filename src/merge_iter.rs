@@ -1,6 +1,7 @@
 //! Combining cursors: [`MergeCursor`] merges overlapping sources (memtables, level-0 tables,
 //! levels) into one internal-key-ordered stream; [`LevelCursor`] walks the non-overlapping
-//! tables of one level as if they were one table, opening each only when reached.
+//! tables of one level as if they were one table, opening each only when reached; [`Source`]
+//! is one input of a merge.
 #![deny(clippy::indexing_slicing)]
 
 use std::cmp::Ordering;
@@ -8,10 +9,98 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::cursor::{BoxCursor, Cursor};
+use crate::cursor::Cursor;
 use crate::error::Result;
 use crate::key;
+use crate::memtable::MemCursor;
 use crate::sstable::table_reader::{Table, TableCursor};
+
+/// One input of a merge. An enum rather than a boxed trait object: the merge asks its
+/// inputs for their keys several times per entry, and a direct call can be inlined.
+pub(crate) enum Source {
+    /// A memtable, mutable or immutable.
+    Mem(MemCursor),
+    /// One table (level 0, or a compaction input).
+    Table(TableCursor),
+    /// The tables of one level past level 0.
+    Level(LevelCursor),
+}
+
+impl From<MemCursor> for Source {
+    fn from(c: MemCursor) -> Source {
+        Source::Mem(c)
+    }
+}
+
+impl From<TableCursor> for Source {
+    fn from(c: TableCursor) -> Source {
+        Source::Table(c)
+    }
+}
+
+impl From<LevelCursor> for Source {
+    fn from(c: LevelCursor) -> Source {
+        Source::Level(c)
+    }
+}
+
+/// Calls one method on whichever cursor a [`Source`] holds.
+macro_rules! each {
+    ($s:expr, $c:ident => $e:expr) => {
+        match $s {
+            Source::Mem($c) => $e,
+            Source::Table($c) => $e,
+            Source::Level($c) => $e,
+        }
+    };
+}
+
+impl Cursor for Source {
+    fn seek(&mut self, target: &[u8]) {
+        each!(self, c => c.seek(target))
+    }
+
+    fn seek_to_first(&mut self) {
+        each!(self, c => c.seek_to_first())
+    }
+
+    fn seek_for_prev(&mut self, target: &[u8]) {
+        each!(self, c => c.seek_for_prev(target))
+    }
+
+    fn seek_to_last(&mut self) {
+        each!(self, c => c.seek_to_last())
+    }
+
+    #[inline]
+    fn next(&mut self) {
+        each!(self, c => c.next())
+    }
+
+    #[inline]
+    fn prev(&mut self) {
+        each!(self, c => c.prev())
+    }
+
+    #[inline]
+    fn valid(&self) -> bool {
+        each!(self, c => c.valid())
+    }
+
+    #[inline]
+    fn key(&self) -> &[u8] {
+        each!(self, c => c.key())
+    }
+
+    #[inline]
+    fn value(&self) -> Bytes {
+        each!(self, c => c.value())
+    }
+
+    fn status(&self) -> Result<()> {
+        each!(self, c => c.status())
+    }
+}
 
 /// Merges any number of cursors. Internal keys are unique across sources (every write has its
 /// own seqno), so the merge never has to break ties.
@@ -20,14 +109,14 @@ use crate::sstable::table_reader::{Table, TableCursor};
 /// top going forward, largest going backward), so a step costs one move of one child and
 /// about log2(children) key comparisons, not a comparison with every child.
 pub(crate) struct MergeCursor {
-    children: Vec<BoxCursor>,
+    children: Vec<Source>,
     /// Indices of the valid children, heap-ordered; `heap[0]` is the current one.
     heap: Vec<usize>,
     forward: bool,
 }
 
 impl MergeCursor {
-    pub(crate) fn new(children: Vec<BoxCursor>) -> MergeCursor {
+    pub(crate) fn new(children: Vec<Source>) -> MergeCursor {
         let heap = Vec::with_capacity(children.len());
         MergeCursor {
             children,
@@ -87,7 +176,7 @@ impl MergeCursor {
         }
     }
 
-    fn current_child(&self) -> Option<&BoxCursor> {
+    fn current_child(&self) -> Option<&Source> {
         self.heap.first().and_then(|&i| self.children.get(i))
     }
 
@@ -212,6 +301,8 @@ pub(crate) struct LevelCursor {
     tables: Arc<[Arc<Table>]>,
     index: usize,
     cur: Option<TableCursor>,
+    /// Whether tables are opened with [`Table::sequential_cursor`].
+    sequential: bool,
 }
 
 impl LevelCursor {
@@ -220,6 +311,16 @@ impl LevelCursor {
             tables,
             index: 0,
             cur: None,
+            sequential: false,
+        }
+    }
+
+    /// A cursor for one forward pass over the level (a compaction's input), which releases
+    /// the pages of the tables it has read (see [`Table::sequential_cursor`]).
+    pub(crate) fn sequential(tables: Arc<[Arc<Table>]>) -> LevelCursor {
+        LevelCursor {
+            sequential: true,
+            ..LevelCursor::new(tables)
         }
     }
 
@@ -227,7 +328,11 @@ impl LevelCursor {
         match self.tables.get(i) {
             Some(t) => {
                 self.index = i;
-                self.cur = Some(t.cursor());
+                self.cur = Some(if self.sequential {
+                    t.sequential_cursor()
+                } else {
+                    t.cursor()
+                });
                 true
             }
             None => {
@@ -361,7 +466,7 @@ mod tests {
     #[test]
     fn merge_follows_every_source_in_both_directions() {
         let mut all = Vec::new();
-        let mut children: Vec<BoxCursor> = Vec::new();
+        let mut children: Vec<Source> = Vec::new();
         for src in 0..3u64 {
             let m = Arc::new(Memtable::new(1, 1 << 20));
             for i in 0..60u64 {
@@ -382,7 +487,7 @@ mod tests {
                     1,
                 ));
             }
-            children.push(Box::new(m.cursor()));
+            children.push(m.cursor().into());
         }
         all.sort_by(|a, b| key::compare(a, b));
         let mut c = MergeCursor::new(children);

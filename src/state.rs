@@ -4,12 +4,11 @@
 
 use std::sync::Arc;
 
-use crate::cursor::BoxCursor;
 use crate::error::Result;
 use crate::hash::hash64;
 use crate::lookup::Hit;
 use crate::memtable::Memtable;
-use crate::merge_iter::MergeCursor;
+use crate::merge_iter::{MergeCursor, Source};
 use crate::table_set::TableSet;
 
 /// One published picture of the tree.
@@ -40,10 +39,10 @@ impl LsmState {
 
     /// A cursor merging every source.
     pub(crate) fn cursor(&self) -> MergeCursor {
-        let mut children: Vec<BoxCursor> = Vec::with_capacity(2 + self.imms.len() + 8);
-        children.push(Box::new(self.mem.cursor()));
+        let mut children: Vec<Source> = Vec::with_capacity(2 + self.imms.len() + 8);
+        children.push(self.mem.cursor().into());
         for m in &self.imms {
-            children.push(Box::new(m.cursor()));
+            children.push(m.cursor().into());
         }
         self.tables.add_cursors(&mut children);
         MergeCursor::new(children)

@@ -8,12 +8,11 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use crate::cursor::BoxCursor;
 use crate::error::Result;
 use crate::key;
 use crate::limits::NUM_LEVELS;
 use crate::lookup::Hit;
-use crate::merge_iter::LevelCursor;
+use crate::merge_iter::{LevelCursor, Source};
 use crate::sstable::table_reader::Table;
 
 /// Tables per level.
@@ -84,13 +83,13 @@ impl TableSet {
     }
 
     /// Adds one cursor per level-0 table and one per deeper non-empty level.
-    pub(crate) fn add_cursors(&self, out: &mut Vec<BoxCursor>) {
+    pub(crate) fn add_cursors(&self, out: &mut Vec<Source>) {
         for t in self.level(0) {
-            out.push(Box::new(t.cursor()));
+            out.push(t.cursor().into());
         }
         for level in self.levels.iter().skip(1) {
             if !level.is_empty() {
-                out.push(Box::new(LevelCursor::new(Arc::clone(level))));
+                out.push(LevelCursor::new(Arc::clone(level)).into());
             }
         }
     }

@@ -15,14 +15,14 @@ use super::picker::{Job, nothing_below};
 use super::{CompactionReason, CompactionRun};
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::cursor::{BoxCursor, Cursor};
+use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::file_names;
 use crate::key::{self, Kind};
 use crate::lifecycle::Lifecycle;
 use crate::limits::NUM_LEVELS;
 use crate::manifest::{Edit, TableMeta};
-use crate::merge_iter::{LevelCursor, MergeCursor};
+use crate::merge_iter::{LevelCursor, MergeCursor, Source};
 use crate::retention::RetentionFilter;
 use crate::sstable::block_cache::BlockCache;
 use crate::sstable::table_builder::TableBuilder;
@@ -149,18 +149,18 @@ impl JobContext<'_> {
     /// of every table file created, finished or not.
     fn merge_inputs(&self, job: &Job, created: &mut Vec<u64>) -> Result<(Vec<Arc<Table>>, u64)> {
         let tables_now = Arc::clone(&self.view.current().tables);
-        let mut children: Vec<BoxCursor> = Vec::new();
+        let mut children: Vec<Source> = Vec::new();
         let mut by_level: Vec<Vec<Arc<Table>>> = vec![Vec::new(); NUM_LEVELS];
         for (level, t) in &job.inputs {
             if *level == 0 {
-                children.push(Box::new(t.cursor()));
+                children.push(t.sequential_cursor().into());
             } else if let Some(l) = by_level.get_mut(*level) {
                 l.push(Arc::clone(t));
             }
         }
         for mut l in by_level.into_iter().filter(|l| !l.is_empty()) {
             l.sort_by(|a, b| key::compare(&a.props().smallest, &b.props().smallest));
-            children.push(Box::new(LevelCursor::new(Arc::from(l))));
+            children.push(LevelCursor::sequential(Arc::from(l)).into());
         }
         let mut merged = MergeCursor::new(children);
         let mut filter = RetentionFilter::new(self.view.retention(self.config.history.versions));

@@ -75,6 +75,11 @@ impl Block {
         }
     }
 
+    /// The file offset the block starts at.
+    pub fn offset(&self) -> u64 {
+        self.base
+    }
+
     /// Bytes of contents.
     pub fn size(&self) -> usize {
         self.data.len()

@@ -23,7 +23,7 @@ use super::filter::Filter;
 use super::format::{BlockHandle, BlockType, FOOTER_LEN, Footer, Properties, StoredBlock};
 use crate::cursor::Cursor;
 use crate::error::{Corrupt, Error, IoContext, Result};
-use crate::fs::FileSystem;
+use crate::fs::{FileSystem, MappedFile};
 use crate::key::{self, KIND_SEEK};
 use crate::lookup::Hit;
 use crate::seqno::SeqNo;
@@ -46,7 +46,14 @@ pub struct Table {
     id: u64,
     /// Where decompressed blocks are kept, if anywhere.
     cache: Option<Arc<BlockCache>>,
+    /// The file's map, when `data` is one: sequential cursors hand back the pages behind
+    /// them.
+    mapped: Option<MappedFile>,
 }
+
+/// How far a sequential cursor reads past the pages it last released before releasing
+/// again.
+const RELEASE_STEP: usize = 1 << 20;
 
 impl std::fmt::Debug for Table {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,9 +68,11 @@ impl std::fmt::Debug for Table {
 impl Table {
     /// Maps and opens table file `path`.
     pub fn open(fs: Arc<dyn FileSystem>, path: &Path, number: u64) -> Result<Table> {
-        let data = fs.map(path).at(path)?;
-        let mut t = Table::from_bytes(data, number, path).map_err(|e| e.in_file(path))?;
+        let mapped = fs.map_file(path).at(path)?;
+        let mut t =
+            Table::from_bytes(mapped.bytes().clone(), number, path).map_err(|e| e.in_file(path))?;
         t.fs = Some(fs);
+        t.mapped = Some(mapped);
         Ok(t)
     }
 
@@ -112,6 +121,7 @@ impl Table {
             version: footer.version,
             id: next_table_id(),
             cache: None,
+            mapped: None,
         })
     }
 
@@ -237,7 +247,18 @@ impl Table {
             table: Arc::clone(self),
             data: None,
             err: None,
+            release_behind: false,
+            released: 0,
         }
+    }
+
+    /// A cursor for one pass from the start to the end (a compaction's input): as it moves
+    /// forward it drops the map's pages it has passed from the process's resident set, so
+    /// reading a large table does not grow the process's memory by the table's size.
+    pub fn sequential_cursor(self: &Arc<Self>) -> TableCursor {
+        let mut c = self.cursor();
+        c.release_behind = self.mapped.is_some();
+        c
     }
 }
 
@@ -260,9 +281,24 @@ pub struct TableCursor {
     index: BlockCursor,
     data: Option<BlockCursor>,
     err: Option<Error>,
+    /// Whether pages behind the cursor are released (see [`Table::sequential_cursor`]).
+    release_behind: bool,
+    /// The file offset up to which pages were released.
+    released: usize,
 }
 
 impl TableCursor {
+    /// Releases the map's pages before file offset `upto`, in steps of [`RELEASE_STEP`].
+    fn release_until(&mut self, upto: usize, last: bool) {
+        if !self.release_behind || upto < self.released + if last { 0 } else { RELEASE_STEP } {
+            return;
+        }
+        if let Some(m) = &self.table.mapped {
+            m.release(self.released, upto);
+        }
+        self.released = upto;
+    }
+
     fn fail(&mut self, e: Corrupt) {
         if self.err.is_none() {
             self.err = Some(self.table.corrupt(e));
@@ -279,10 +315,12 @@ impl TableCursor {
         }
         if !self.index.valid() {
             self.data = None;
+            self.release_until(self.table.data.len(), true);
             return false;
         }
         match self.table.data_block(&self.index) {
             Ok(b) => {
+                self.release_until(b.offset() as usize, false);
                 self.data = Some(b.cursor());
                 true
             }
@@ -512,6 +550,90 @@ mod tests {
             c.next();
         }
         c.status().map(|()| out)
+    }
+
+    /// Resident bytes of this process's maps of `path` (from `/proc/self/smaps`).
+    #[cfg(target_os = "linux")]
+    fn resident_bytes_of(path: &Path) -> usize {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let name = path.to_str().unwrap();
+        let mut inside = false;
+        let mut kib = 0;
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or_default();
+            if first.contains('-') && !first.ends_with(':') {
+                inside = line.ends_with(name);
+            } else if inside && first == "Rss:" {
+                kib += line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap();
+            }
+        }
+        kib * 1024
+    }
+
+    /// A full pass with a sequential cursor reads what a plain cursor reads, and leaves
+    /// little of the mapped file resident; a plain cursor leaves all of it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_sequential_cursor_reads_everything_and_releases_the_pages_behind_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs: Arc<dyn FileSystem> = Arc::new(crate::fs::StdFs);
+        let path = dir.path().join("000001.sst");
+        let opts = TableOptions {
+            block_bytes: 4096,
+            restart_interval: 16,
+            filter_bits_per_key: 10,
+            compression: Compression::None,
+        };
+        let mut b = TableBuilder::new(fs.create(&path).unwrap(), opts);
+        let value = vec![b'v'; 1000];
+        for i in 0..10_000u32 {
+            let k = key::encode(&user(i), SeqNo::new(u64::from(i) + 1), Kind::Put as u8);
+            b.add(&k, &value).unwrap();
+        }
+        b.finish().unwrap();
+        let size = std::fs::metadata(&path).unwrap().len() as usize;
+        assert!(size > 8 << 20);
+
+        let plain = Arc::new(Table::open(Arc::clone(&fs), &path, 1).unwrap());
+        let expected = scan(&plain).unwrap();
+        assert_eq!(expected.len(), 10_000);
+        assert!(resident_bytes_of(&path) > size / 2);
+        drop(expected);
+        drop(plain);
+        assert_eq!(
+            resident_bytes_of(&path),
+            0,
+            "the map is gone with its table"
+        );
+
+        let t = Arc::new(Table::open(Arc::clone(&fs), &path, 1).unwrap());
+        let mut c = t.sequential_cursor();
+        c.seek_to_first();
+        let mut n = 0u32;
+        let mut most = 0;
+        while c.valid() {
+            let want = key::encode(&user(n), SeqNo::new(u64::from(n) + 1), Kind::Put as u8);
+            assert_eq!(c.key(), &want[..]);
+            assert_eq!(&c.value()[..], &value[..]);
+            n += 1;
+            if n.is_multiple_of(500) {
+                most = most.max(resident_bytes_of(&path));
+            }
+            c.next();
+        }
+        c.status().unwrap();
+        assert_eq!(n, 10_000);
+        assert!(
+            most < 4 << 20,
+            "{most} bytes of a {size}-byte table resident during the pass"
+        );
+        assert!(resident_bytes_of(&path) < 1 << 20);
+        // Released pages stay readable.
+        assert_eq!(scan(&t).unwrap().len(), 10_000);
     }
 
     #[test]

@@ -252,6 +252,23 @@ impl BlockCursor {
     }
 }
 
+impl BlockCursor {
+    /// Positions at the first entry at or after `target`, scanning forward from restart
+    /// point `restart` (the caller knows no entry before it is at or after `target`).
+    pub fn seek_from(&mut self, restart: usize, target: &[u8]) {
+        let start = restart.min(self.block.num_restarts - 1);
+        if self.err.is_some() || !self.seek_to_restart(start) {
+            return;
+        }
+        while key::compare(&self.key, target) == Ordering::Less {
+            let next = self.next;
+            if !self.decode_at(next) {
+                return;
+            }
+        }
+    }
+}
+
 impl Cursor for BlockCursor {
     fn seek(&mut self, target: &[u8]) {
         let start = self.restart_before(target);

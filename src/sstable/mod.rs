@@ -2,8 +2,8 @@
 //!
 //! [`format`](mod@format) holds the byte layout, [`block_builder`] and [`block`] the data/index block
 //! encoding, [`compression`] the block codecs, [`block_cache`] the cache of decompressed
-//! blocks, [`filter`] the bloom filter, [`table_builder`] writes a table and
-//! [`table_reader`] reads one.
+//! blocks, [`filter`] the bloom filter, [`table_builder`] writes a table,
+//! [`table_reader`] reads one and [`index_summary`] speeds up searches of its index.
 
 pub mod block;
 pub mod block_builder;
@@ -11,5 +11,6 @@ pub mod block_cache;
 pub mod compression;
 pub mod filter;
 pub mod format;
+pub mod index_summary;
 pub mod table_builder;
 pub mod table_reader;

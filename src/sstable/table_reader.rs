@@ -11,8 +11,8 @@
 #![deny(clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -21,6 +21,7 @@ use super::block_cache::{BlockCache, next_table_id};
 use super::compression::{Compression, decompress};
 use super::filter::Filter;
 use super::format::{BlockHandle, BlockType, FOOTER_LEN, Footer, Properties, StoredBlock};
+use super::index_summary::{IndexSummary, Narrowed};
 use crate::cursor::Cursor;
 use crate::error::{Corrupt, Error, IoContext, Result};
 use crate::fs::{FileSystem, MappedFile};
@@ -49,7 +50,13 @@ pub struct Table {
     /// The file's map, when `data` is one: sequential cursors hand back the pages behind
     /// them.
     mapped: Option<MappedFile>,
+    /// Built on the first search of the index (`None` inside: the index has none).
+    summary: OnceLock<Option<IndexSummary>>,
 }
+
+/// With more index entries than this sharing the target's rank, a seek falls back to the
+/// index block's own binary search.
+const MAX_EQUAL_RANKS: usize = 4;
 
 /// How far a sequential cursor reads past the pages it last released before releasing
 /// again.
@@ -122,6 +129,7 @@ impl Table {
             id: next_table_id(),
             cache: None,
             mapped: None,
+            summary: OnceLock::new(),
         })
     }
 
@@ -203,6 +211,34 @@ impl Table {
         Ok(block)
     }
 
+    /// The index summary, built on first use.
+    fn summary(&self) -> Option<&IndexSummary> {
+        self.summary
+            .get_or_init(|| {
+                IndexSummary::build(
+                    &self.index,
+                    self.smallest_user_key(),
+                    self.largest_user_key(),
+                )
+            })
+            .as_ref()
+    }
+
+    /// Positions `index` (a cursor over this table's index) at the first entry at or after
+    /// internal key `target`, narrowed by the summary when there is one.
+    fn seek_index(&self, index: &mut BlockCursor, target: &[u8]) {
+        let Some(s) = self.summary() else {
+            index.seek(target);
+            return;
+        };
+        let Narrowed::Between { lo, hi } = s.narrow(key::user_key(target));
+        if hi - lo > MAX_EQUAL_RANKS {
+            index.seek(target);
+        } else {
+            index.seek_from(lo, target);
+        }
+    }
+
     /// The newest version of `user_key` at or below `snap`; `hash` is `hash64(user_key)`.
     pub fn get(&self, user_key: &[u8], hash: u64, snap: u64) -> Result<Option<Hit>> {
         if !self.filter.may_contain(hash) {
@@ -213,7 +249,7 @@ impl Table {
         }
         let target = key::encode(user_key, SeqNo::new(snap), KIND_SEEK);
         let mut index = self.index.cursor();
-        index.seek(&target);
+        self.seek_index(&mut index, &target);
         if !index.valid() {
             return index
                 .corruption()
@@ -372,7 +408,7 @@ impl TableCursor {
 
 impl Cursor for TableCursor {
     fn seek(&mut self, target: &[u8]) {
-        self.index.seek(target);
+        self.table.seek_index(&mut self.index, target);
         if self.load()
             && let Some(d) = &mut self.data
         {
@@ -392,7 +428,7 @@ impl Cursor for TableCursor {
     }
 
     fn seek_for_prev(&mut self, target: &[u8]) {
-        self.index.seek(target);
+        self.table.seek_index(&mut self.index, target);
         if !self.index.valid() && self.index.corruption().is_none() {
             self.index.seek_to_last();
         }
@@ -550,6 +586,89 @@ mod tests {
             c.next();
         }
         c.status().map(|()| out)
+    }
+
+    /// Seeks (both directions) and gets on a table whose keys share a long prefix, with runs
+    /// of keys that agree on the eight bytes after it (so the index summary ranks many
+    /// index entries alike): every answer matches a plain search of the sorted keys.
+    #[test]
+    fn seeks_through_the_index_summary_match_a_plain_search() {
+        let mut users: Vec<Vec<u8>> = Vec::new();
+        for i in 0..600u32 {
+            users.push(format!("tenant/{:08}", i * 3).into_bytes());
+        }
+        for i in 0..400u32 {
+            // Equal on the 8 bytes after the common prefix "tenant/": a long run of one rank.
+            users.push(format!("tenant/99999999/{i:05}").into_bytes());
+        }
+        users.sort();
+        let file = MemFile::default();
+        let opts = TableOptions {
+            block_bytes: 256,
+            restart_interval: 4,
+            filter_bits_per_key: 10,
+            compression: Compression::None,
+        };
+        let mut b = TableBuilder::new(Box::new(file.clone()), opts);
+        let ikeys: Vec<Vec<u8>> = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| key::encode(u, SeqNo::new(i as u64 + 1), Kind::Put as u8))
+            .collect();
+        for k in &ikeys {
+            b.add(k, b"v").unwrap();
+        }
+        b.finish().unwrap();
+        let bytes = file.0.lock().unwrap().clone();
+        let t = Arc::new(Table::from_bytes(Bytes::from(bytes), 1, Path::new("t.sst")).unwrap());
+        assert!(
+            t.summary().is_some(),
+            "the summary is built for a sound index"
+        );
+
+        let mut targets: Vec<Vec<u8>> = users.clone();
+        for u in &users {
+            let mut after = u.clone();
+            after.push(0);
+            targets.push(after);
+            let mut before = u.clone();
+            before.pop();
+            targets.push(before);
+        }
+        targets.extend([
+            b"".to_vec(),
+            b"tenant".to_vec(),
+            b"tenant/".to_vec(),
+            b"tenant0".to_vec(),
+            b"zzz".to_vec(),
+        ]);
+        let mut c = t.cursor();
+        for user in &targets {
+            let target = key::encode(user, SeqNo::MAX, KIND_SEEK);
+            let want = ikeys.iter().find(|k| key::compare(k, &target).is_ge());
+            c.seek(&target);
+            assert_eq!(
+                c.valid().then(|| c.key().to_vec()).as_ref(),
+                want,
+                "seek {user:?}"
+            );
+            let want_prev = ikeys
+                .iter()
+                .rev()
+                .find(|k| key::compare(k, &target).is_le());
+            c.seek_for_prev(&target);
+            assert_eq!(
+                c.valid().then(|| c.key().to_vec()).as_ref(),
+                want_prev,
+                "seek_for_prev {user:?}"
+            );
+            let hit = t
+                .get(user, crate::hash::hash64(user), u64::MAX >> 8)
+                .unwrap()
+                .map(|h| h.seq);
+            let want_hit = users.iter().position(|u| u == user).map(|i| i as u64 + 1);
+            assert_eq!(hit, want_hit, "get {user:?}");
+        }
     }
 
     /// Resident bytes of this process's maps of `path` (from `/proc/self/smaps`).

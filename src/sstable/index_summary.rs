@@ -1,0 +1,203 @@
+//! A compact search aid over a table's index block, built in memory when the table is first
+//! searched; nothing of it is stored in the file.
+//!
+//! The index block has one entry per data block, keyed by the block's last internal key, and
+//! a seek binary-searches it: a dozen probes into a block of a few hundred KiB, each a cache
+//! miss. The summary holds, for each index entry in order, eight bytes of its user key as a
+//! big-endian integer: the eight that follow the prefix every key of the table shares (the
+//! common prefix of its smallest and largest user keys), zero-padded. Truncating and padding
+//! keeps order (a ≤ b implies rank(a) ≤ rank(b)), so a binary search over these integers,
+//! 8 bytes per data block and contiguous, narrows a seek to the entries whose rank equals the
+//! target's, usually one, which are then compared in full.
+//!
+//! The summary is a hint about the index, never trusted over it: it is only built when every
+//! index key has the table's prefix and the ranks do not decrease (a damaged index gets no
+//! summary and is searched the ordinary way), and the caller still positions the index
+//! cursor by comparing real keys.
+#![deny(clippy::indexing_slicing)]
+
+use std::cmp::Ordering;
+
+use super::block::Block;
+use crate::cursor::Cursor;
+use crate::key;
+
+/// Ranks of a table's index entries (see the module documentation).
+#[derive(Debug)]
+pub struct IndexSummary {
+    /// The prefix every key of the table shares.
+    prefix: Box<[u8]>,
+    /// One rank per index entry, in order.
+    ranks: Box<[u64]>,
+}
+
+/// Where a target stands against the ranks of a table's index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Narrowed {
+    /// Every index entry whose rank is below the target's is below the target; the first
+    /// entry at or after the target is in `lo..=hi` (`hi` = no entry in `lo..hi` is at or
+    /// after it).
+    Between {
+        /// First entry whose rank is not below the target's.
+        lo: usize,
+        /// First entry whose rank is above the target's.
+        hi: usize,
+    },
+}
+
+/// The rank of `user_key` given the table's prefix length: the eight bytes after it, padded.
+#[allow(clippy::big_endian_bytes)] // big-endian integers order like the bytes; nothing is stored
+fn rank(user_key: &[u8], skip: usize) -> u64 {
+    let mut b = [0u8; 8];
+    let rest = user_key.get(skip..).unwrap_or_default();
+    let n = rest.len().min(8);
+    if let (Some(dst), Some(src)) = (b.get_mut(..n), rest.get(..n)) {
+        dst.copy_from_slice(src);
+    }
+    u64::from_be_bytes(b)
+}
+
+impl IndexSummary {
+    /// Builds the summary of `index` for a table whose user keys lie between `smallest` and
+    /// `largest`; `None` when an index key does not fit (damage) or the index is empty.
+    pub fn build(index: &Block, smallest: &[u8], largest: &[u8]) -> Option<IndexSummary> {
+        let common = smallest
+            .iter()
+            .zip(largest)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let prefix: Box<[u8]> = smallest.get(..common)?.into();
+        // An index has a restart point at every entry: entry i is restart i.
+        let n = index.num_restarts();
+        let mut ranks = Vec::with_capacity(n);
+        let mut last = 0u64;
+        let mut c = index.cursor();
+        c.seek_to_first();
+        while c.valid() {
+            let user = key::split(c.key())?.0;
+            if !user.starts_with(&prefix) {
+                return None;
+            }
+            let r = rank(user, common);
+            if r < last || ranks.len() == n {
+                return None;
+            }
+            last = r;
+            ranks.push(r);
+            c.next();
+        }
+        if ranks.len() != n || c.corruption().is_some() {
+            return None;
+        }
+        Some(IndexSummary {
+            prefix,
+            ranks: ranks.into(),
+        })
+    }
+
+    /// Number of index entries summarized.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.ranks.len()
+    }
+
+    /// The index entries among which the first entry at or after the internal key with user
+    /// key `user` lies.
+    pub fn narrow(&self, user: &[u8]) -> Narrowed {
+        let n = self.ranks.len();
+        let skip = self.prefix.len();
+        let head = user.get(..skip.min(user.len())).unwrap_or_default();
+        match key::compare_bytes(head, &self.prefix) {
+            // Shorter than the prefix and a prefix of it, or below it: before every key.
+            Ordering::Less => return Narrowed::Between { lo: 0, hi: 0 },
+            Ordering::Greater => return Narrowed::Between { lo: n, hi: n },
+            Ordering::Equal => {}
+        }
+        let r = rank(user, skip);
+        let lo = self.ranks.partition_point(|&x| x < r);
+        let hi = lo
+            + self
+                .ranks
+                .get(lo..)
+                .unwrap_or_default()
+                .partition_point(|&x| x == r);
+        Narrowed::Between { lo, hi }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::KIND_SEEK;
+    use crate::seqno::SeqNo;
+    use crate::sstable::block_builder::BlockBuilder;
+
+    fn index_of(users: &[&[u8]]) -> Block {
+        let mut b = BlockBuilder::new(1);
+        for (i, u) in users.iter().enumerate() {
+            b.add(&key::encode(u, SeqNo::new(i as u64 + 1), 1), b"handle");
+        }
+        Block::new(bytes::Bytes::from(b.finish()), 0).unwrap()
+    }
+
+    /// The first entry at or after `target` by a plain scan: what narrowing must bracket.
+    fn first_at_or_after(users: &[&[u8]], target: &[u8]) -> usize {
+        users
+            .iter()
+            .enumerate()
+            .position(|(i, u)| {
+                key::compare(&key::encode(u, SeqNo::new(i as u64 + 1), 1), target).is_ge()
+            })
+            .unwrap_or(users.len())
+    }
+
+    #[test]
+    fn narrowing_brackets_the_first_entry_at_or_after_any_target() {
+        let users: Vec<&[u8]> = vec![
+            b"user000010",
+            b"user000020",
+            b"user00002000000000005",
+            b"user00002000000000009",
+            b"user000031",
+            b"user0000311",
+            b"user000040",
+        ];
+        let index = index_of(&users);
+        let s = IndexSummary::build(&index, b"user000001", b"user000040").unwrap();
+        assert_eq!(s.len(), users.len());
+        let targets: Vec<&[u8]> = vec![
+            b"",
+            b"a",
+            b"user",
+            b"user00000",
+            b"user000010",
+            b"user000015",
+            b"user00002000000000005",
+            b"user00002000000000007",
+            b"user000031",
+            b"user0000310",
+            b"user000040",
+            b"user000041",
+            b"v",
+        ];
+        for t in targets {
+            let target = key::encode(t, SeqNo::MAX, KIND_SEEK);
+            let want = first_at_or_after(&users, &target);
+            let Narrowed::Between { lo, hi } = s.narrow(t);
+            assert!(lo <= want && want <= hi, "{t:?}: {lo}..={hi}, want {want}");
+            // Entries before lo are below the target, entries from hi on are above it.
+            assert!(users.iter().take(lo).all(|u| *u < t));
+            assert!(users.iter().skip(hi).all(|u| *u > t));
+        }
+    }
+
+    #[test]
+    fn an_index_key_outside_the_tables_prefix_gets_no_summary() {
+        let index = index_of(&[b"abc1", b"abd2"]);
+        assert!(IndexSummary::build(&index, b"abc0", b"abc9").is_none());
+        let ordered = index_of(&[b"abc1", b"abc2"]);
+        assert!(IndexSummary::build(&ordered, b"abc0", b"abc9").is_some());
+        let backwards = index_of(&[b"abc2", b"abc1"]);
+        assert!(IndexSummary::build(&backwards, b"abc0", b"abc9").is_none());
+    }
+}

@@ -183,8 +183,11 @@ impl Table {
         e.in_file(&self.path)
     }
 
-    /// The data block the index cursor points at, checksummed unless it passed before.
-    fn data_block(&self, index: &BlockCursor) -> Result<Block, Corrupt> {
+    /// The data block the index cursor points at, checksummed unless it passed before. A
+    /// compressed block missing from the cache is decompressed, and put in the cache when
+    /// `fill_cache` (one pass over a table, as a compaction makes, would only evict the
+    /// blocks that readers use).
+    fn data_block(&self, index: &BlockCursor, fill_cache: bool) -> Result<Block, Corrupt> {
         let h = BlockHandle::decode(&index.value())?;
         let slot = index
             .ordinal()
@@ -200,7 +203,7 @@ impl Table {
         } else {
             let raw = decompress(&stored.stored, codec, h.offset)?;
             let b = Block::new(Bytes::from(raw), h.offset)?;
-            if let Some(c) = &self.cache {
+            if fill_cache && let Some(c) = &self.cache {
                 c.insert(self.id, h.offset, b.clone());
             }
             b
@@ -255,7 +258,7 @@ impl Table {
                 .corruption()
                 .map_or(Ok(None), |e| Err(self.corrupt(e.clone())));
         }
-        let block = self.data_block(&index).map_err(|e| self.corrupt(e))?;
+        let block = self.data_block(&index, true).map_err(|e| self.corrupt(e))?;
         let mut c = block.cursor();
         c.seek(&target);
         if let Some(e) = c.corruption() {
@@ -283,16 +286,19 @@ impl Table {
             table: Arc::clone(self),
             data: None,
             err: None,
+            sequential: false,
             release_behind: false,
             released: 0,
         }
     }
 
     /// A cursor for one pass from the start to the end (a compaction's input): as it moves
-    /// forward it drops the map's pages it has passed from the process's resident set, so
-    /// reading a large table does not grow the process's memory by the table's size.
+    /// forward it drops the map's pages it has passed from the process's resident set, and
+    /// it leaves the block cache alone, so reading a large table grows neither the process's
+    /// memory nor the cache by the table's size.
     pub fn sequential_cursor(self: &Arc<Self>) -> TableCursor {
         let mut c = self.cursor();
+        c.sequential = true;
         c.release_behind = self.mapped.is_some();
         c
     }
@@ -317,6 +323,8 @@ pub struct TableCursor {
     index: BlockCursor,
     data: Option<BlockCursor>,
     err: Option<Error>,
+    /// Made by [`Table::sequential_cursor`]: blocks it decompresses are not cached.
+    sequential: bool,
     /// Whether pages behind the cursor are released (see [`Table::sequential_cursor`]).
     release_behind: bool,
     /// The file offset up to which pages were released.
@@ -354,7 +362,7 @@ impl TableCursor {
             self.release_until(self.table.data.len(), true);
             return false;
         }
-        match self.table.data_block(&self.index) {
+        match self.table.data_block(&self.index, !self.sequential) {
             Ok(b) => {
                 self.release_until(b.offset() as usize, false);
                 self.data = Some(b.cursor());
@@ -792,6 +800,28 @@ mod tests {
         // Without a cache, compressed blocks are decompressed on every read.
         let bare = Table::from_bytes(Bytes::from(build_with(Compression::Lz4)), 3, Path::new("b"));
         assert!(get(&bare.unwrap(), 7).unwrap().is_some());
+        // A sequential pass (a compaction's) reads through the cache but adds nothing to it.
+        let d = Arc::new(
+            Table::from_bytes(Bytes::from(build_with(Compression::Lz4)), 4, Path::new("d"))
+                .unwrap()
+                .with_cache(Arc::clone(&cache)),
+        );
+        let blocks = cache.stats().blocks;
+        let mut cur = d.sequential_cursor();
+        cur.seek_to_first();
+        let mut n = 0;
+        while cur.valid() {
+            n += 1;
+            cur.next();
+        }
+        assert_eq!(n, 2000);
+        assert_eq!(cache.stats().blocks, blocks);
+        assert_eq!(scan(&d).unwrap().len(), 2000);
+        assert_eq!(
+            cache.stats().blocks,
+            blocks + compressed,
+            "a plain cursor fills it"
+        );
     }
 
     #[test]

@@ -90,7 +90,9 @@ fn print_totals(reports: &[Report]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_histories_under_faults_are_linearizable() {
     let mut reports = Vec::new();
-    for seed in [1, 2] {
+    // 1084 once found no leader for the final reads right after the heal (kept as a
+    // regression case of the harness).
+    for seed in [1, 2, 1084] {
         let r = run(&plan(seed, 8, 400)).await;
         eprintln!("{}", r.summary());
         assert!(r.passed(), "{}\n{:#?}", r.summary(), r);

@@ -310,17 +310,32 @@ pub async fn run(plan: &Plan) -> Report {
     }
     for k in 0..plan.keys {
         let key = format!("k{k}");
-        let invoke = clock.now();
-        let port = targets.ports[k % targets.ports.len()];
-        let r = call(
-            &http,
-            Method::GET,
-            port,
-            &format!("/key/{key}"),
-            None,
-            Duration::from_secs(5),
-        )
-        .await;
+        // A node that rejoins with a higher term can depose the leader right after the
+        // heal; a read refused with "not leader" had no effect, so it is sent again (to
+        // the next node) until one answers.
+        let mut invoke = clock.now();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut attempt = k;
+        let r = loop {
+            let port = targets.ports[attempt % targets.ports.len()];
+            let r = call(
+                &http,
+                Method::GET,
+                port,
+                &format!("/key/{key}"),
+                None,
+                Duration::from_secs(5),
+            )
+            .await;
+            match r {
+                Some((503, _)) if Instant::now() < deadline => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    invoke = clock.now();
+                }
+                other => break other,
+            }
+        };
         let outcome = match r {
             Some((200, v)) => Outcome::Ok(Output::Value {
                 value: v["value"].as_str().unwrap_or("?").to_string(),

@@ -7,7 +7,7 @@
 //! - `stale_reads_under_faults_are_caught` is the negative control: with
 //!   `?consistency=stale` reads, the checker must find an anomaly.
 //! - `soak` (ignored) runs the long version:
-//!   `STRATA_NEMESIS_SEEDS=100 STRATA_NEMESIS_SECS=30 STRATA_NEMESIS_OPS=1200 cargo test --release --features replication --test nemesis -- --ignored --exact soak --nocapture`
+//!   `STRATA_NEMESIS_SEEDS=100 STRATA_NEMESIS_SECS=20 STRATA_NEMESIS_OPS=3000 cargo test --release --features replication --test nemesis -- --ignored --exact soak --nocapture`
 //!   (`STRATA_NEMESIS_FIRST_SEED` picks the first seed; one seed replays a failure;
 //!   `STRATA_NEMESIS_NODES=5` runs five nodes).
 //! - `recheck` (ignored) re-checks a kept history file: `STRATA_NEMESIS_HISTORY=path`.

@@ -272,14 +272,8 @@ impl BlockCursor {
 impl Cursor for BlockCursor {
     fn seek(&mut self, target: &[u8]) {
         let start = self.restart_before(target);
-        if self.err.is_some() || !self.seek_to_restart(start) {
-            return;
-        }
-        while key::compare(&self.key, target) == Ordering::Less {
-            let next = self.next;
-            if !self.decode_at(next) {
-                return;
-            }
+        if self.err.is_none() {
+            self.seek_from(start, target);
         }
     }
 

@@ -149,6 +149,12 @@ impl Core {
                     entries: sum(|p| p.entries),
                     data_blocks: sum(|p| p.data_blocks),
                     compressed_blocks: sum(|p| p.compressed_blocks),
+                    index_summary_bytes: state
+                        .tables
+                        .level(l)
+                        .iter()
+                        .map(|t| t.index_summary_bytes())
+                        .sum(),
                     target_bytes: if l == 0 {
                         0
                     } else {

@@ -94,6 +94,9 @@ pub struct LevelStats {
     pub data_blocks: u64,
     /// Of which stored compressed (see [`Config::compression`](crate::Config::compression)).
     pub compressed_blocks: u64,
+    /// Memory held by the index summaries of the level's tables: eight bytes per data block
+    /// of each table searched since it was opened.
+    pub index_summary_bytes: u64,
     /// The level's size target (level 0: none, 0).
     pub target_bytes: u64,
     /// Compaction score: at least 1 means compaction is due.

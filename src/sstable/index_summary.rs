@@ -101,6 +101,11 @@ impl IndexSummary {
         self.ranks.len()
     }
 
+    /// Bytes of memory the summary holds: eight per data block, and the prefix.
+    pub fn memory_bytes(&self) -> u64 {
+        (self.ranks.len() * 8 + self.prefix.len()) as u64
+    }
+
     /// The index entries among which the first entry at or after the internal key with user
     /// key `user` lies.
     pub fn narrow(&self, user: &[u8]) -> Narrowed {

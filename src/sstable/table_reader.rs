@@ -227,6 +227,14 @@ impl Table {
             .as_ref()
     }
 
+    /// Bytes of memory of the index summary, 0 until the table's first search.
+    pub fn index_summary_bytes(&self) -> u64 {
+        self.summary
+            .get()
+            .and_then(Option::as_ref)
+            .map_or(0, IndexSummary::memory_bytes)
+    }
+
     /// Positions `index` (a cursor over this table's index) at the first entry at or after
     /// internal key `target`, narrowed by the summary when there is one.
     fn seek_index(&self, index: &mut BlockCursor, target: &[u8]) {

@@ -272,9 +272,7 @@ impl BlockCursor {
 impl Cursor for BlockCursor {
     fn seek(&mut self, target: &[u8]) {
         let start = self.restart_before(target);
-        if self.err.is_none() {
-            self.seek_from(start, target);
-        }
+        self.seek_from(start, target);
     }
 
     fn seek_to_first(&mut self) {

@@ -17,6 +17,7 @@
 #![deny(clippy::indexing_slicing)]
 
 use std::cmp::Ordering;
+use std::ops::Range;
 
 use super::block::Block;
 use crate::cursor::Cursor;
@@ -29,20 +30,6 @@ pub struct IndexSummary {
     prefix: Box<[u8]>,
     /// One rank per index entry, in order.
     ranks: Box<[u64]>,
-}
-
-/// Where a target stands against the ranks of a table's index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Narrowed {
-    /// Every index entry whose rank is below the target's is below the target; the first
-    /// entry at or after the target is in `lo..=hi` (`hi` = no entry in `lo..hi` is at or
-    /// after it).
-    Between {
-        /// First entry whose rank is not below the target's.
-        lo: usize,
-        /// First entry whose rank is above the target's.
-        hi: usize,
-    },
 }
 
 /// The rank of `user_key` given the table's prefix length: the eight bytes after it, padded.
@@ -106,16 +93,17 @@ impl IndexSummary {
         (self.ranks.len() * 8 + self.prefix.len()) as u64
     }
 
-    /// The index entries among which the first entry at or after the internal key with user
-    /// key `user` lies.
-    pub fn narrow(&self, user: &[u8]) -> Narrowed {
+    /// The index entries whose rank equals that of user key `user`, as `lo..hi`: every entry
+    /// before `lo` is below an internal key with that user key and every entry from `hi` on
+    /// is above it, so the first entry at or after it is in `lo..=hi`.
+    pub fn narrow(&self, user: &[u8]) -> Range<usize> {
         let n = self.ranks.len();
         let skip = self.prefix.len();
         let head = user.get(..skip.min(user.len())).unwrap_or_default();
         match key::compare_bytes(head, &self.prefix) {
             // Shorter than the prefix and a prefix of it, or below it: before every key.
-            Ordering::Less => return Narrowed::Between { lo: 0, hi: 0 },
-            Ordering::Greater => return Narrowed::Between { lo: n, hi: n },
+            Ordering::Less => return 0..0,
+            Ordering::Greater => return n..n,
             Ordering::Equal => {}
         }
         let r = rank(user, skip);
@@ -126,7 +114,7 @@ impl IndexSummary {
                 .get(lo..)
                 .unwrap_or_default()
                 .partition_point(|&x| x == r);
-        Narrowed::Between { lo, hi }
+        lo..hi
     }
 }
 
@@ -188,7 +176,7 @@ mod tests {
         for t in targets {
             let target = key::encode(t, SeqNo::MAX, KIND_SEEK);
             let want = first_at_or_after(&users, &target);
-            let Narrowed::Between { lo, hi } = s.narrow(t);
+            let std::ops::Range { start: lo, end: hi } = s.narrow(t);
             assert!(lo <= want && want <= hi, "{t:?}: {lo}..={hi}, want {want}");
             // Entries before lo are below the target, entries from hi on are above it.
             assert!(users.iter().take(lo).all(|u| *u < t));

@@ -21,7 +21,7 @@ use super::block_cache::{BlockCache, next_table_id};
 use super::compression::{Compression, decompress};
 use super::filter::Filter;
 use super::format::{BlockHandle, BlockType, FOOTER_LEN, Footer, Properties, StoredBlock};
-use super::index_summary::{IndexSummary, Narrowed};
+use super::index_summary::IndexSummary;
 use crate::cursor::Cursor;
 use crate::error::{Corrupt, Error, IoContext, Result};
 use crate::fs::{FileSystem, MappedFile};
@@ -242,11 +242,11 @@ impl Table {
             index.seek(target);
             return;
         };
-        let Narrowed::Between { lo, hi } = s.narrow(key::user_key(target));
-        if hi - lo > MAX_EQUAL_RANKS {
+        let equal = s.narrow(key::user_key(target));
+        if equal.len() > MAX_EQUAL_RANKS {
             index.seek(target);
         } else {
-            index.seek_from(lo, target);
+            index.seek_from(equal.start, target);
         }
     }
 
@@ -295,7 +295,6 @@ impl Table {
             data: None,
             err: None,
             sequential: false,
-            release_behind: false,
             released: 0,
         }
     }
@@ -307,7 +306,6 @@ impl Table {
     pub fn sequential_cursor(self: &Arc<Self>) -> TableCursor {
         let mut c = self.cursor();
         c.sequential = true;
-        c.release_behind = self.mapped.is_some();
         c
     }
 }
@@ -331,18 +329,18 @@ pub struct TableCursor {
     index: BlockCursor,
     data: Option<BlockCursor>,
     err: Option<Error>,
-    /// Made by [`Table::sequential_cursor`]: blocks it decompresses are not cached.
+    /// Made by [`Table::sequential_cursor`]: it releases the map's pages behind it, and the
+    /// blocks it decompresses are not cached.
     sequential: bool,
-    /// Whether pages behind the cursor are released (see [`Table::sequential_cursor`]).
-    release_behind: bool,
     /// The file offset up to which pages were released.
     released: usize,
 }
 
 impl TableCursor {
-    /// Releases the map's pages before file offset `upto`, in steps of [`RELEASE_STEP`].
-    fn release_until(&mut self, upto: usize, last: bool) {
-        if !self.release_behind || upto < self.released + if last { 0 } else { RELEASE_STEP } {
+    /// Releases the map's pages before file offset `upto` (a sequential cursor on a mapped
+    /// table only), once at least `step` bytes have been read since the last release.
+    fn release_until(&mut self, upto: usize, step: usize) {
+        if !self.sequential || upto < self.released + step {
             return;
         }
         if let Some(m) = &self.table.mapped {
@@ -367,12 +365,12 @@ impl TableCursor {
         }
         if !self.index.valid() {
             self.data = None;
-            self.release_until(self.table.data.len(), true);
+            self.release_until(self.table.data.len(), 0);
             return false;
         }
         match self.table.data_block(&self.index, !self.sequential) {
             Ok(b) => {
-                self.release_until(b.offset() as usize, false);
+                self.release_until(b.offset() as usize, RELEASE_STEP);
                 self.data = Some(b.cursor());
                 true
             }

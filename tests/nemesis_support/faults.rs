@@ -1,8 +1,9 @@
 //! The nemesis: on a seeded random schedule, one fault at a time, each held for a while and
 //! then healed: SIGKILL and restart (leader, follower, or two nodes), SIGSTOP past the
 //! election timeout (leader or follower), network partitions through the proxies (isolate
-//! the leader, isolate any node, split the leader into a minority, one-way loss, black holes),
-//! delayed links, and a membership change (remove a follower, then add it back as a learner and promote it).
+//! the leader, isolate any node, split the leader into a minority, one-way loss, black
+//! holes), delayed links, and a membership change (remove a follower, then add it back as a
+//! learner and promote it).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -87,11 +88,12 @@ pub async fn restore_members(cluster: &Cluster, http: &Http) -> Result<(), Strin
     Ok(())
 }
 
-fn isolate(cluster: &Cluster, node: usize, link: Link) {
-    for j in 0..cluster.nodes.len() {
-        if j != node {
-            cluster.net.set(node, j, link);
-            cluster.net.set(j, node, link);
+/// Sets every link between a node in `side` and a node outside it, both ways, to `link`.
+fn cut_off(cluster: &Cluster, side: &[usize], link: Link) {
+    let n = cluster.nodes.len();
+    for a in 0..n {
+        for b in (0..n).filter(|b| side.contains(&a) != side.contains(b)) {
+            cluster.net.set(a, b, link);
         }
     }
 }
@@ -165,7 +167,7 @@ pub async fn run(
                 } else {
                     Link::Drop
                 };
-                isolate(cluster, victim, link);
+                cut_off(cluster, &[victim], link);
                 let hold = rng.millis(1000, 3000);
                 tokio::time::sleep(hold).await;
                 cluster.net.heal();
@@ -181,13 +183,7 @@ pub async fn run(
                         minority.push(c);
                     }
                 }
-                for a in 0..n {
-                    for b in (0..n).filter(|b| *b != a) {
-                        if minority.contains(&a) != minority.contains(&b) {
-                            cluster.net.set(a, b, Link::Drop);
-                        }
-                    }
-                }
+                cut_off(cluster, &minority, Link::Drop);
                 let hold = rng.millis(1000, 3000);
                 tokio::time::sleep(hold).await;
                 cluster.net.heal();

@@ -1,4 +1,5 @@
-//! Read-only memory maps of immutable files: the only `unsafe` code in strata.
+//! Memory maps: read-only maps of immutable files, and the shared writable map a WAL segment
+//! is appended through. The only `unsafe` code in strata.
 //!
 //! A table is mapped only after it was written in full under its final name, fsynced, and its
 //! directory entry synced; recovery also checks its length against the manifest before
@@ -14,6 +15,13 @@
 //! directory lock keeps other strata processes out; tools that edit files inside a live
 //! store's directory are outside the supported contract, as for every embedded database
 //! that maps its files (LMDB, redb with mmap, RocksDB with `allow_mmap_reads`).
+//!
+//! A WAL segment is written through an [`AppendMap`] only after its whole length was
+//! allocated with `fallocate` (so a write fault never needs a block the filesystem cannot
+//! give, which would raise `SIGBUS`), and only by its one writer. Bytes copied into the map
+//! are in the page cache at once, as with `write(2)`: they survive a process crash, and
+//! `fdatasync` on the file makes them durable like written ones. Readers of a segment use
+//! `read(2)`, which sees the same page cache.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -98,4 +106,103 @@ impl ReadOnlyMap {
             };
         }
     }
+}
+
+/// How far an [`AppendMap`]'s writer gets ahead of the pages it last dropped from the
+/// process's resident set.
+const APPEND_RELEASE_STEP: usize = 1 << 20;
+
+/// A shared, writable map of the first `len` bytes of a file whose space is allocated in
+/// full, written front to back by one writer (a WAL segment; see the module comment).
+pub(crate) struct AppendMap {
+    map: memmap2::MmapMut,
+    /// Bytes below this were dropped from the resident set.
+    released: usize,
+}
+
+impl std::fmt::Debug for AppendMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppendMap")
+            .field("len", &self.map.len())
+            .field("released", &self.released)
+            .finish()
+    }
+}
+
+impl AppendMap {
+    /// Maps bytes `0..len` of `file`, which must be open for reading and writing, hold at
+    /// least `len` bytes, all allocated (`fallocate`), and have no other writer.
+    pub(crate) fn new(file: &File, len: usize) -> io::Result<AppendMap> {
+        // SAFETY: the caller allocated `len` bytes of the file, so a write fault inside the
+        // map finds its block; it is this process's only writer (directory lock) and the
+        // map is dropped before the file is truncated. Other threads never see the map's
+        // memory: it is written only through `write_at` (holding `&mut self`) and read by
+        // the kernel. Should the device fail under a fault anyway, the kernel raises SIGBUS
+        // and the process ends; it cannot expose changed or uninitialised bytes.
+        let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(file)? };
+        Ok(AppendMap { map, released: 0 })
+    }
+
+    /// Copies `data` to byte `at` of the file if it lies wholly inside the map; returns
+    /// whether it did. Pages left behind `at` are dropped from the resident set now and
+    /// then (they stay in the page cache, dirty until written back).
+    pub(crate) fn write_at(&mut self, at: usize, data: &[u8]) -> bool {
+        let Some(dst) = at
+            .checked_add(data.len())
+            .and_then(|end| self.map.get_mut(at..end))
+        else {
+            return false;
+        };
+        dst.copy_from_slice(data);
+        if at >= self.released + APPEND_RELEASE_STEP {
+            self.release_below(at);
+        }
+        true
+    }
+
+    fn release_below(&mut self, at: usize) {
+        let end = at / RELEASE_ALIGN * RELEASE_ALIGN;
+        let start = self.released;
+        if end <= start {
+            return;
+        }
+        #[cfg(unix)]
+        {
+            // SAFETY: `start..end` lies inside the map, below every byte still to be written.
+            // The map is shared: discarding its page table entries passes their dirty state
+            // to the page cache, so nothing written is lost, and a later touch would fault
+            // the same file pages back in. The advice is a hint; its failure is ignored.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    end - start,
+                )
+            };
+        }
+        self.released = end;
+    }
+}
+
+/// Resident bytes of this process's maps of `path` (from `/proc/self/smaps`).
+#[cfg(all(test, target_os = "linux"))]
+#[allow(clippy::unwrap_used)] // a test helper: a failure should panic
+pub(crate) fn resident_bytes_of(path: &std::path::Path) -> usize {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = path.to_str().unwrap();
+    let mut inside = false;
+    let mut kib = 0;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            inside = line.ends_with(name);
+        } else if inside && first == "Rss:" {
+            kib += line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap();
+        }
+    }
+    kib * 1024
 }

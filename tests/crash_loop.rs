@@ -1,8 +1,10 @@
-//! Crash loop: a child process writes synced batches and reports each acknowledgement on
-//! its stdout; the parent kills it with SIGKILL at a random moment (in the middle of writes,
+//! Crash loop: a child process writes batches and reports each acknowledgement on its
+//! stdout; the parent kills it with SIGKILL at a random moment (in the middle of writes,
 //! flushes, background and manual compactions, and the open itself), reopens the store and
 //! checks that every acknowledged batch is there and that the contents are exactly those of
-//! a prefix of the batch sequence.
+//! a prefix of the batch sequence. It runs once with synced writes and once with buffered
+//! ones: a process crash loses neither, as buffered writes are in the operating system's
+//! hands when acknowledged (whether through `write(2)` or the WAL segment's map).
 //!
 //! `STRATA_CRASH_CYCLES=1000 cargo test --release --test crash_loop` runs a long loop;
 //! `STRATA_CRASH_SEED=<n>` repeats a run's kill timings.
@@ -23,6 +25,8 @@ use strata::{Db, SyncMode, WriteBatch};
 
 /// Set in the child's environment: the store directory.
 const CHILD_DIR: &str = "STRATA_CRASH_CHILD_DIR";
+/// Set in the child's environment: `buffered` for buffered writes, else synced ones.
+const CHILD_SYNC: &str = "STRATA_CRASH_CHILD_SYNC";
 /// The key holding the number of batches written so far.
 const NEXT: &str = "meta:next";
 /// Pause between two batches of the child.
@@ -30,7 +34,7 @@ const PACE: Duration = Duration::from_micros(250);
 /// A child that is never killed stops by itself after this long.
 const CHILD_LIFETIME: Duration = Duration::from_secs(60);
 
-fn open(dir: &Path) -> Db {
+fn open(dir: &Path, mode: SyncMode) -> Db {
     // Small levels, so that background compactions run all the time.
     Db::builder(dir)
         .memtable_bytes(64 << 10)
@@ -38,7 +42,7 @@ fn open(dir: &Path) -> Db {
         .block_bytes(1024)
         .l0_limits(2, 8, 16)
         .level_sizes(256 << 10, 4, 64 << 10)
-        .sync_mode(SyncMode::Always)
+        .sync_mode(mode)
         .open()
         .unwrap()
 }
@@ -64,7 +68,11 @@ fn crash_loop_child() {
     let Some(dir) = std::env::var_os(CHILD_DIR) else {
         return;
     };
-    let db = open(Path::new(&dir));
+    let mode = match std::env::var(CHILD_SYNC).as_deref() {
+        Ok("buffered") => SyncMode::Buffered,
+        _ => SyncMode::Always,
+    };
+    let db = open(Path::new(&dir), mode);
     let mut next: u64 = db
         .get(NEXT)
         .unwrap()
@@ -137,11 +145,19 @@ struct Cycle {
     in_flush: bool,
 }
 
-fn run_child(exe: &Path, dir: &Path, rng: &mut Rng, stderr_log: &Path) -> Cycle {
+fn run_child(exe: &Path, dir: &Path, mode: SyncMode, rng: &mut Rng, stderr_log: &Path) -> Cycle {
     let mut child = Command::new(exe)
         .args(["crash_loop_child", "--exact", "--ignored", "--nocapture"])
         .args(["--test-threads", "1"])
         .env(CHILD_DIR, dir)
+        .env(
+            CHILD_SYNC,
+            if mode == SyncMode::Buffered {
+                "buffered"
+            } else {
+                "synced"
+            },
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(stderr_log).unwrap())
@@ -245,6 +261,15 @@ fn run_child(exe: &Path, dir: &Path, rng: &mut Rng, stderr_log: &Path) -> Cycle 
 
 #[test]
 fn kill_9_loses_no_acknowledged_write() {
+    crash_loop(SyncMode::Always);
+}
+
+#[test]
+fn kill_9_loses_no_acknowledged_buffered_write() {
+    crash_loop(SyncMode::Buffered);
+}
+
+fn crash_loop(mode: SyncMode) {
     let cycles: u64 = std::env::var("STRATA_CRASH_CYCLES").map_or(20, |v| v.parse().unwrap());
     let seed: u64 = std::env::var("STRATA_CRASH_SEED").map_or_else(
         |_| {
@@ -266,14 +291,14 @@ fn kill_9_loses_no_acknowledged_write() {
     let mut killed_flushing = 0;
     let mut killed_mid_table_write = 0;
     for cycle in 0..cycles {
-        let report = run_child(&exe, &dir, &mut rng, &stderr_log);
+        let report = run_child(&exe, &dir, mode, &mut rng, &stderr_log);
         killed_compacting += u64::from(report.in_compaction);
         killed_flushing += u64::from(report.in_flush);
-        let ctx = format!("seed {seed} cycle {cycle}");
+        let ctx = format!("{mode:?} seed {seed} cycle {cycle}");
         if !report.opened && !dir.join("CURRENT").exists() {
             continue; // killed before the store was ever created
         }
-        let db = open(&dir);
+        let db = open(&dir, mode);
         killed_mid_table_write += u64::from(db.stats().recovery.stale_tables_removed > 0);
         let n: u64 = db
             .get(NEXT)
@@ -296,7 +321,7 @@ fn kill_9_loses_no_acknowledged_write() {
         db.close().unwrap();
     }
     eprintln!(
-        "crash loop seed {seed}: {cycles} kills, {acked_total} batches acknowledged, \
+        "crash loop ({mode:?}) seed {seed}: {cycles} kills, {acked_total} batches acknowledged, \
          kills inside {killed_flushing} manual flushes and {killed_compacting} manual compactions, \
          {killed_mid_table_write} reopens that found tables of an interrupted flush or compaction"
     );

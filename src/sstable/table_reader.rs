@@ -685,28 +685,6 @@ mod tests {
         }
     }
 
-    /// Resident bytes of this process's maps of `path` (from `/proc/self/smaps`).
-    #[cfg(target_os = "linux")]
-    fn resident_bytes_of(path: &Path) -> usize {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let name = path.to_str().unwrap();
-        let mut inside = false;
-        let mut kib = 0;
-        for line in smaps.lines() {
-            let first = line.split_whitespace().next().unwrap_or_default();
-            if first.contains('-') && !first.ends_with(':') {
-                inside = line.ends_with(name);
-            } else if inside && first == "Rss:" {
-                kib += line
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<usize>().ok())
-                    .unwrap();
-            }
-        }
-        kib * 1024
-    }
-
     /// A full pass with a sequential cursor reads what a plain cursor reads, and leaves
     /// little of the mapped file resident; a plain cursor leaves all of it.
     #[cfg(target_os = "linux")]
@@ -734,11 +712,11 @@ mod tests {
         let plain = Arc::new(Table::open(Arc::clone(&fs), &path, 1).unwrap());
         let expected = scan(&plain).unwrap();
         assert_eq!(expected.len(), 10_000);
-        assert!(resident_bytes_of(&path) > size / 2);
+        assert!(crate::mmap::resident_bytes_of(&path) > size / 2);
         drop(expected);
         drop(plain);
         assert_eq!(
-            resident_bytes_of(&path),
+            crate::mmap::resident_bytes_of(&path),
             0,
             "the map is gone with its table"
         );
@@ -754,7 +732,7 @@ mod tests {
             assert_eq!(&c.value()[..], &value[..]);
             n += 1;
             if n.is_multiple_of(500) {
-                most = most.max(resident_bytes_of(&path));
+                most = most.max(crate::mmap::resident_bytes_of(&path));
             }
             c.next();
         }
@@ -764,7 +742,7 @@ mod tests {
             most < 4 << 20,
             "{most} bytes of a {size}-byte table resident during the pass"
         );
-        assert!(resident_bytes_of(&path) < 1 << 20);
+        assert!(crate::mmap::resident_bytes_of(&path) < 1 << 20);
         // Released pages stay readable.
         assert_eq!(scan(&t).unwrap().len(), 10_000);
     }

@@ -69,6 +69,9 @@ struct Args {
     /// Decompressed-block cache in MiB (default: the store's default).
     #[arg(long)]
     block_cache_mib: Option<u64>,
+    /// Data block size in bytes (default: the store's default).
+    #[arg(long)]
+    block_bytes: Option<usize>,
 }
 
 /// xorshift64*: a small deterministic generator, enough to pick keys.
@@ -254,6 +257,9 @@ fn open(path: &Path, sync: SyncMode, args: &Args) -> Db {
     }
     if let Some(mib) = args.block_cache_mib {
         b = b.block_cache_bytes(mib << 20);
+    }
+    if let Some(bytes) = args.block_bytes {
+        b = b.block_bytes(bytes);
     }
     b.open().expect("open")
 }

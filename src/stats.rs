@@ -94,8 +94,8 @@ pub struct LevelStats {
     pub data_blocks: u64,
     /// Of which stored compressed (see [`Config::compression`](crate::Config::compression)).
     pub compressed_blocks: u64,
-    /// Memory held by the index summaries of the level's tables: eight bytes per data block
-    /// of each table searched since it was opened.
+    /// Memory held by the index summaries of the level's tables: 24 bytes per data block
+    /// (a rank and the block's handle) of each table searched since it was opened.
     pub index_summary_bytes: u64,
     /// The level's size target (level 0: none, 0).
     pub target_bytes: u64,

@@ -298,13 +298,13 @@ fn flush_sync_stats_and_wal_segments() {
         db.get(common::k(7)).unwrap().as_deref(),
         Some(&[b'v'; 100][..])
     );
-    // The first search of the table built its index summary: 8 bytes per data block.
+    // The first search of the table built its index summary: 24 bytes per data block.
     let st = db.stats();
     let blocks = st.levels[0].data_blocks;
     assert!(blocks > 10);
     let summary = st.levels[0].index_summary_bytes;
     assert!(
-        summary >= 8 * blocks && summary < 8 * blocks + 64,
+        summary >= 24 * blocks && summary < 24 * blocks + 64,
         "{summary} bytes for {blocks} blocks"
     );
 }

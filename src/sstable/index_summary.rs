@@ -10,16 +10,22 @@
 //! 8 bytes per data block and contiguous, narrows a seek to the entries whose rank equals the
 //! target's, usually one, which are then compared in full.
 //!
-//! The summary is a hint about the index, never trusted over it: it is only built when every
-//! index key has the table's prefix and the ranks do not decrease (a damaged index gets no
-//! summary and is searched the ordinary way), and the caller still positions the index
-//! cursor by comparing real keys.
+//! It also holds each entry's block handle (16 bytes per data block). When no entry shares
+//! the target's rank, which is the common case, the ranks alone prove which entry is the
+//! first at or after the target, and a point lookup goes straight to that data block without
+//! touching the index block.
+//!
+//! The summary is built only when every index key has the table's prefix, the ranks do not
+//! decrease and every handle decodes (a damaged index gets no summary and is searched the
+//! ordinary way). It says which block to read, never what is in it: the block is checksummed
+//! and searched by comparing real keys like any other.
 #![deny(clippy::indexing_slicing)]
 
 use std::cmp::Ordering;
 use std::ops::Range;
 
 use super::block::Block;
+use super::format::BlockHandle;
 use crate::cursor::Cursor;
 use crate::key;
 
@@ -30,6 +36,8 @@ pub struct IndexSummary {
     prefix: Box<[u8]>,
     /// One rank per index entry, in order.
     ranks: Box<[u64]>,
+    /// Each index entry's block handle.
+    handles: Box<[BlockHandle]>,
 }
 
 /// The rank of `user_key` given the table's prefix length: the eight bytes after it, padded.
@@ -57,6 +65,7 @@ impl IndexSummary {
         // An index has a restart point at every entry: entry i is restart i.
         let n = index.num_restarts();
         let mut ranks = Vec::with_capacity(n);
+        let mut handles = Vec::with_capacity(n);
         let mut last = 0u64;
         let mut c = index.cursor();
         c.seek_to_first();
@@ -71,6 +80,7 @@ impl IndexSummary {
             }
             last = r;
             ranks.push(r);
+            handles.push(BlockHandle::decode(&c.value()).ok()?);
             c.next();
         }
         if ranks.len() != n || c.corruption().is_some() {
@@ -79,6 +89,7 @@ impl IndexSummary {
         Some(IndexSummary {
             prefix,
             ranks: ranks.into(),
+            handles: handles.into(),
         })
     }
 
@@ -88,9 +99,20 @@ impl IndexSummary {
         self.ranks.len()
     }
 
-    /// Bytes of memory the summary holds: eight per data block, and the prefix.
+    /// Bytes of memory the summary holds: 24 per data block, and the prefix.
     pub fn memory_bytes(&self) -> u64 {
-        (self.ranks.len() * 8 + self.prefix.len()) as u64
+        (self.ranks.len() * 8 + std::mem::size_of_val(&*self.handles) + self.prefix.len()) as u64
+    }
+
+    /// The index entry, and its block's handle, that is the first at or after every internal
+    /// key with user key `user`, when the ranks alone prove which one it is (no entry has
+    /// the same rank). `None` when they do not, or when every entry is below `user`.
+    pub fn block_for(&self, user: &[u8]) -> Option<(usize, BlockHandle)> {
+        let at = self.narrow(user);
+        if !at.is_empty() {
+            return None;
+        }
+        self.handles.get(at.start).map(|&h| (at.start, h))
     }
 
     /// The index entries whose rank equals that of user key `user`, as `lo..hi`: every entry
@@ -125,10 +147,19 @@ mod tests {
     use crate::seqno::SeqNo;
     use crate::sstable::block_builder::BlockBuilder;
 
+    fn handle(i: usize) -> BlockHandle {
+        BlockHandle {
+            offset: i as u64 * 100,
+            size: 90,
+        }
+    }
+
     fn index_of(users: &[&[u8]]) -> Block {
         let mut b = BlockBuilder::new(1);
         for (i, u) in users.iter().enumerate() {
-            b.add(&key::encode(u, SeqNo::new(i as u64 + 1), 1), b"handle");
+            let mut h = Vec::new();
+            handle(i).encode_to(&mut h);
+            b.add(&key::encode(u, SeqNo::new(i as u64 + 1), 1), &h);
         }
         Block::new(bytes::Bytes::from(b.finish()), 0).unwrap()
     }
@@ -181,7 +212,29 @@ mod tests {
             // Entries before lo are below the target, entries from hi on are above it.
             assert!(users.iter().take(lo).all(|u| *u < t));
             assert!(users.iter().skip(hi).all(|u| *u > t));
+            // A block named outright is exactly the one a plain search finds.
+            match s.block_for(t) {
+                Some((i, h)) => {
+                    assert_eq!((i, h), (want, handle(want)), "{t:?}");
+                    assert_eq!(lo, hi, "{t:?}");
+                }
+                None => assert!(lo < hi || want == users.len(), "{t:?}: {lo}..{hi}"),
+            }
         }
+        // Most of these targets rank apart from every entry.
+        let named = [b"a" as &[u8], b"user000015", b"user0000310", b"user000041"]
+            .iter()
+            .filter(|t| s.block_for(t).is_some())
+            .count();
+        assert_eq!(named, 3, "all but the one past the last entry");
+    }
+
+    #[test]
+    fn an_undecodable_handle_gets_no_summary() {
+        let mut b = BlockBuilder::new(1);
+        b.add(&key::encode(b"abc1", SeqNo::new(1), 1), b"\xff");
+        let index = Block::new(bytes::Bytes::from(b.finish()), 0).unwrap();
+        assert!(IndexSummary::build(&index, b"abc0", b"abc9").is_none());
     }
 
     #[test]

@@ -189,9 +189,18 @@ impl Table {
     /// blocks that readers use).
     fn data_block(&self, index: &BlockCursor, fill_cache: bool) -> Result<Block, Corrupt> {
         let h = BlockHandle::decode(&index.value())?;
-        let slot = index
-            .ordinal()
-            .and_then(|o| self.verified.get(o / 64).map(|w| (w, 1u64 << (o % 64))));
+        self.block_at(index.ordinal(), h, fill_cache)
+    }
+
+    /// [`data_block`](Self::data_block) for the block `h` names, the index's entry
+    /// `ordinal` (used to remember that its checksum passed).
+    fn block_at(
+        &self,
+        ordinal: Option<usize>,
+        h: BlockHandle,
+        fill_cache: bool,
+    ) -> Result<Block, Corrupt> {
+        let slot = ordinal.and_then(|o| self.verified.get(o / 64).map(|w| (w, 1u64 << (o % 64))));
         let known_good = slot.is_some_and(|(w, bit)| w.load(Ordering::Relaxed) & bit != 0);
         let stored = StoredBlock::locate(&self.data, self.footer_start(), h, self.version)?;
         stored.check(BlockType::Data, !known_good)?;
@@ -259,14 +268,21 @@ impl Table {
             return Ok(None);
         }
         let target = key::encode(user_key, SeqNo::new(snap), KIND_SEEK);
-        let mut index = self.index.cursor();
-        self.seek_index(&mut index, &target);
-        if !index.valid() {
-            return index
-                .corruption()
-                .map_or(Ok(None), |e| Err(self.corrupt(e.clone())));
+        let block = match self.summary().and_then(|s| s.block_for(user_key)) {
+            // The summary names the block: the index block is not read at all.
+            Some((ordinal, h)) => self.block_at(Some(ordinal), h, true),
+            None => {
+                let mut index = self.index.cursor();
+                self.seek_index(&mut index, &target);
+                if !index.valid() {
+                    return index
+                        .corruption()
+                        .map_or(Ok(None), |e| Err(self.corrupt(e.clone())));
+                }
+                self.data_block(&index, true)
+            }
         }
-        let block = self.data_block(&index, true).map_err(|e| self.corrupt(e))?;
+        .map_err(|e| self.corrupt(e))?;
         let mut c = block.cursor();
         c.seek(&target);
         if let Some(e) = c.corruption() {

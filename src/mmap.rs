@@ -112,12 +112,21 @@ impl ReadOnlyMap {
 /// process's resident set.
 const APPEND_RELEASE_STEP: usize = 1 << 20;
 
+/// How many bytes of the map an [`AppendMap`] makes writable at a time, ahead of its
+/// writer.
+const APPEND_POPULATE_STEP: usize = 256 << 10;
+
+/// The page size the populate steps are aligned to; a multiple of it would do as well.
+const PAGE: usize = 4096;
+
 /// A shared, writable map of the first `len` bytes of a file whose space is allocated in
 /// full, written front to back by one writer (a WAL segment; see the module comment).
 pub(crate) struct AppendMap {
     map: memmap2::MmapMut,
     /// Bytes below this were dropped from the resident set.
     released: usize,
+    /// Bytes below this were made present and writable ahead of the writer.
+    populated: usize,
 }
 
 impl std::fmt::Debug for AppendMap {
@@ -125,6 +134,7 @@ impl std::fmt::Debug for AppendMap {
         f.debug_struct("AppendMap")
             .field("len", &self.map.len())
             .field("released", &self.released)
+            .field("populated", &self.populated)
             .finish()
     }
 }
@@ -140,17 +150,24 @@ impl AppendMap {
         // the kernel. Should the device fail under a fault anyway, the kernel raises SIGBUS
         // and the process ends; it cannot expose changed or uninitialised bytes.
         let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(file)? };
-        Ok(AppendMap { map, released: 0 })
+        Ok(AppendMap {
+            map,
+            released: 0,
+            populated: 0,
+        })
     }
 
     /// Copies `data` to byte `at` of the file if it lies wholly inside the map; returns
     /// whether it did. Pages left behind `at` are dropped from the resident set now and
     /// then (they stay in the page cache, dirty until written back).
     pub(crate) fn write_at(&mut self, at: usize, data: &[u8]) -> bool {
-        let Some(dst) = at
-            .checked_add(data.len())
-            .and_then(|end| self.map.get_mut(at..end))
-        else {
+        let Some(end) = at.checked_add(data.len()).filter(|&e| e <= self.map.len()) else {
+            return false;
+        };
+        if end > self.populated {
+            self.populate_through(end);
+        }
+        let Some(dst) = self.map.get_mut(at..end) else {
             return false;
         };
         dst.copy_from_slice(data);
@@ -158,6 +175,26 @@ impl AppendMap {
             self.release_below(at);
         }
         true
+    }
+
+    /// Makes the pages from where the last call stopped to a step past `end` present and
+    /// writable in one call, so that the copies into them take no page fault each (a fault
+    /// on a file page costs microseconds: the filesystem is asked to make it writable).
+    /// Where the kernel cannot (before Linux 5.14), the copies fault the pages in as before.
+    fn populate_through(&mut self, end: usize) {
+        let from = self.populated;
+        let to = (end + APPEND_POPULATE_STEP)
+            .div_ceil(PAGE)
+            .saturating_mul(PAGE)
+            .min(self.map.len());
+        #[cfg(target_os = "linux")]
+        if to > from {
+            // Only a hint: on failure the copies fault the pages in themselves.
+            let _ = self
+                .map
+                .advise_range(memmap2::Advice::PopulateWrite, from, to - from);
+        }
+        self.populated = to;
     }
 
     fn release_below(&mut self, at: usize) {

@@ -72,6 +72,9 @@ struct Args {
     /// Data block size in bytes (default: the store's default).
     #[arg(long)]
     block_bytes: Option<usize>,
+    /// Entries between restart points in data blocks (default: the store's default).
+    #[arg(long)]
+    restart_interval: Option<usize>,
 }
 
 /// xorshift64*: a small deterministic generator, enough to pick keys.
@@ -260,6 +263,9 @@ fn open(path: &Path, sync: SyncMode, args: &Args) -> Db {
     }
     if let Some(bytes) = args.block_bytes {
         b = b.block_bytes(bytes);
+    }
+    if let Some(n) = args.restart_interval {
+        b = b.block_restart_interval(n);
     }
     b.open().expect("open")
 }

@@ -74,6 +74,12 @@ impl DbBuilder {
         self
     }
 
+    /// See [`Config::block_restart_interval`].
+    pub fn block_restart_interval(mut self, n: usize) -> Self {
+        self.config.block_restart_interval = n;
+        self
+    }
+
     /// See [`Config::filter_bits_per_key`].
     pub fn filter_bits_per_key(mut self, n: u32) -> Self {
         self.config.filter_bits_per_key = n;

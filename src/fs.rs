@@ -165,6 +165,20 @@ impl StdFile {
         }
     }
 
+    /// Writes `data` at the append position with a system call, leaving the file's cursor.
+    fn write_at_pos(&mut self, data: &[u8]) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::FileExt::write_all_at(&self.file, data, self.pos)
+        }
+        #[cfg(not(unix))]
+        {
+            use std::io::Seek;
+            self.file.seek(io::SeekFrom::Start(self.pos))?;
+            self.file.write_all(data)
+        }
+    }
+
     /// Starts appending through a map of the first `len` bytes, which are allocated.
     #[cfg(target_os = "linux")]
     fn map_allocated(&mut self, len: u64) -> io::Result<()> {
@@ -193,8 +207,7 @@ impl WritableFile for StdFile {
         let copied = usize::try_from(self.pos).is_ok_and(|at| map.write_at(at, data));
         if !copied {
             // Past the allocated space (the last record of a full segment).
-            #[cfg(unix)]
-            std::os::unix::fs::FileExt::write_all_at(&self.file, data, self.pos)?;
+            self.write_at_pos(data)?;
         }
         self.pos += data.len() as u64;
         Ok(())

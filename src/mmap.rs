@@ -116,9 +116,6 @@ const APPEND_RELEASE_STEP: usize = 1 << 20;
 /// writer.
 const APPEND_POPULATE_STEP: usize = 256 << 10;
 
-/// The page size the populate steps are aligned to; a multiple of it would do as well.
-const PAGE: usize = 4096;
-
 /// A shared, writable map of the first `len` bytes of a file whose space is allocated in
 /// full, written front to back by one writer (a WAL segment; see the module comment).
 pub(crate) struct AppendMap {
@@ -183,9 +180,11 @@ impl AppendMap {
     /// Where the kernel cannot (before Linux 5.14), the copies fault the pages in as before.
     fn populate_through(&mut self, end: usize) {
         let from = self.populated;
-        let to = (end + APPEND_POPULATE_STEP)
-            .div_ceil(PAGE)
-            .saturating_mul(PAGE)
+        // Aligned like the released ranges, so that `from` starts a page on every page size.
+        let to = end
+            .saturating_add(APPEND_POPULATE_STEP)
+            .div_ceil(RELEASE_ALIGN)
+            .saturating_mul(RELEASE_ALIGN)
             .min(self.map.len());
         #[cfg(target_os = "linux")]
         if to > from {

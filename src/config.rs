@@ -98,10 +98,7 @@ pub struct Config {
     pub history: HistoryRetention,
     /// What to do with damaged WAL records on open.
     pub recovery: RecoveryMode,
-    /// Level-0 tables that trigger a compaction into level 1. Default 2: two full memtables
-    /// (2 × 32 MiB) make about one level 1's worth (64 MiB), the balance RocksDB's defaults
-    /// strike (4 × 64 MiB against 256 MiB). Every level-0 table is one more sorted run that
-    /// each seek and scan merges; more of them trade reads and space for fewer rewrites.
+    /// Level-0 tables that trigger a compaction into level 1. Default 4.
     pub l0_compaction_trigger: usize,
     /// Level-0 tables at which writes start to be slowed down. Default 12.
     pub l0_slowdown_tables: usize,
@@ -142,7 +139,7 @@ impl Default for Config {
             block_cache_bytes: 32 << 20,
             history: HistoryRetention::default(),
             recovery: RecoveryMode::default(),
-            l0_compaction_trigger: 2,
+            l0_compaction_trigger: 4,
             l0_slowdown_tables: 12,
             l0_stop_tables: 24,
             level1_bytes: 64 << 20,

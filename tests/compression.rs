@@ -76,7 +76,7 @@ fn compressed_and_uncompressed_tables_mix_in_one_store_with_an_older_format() {
     common::copy_dir(&v1, &dir);
     let mut expected = BTreeMap::new();
     {
-        let db = Db::builder(&dir).l0_limits(8, 12, 24).open().unwrap();
+        let db = Db::open(&dir).unwrap();
         for i in 0..600u64 {
             let round = i % 2;
             let n = i / 2;
@@ -92,13 +92,10 @@ fn compressed_and_uncompressed_tables_mix_in_one_store_with_an_older_format() {
         .into_iter()
         .enumerate()
     {
-        // Level 0 keeps every table apart: this test is about tables of all kinds side by
-        // side, not about their compaction.
         let db = Db::builder(&dir)
             .compression(codec)
             .block_bytes(512)
             .sync_mode(SyncMode::Buffered)
-            .l0_limits(8, 12, 24)
             .open()
             .unwrap();
         for i in 0..400u64 {
@@ -114,7 +111,7 @@ fn compressed_and_uncompressed_tables_mix_in_one_store_with_an_older_format() {
         assert!(l0.compressed_blocks > 0 || codec == Compression::None);
         db.close().unwrap();
     }
-    let db = Db::builder(&dir).l0_limits(8, 12, 24).open().unwrap();
+    let db = Db::open(&dir).unwrap();
     assert_eq!(scan(&db), expected);
     let (blocks, compressed) = level_blocks(&db)[0];
     assert!(

@@ -107,12 +107,18 @@ impl IndexSummary {
     /// The index entry, and its block's handle, that is the first at or after every internal
     /// key with user key `user`, when the ranks alone prove which one it is (no entry has
     /// the same rank). `None` when they do not, or when every entry is below `user`.
-    pub fn block_for(&self, user: &[u8]) -> Option<(usize, BlockHandle)> {
-        let at = self.narrow(user);
-        if !at.is_empty() {
+    #[cfg(test)]
+    fn block_for(&self, user: &[u8]) -> Option<(usize, BlockHandle)> {
+        self.block_in(&self.narrow(user))
+    }
+
+    /// [`block_for`](Self::block_for) given what [`narrow`](Self::narrow) returned for the
+    /// user key: the entry `equal` starts at, when `equal` is empty and inside the index.
+    pub fn block_in(&self, equal: &Range<usize>) -> Option<(usize, BlockHandle)> {
+        if !equal.is_empty() {
             return None;
         }
-        self.handles.get(at.start).map(|&h| (at.start, h))
+        self.handles.get(equal.start).map(|&h| (equal.start, h))
     }
 
     /// The index entries whose rank equals that of user key `user`, as `lo..hi`: every entry

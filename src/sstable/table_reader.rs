@@ -58,6 +58,15 @@ pub struct Table {
 /// index block's own binary search.
 const MAX_EQUAL_RANKS: usize = 4;
 
+/// Positions `index` at the first entry at or after internal key `target`, starting from
+/// `equal` (the summary's narrowing of its user key) when there is one and it is short.
+fn seek_narrowed(index: &mut BlockCursor, target: &[u8], equal: Option<std::ops::Range<usize>>) {
+    match equal {
+        Some(e) if e.len() <= MAX_EQUAL_RANKS => index.seek_from(e.start, target),
+        _ => index.seek(target),
+    }
+}
+
 /// How far a sequential cursor reads past the pages it last released before releasing
 /// again.
 const RELEASE_STEP: usize = 1 << 20;
@@ -247,16 +256,8 @@ impl Table {
     /// Positions `index` (a cursor over this table's index) at the first entry at or after
     /// internal key `target`, narrowed by the summary when there is one.
     fn seek_index(&self, index: &mut BlockCursor, target: &[u8]) {
-        let Some(s) = self.summary() else {
-            index.seek(target);
-            return;
-        };
-        let equal = s.narrow(key::user_key(target));
-        if equal.len() > MAX_EQUAL_RANKS {
-            index.seek(target);
-        } else {
-            index.seek_from(equal.start, target);
-        }
+        let equal = self.summary().map(|s| s.narrow(key::user_key(target)));
+        seek_narrowed(index, target, equal);
     }
 
     /// The newest version of `user_key` at or below `snap`; `hash` is `hash64(user_key)`.
@@ -268,12 +269,15 @@ impl Table {
             return Ok(None);
         }
         let target = key::encode(user_key, SeqNo::new(snap), KIND_SEEK);
-        let block = match self.summary().and_then(|s| s.block_for(user_key)) {
+        let summary = self.summary();
+        let equal = summary.map(|s| s.narrow(user_key));
+        let named = summary.zip(equal.as_ref()).and_then(|(s, e)| s.block_in(e));
+        let block = match named {
             // The summary names the block: the index block is not read at all.
             Some((ordinal, h)) => self.block_at(Some(ordinal), h, true),
             None => {
                 let mut index = self.index.cursor();
-                self.seek_index(&mut index, &target);
+                seek_narrowed(&mut index, &target, equal);
                 if !index.valid() {
                     return index
                         .corruption()

@@ -246,10 +246,19 @@ impl WritableFile for StdFile {
 
 #[derive(Debug)]
 struct StdLock {
-    _file: File,
+    file: File,
 }
 
 impl FileLock for StdLock {}
+
+impl Drop for StdLock {
+    /// Unlocks before the descriptor closes: a process another thread is spawning holds a
+    /// copy of the descriptor until its exec, and closing ours alone would leave the lock
+    /// held until then.
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
 
 impl FileSystem for StdFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
@@ -323,7 +332,7 @@ impl FileSystem for StdFs {
             .truncate(false)
             .open(path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Box::new(StdLock { _file: file })),
+            Ok(()) => Ok(Box::new(StdLock { file })),
             Err(fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
@@ -447,5 +456,44 @@ mod tests {
         f.sync().unwrap();
         drop(f);
         assert_eq!(fs::read(&path).unwrap(), expected);
+    }
+
+    /// A process spawned by another thread holds a copy of every open descriptor from its
+    /// fork to its exec. Dropping the lock must release it even then, or the same process
+    /// reopening its store in that window is told the store is locked.
+    #[test]
+    fn a_dropped_lock_is_released_while_other_threads_spawn_processes() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("LOCK");
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let exe = std::env::current_exe().unwrap();
+                for _ in 0..2_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let _ = std::process::Command::new(&exe)
+                        .arg("--list")
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status();
+                }
+            });
+            let mut refused = 0;
+            for _ in 0..20_000 {
+                match StdFs.lock(&path) {
+                    Ok(lock) => drop(lock),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => refused += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+            assert_eq!(
+                refused, 0,
+                "a lock dropped by its only holder was still held"
+            );
+        });
     }
 }

@@ -12,7 +12,7 @@ use std::ops::{
 };
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::cursor::Cursor;
 use crate::error::{Error, Result};
@@ -121,6 +121,8 @@ fn corrupt_key() -> Error {
 /// Yields `Result<(key, value)>` in ascending key order, or descending with
 /// [`Iterator::rev`] / [`DoubleEndedIterator::next_back`]; both ends can be consumed and
 /// they stop where they meet. An error (damaged table) is yielded once and ends iteration.
+/// Values share the table or memtable memory they were read from; keys are copied, short
+/// ones end to end into small shared chunks, so a key kept keeps at most 1 KiB alive.
 /// Created by [`Db::range`](crate::Db::range), [`Db::prefix`](crate::Db::prefix),
 /// [`Db::iter`](crate::Db::iter) and their [`Snapshot`](crate::Snapshot) counterparts.
 pub struct Range {
@@ -133,6 +135,8 @@ pub struct Range {
     /// The last key each end returned; the ends stop where they meet.
     front_last: Option<Vec<u8>>,
     back_last: Option<Vec<u8>>,
+    /// Where returned keys are copied to.
+    keys: KeyArena,
     /// Key whose older versions are being skipped.
     scratch: Vec<u8>,
     done: bool,
@@ -161,6 +165,7 @@ impl Range {
             back: None,
             front_last: None,
             back_last: None,
+            keys: KeyArena::default(),
             scratch: Vec::new(),
             done: false,
             error: None,
@@ -244,7 +249,7 @@ impl Range {
             if self.back_last.as_deref().is_some_and(|b| p.user_key >= b) {
                 break None;
             }
-            let user = Bytes::copy_from_slice(p.user_key);
+            let user = self.keys.copy(p.user_key);
             let value = c.value();
             c.next();
             while c.valid() && key::compare_bytes(key::user_key(c.key()), &user).is_eq() {
@@ -287,7 +292,7 @@ impl Range {
             if self.before_lower(p.user_key) {
                 break None;
             }
-            let user = Bytes::copy_from_slice(p.user_key);
+            let user = self.keys.copy(p.user_key);
             // Versions of one key arrive oldest first; the last one at or below the snapshot
             // is the visible one.
             let mut visible: Option<(Kind, Bytes)> = None;
@@ -339,6 +344,30 @@ fn remember(slot: &mut Option<Vec<u8>>, key: &[u8]) {
             v.extend_from_slice(key);
         }
         None => *slot = Some(key.to_vec()),
+    }
+}
+
+/// Copies keys handed out by a [`Range`] into shared chunks, so that returning a key costs
+/// a copy and a reference count rather than an allocation of its own. A key held by the
+/// caller keeps at most one chunk alive.
+#[derive(Default)]
+struct KeyArena {
+    chunk: BytesMut,
+}
+
+impl KeyArena {
+    /// Bytes per chunk: small, so a key kept long after the iteration pins little memory.
+    const CHUNK: usize = 1024;
+
+    fn copy(&mut self, key: &[u8]) -> Bytes {
+        if key.len() > Self::CHUNK / 4 {
+            return Bytes::copy_from_slice(key);
+        }
+        if self.chunk.capacity() - self.chunk.len() < key.len() {
+            self.chunk = BytesMut::with_capacity(Self::CHUNK);
+        }
+        self.chunk.extend_from_slice(key);
+        self.chunk.split().freeze()
     }
 }
 
@@ -457,5 +486,42 @@ impl Iterator for Versions {
         };
         c.next();
         Some(Ok(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeyArena;
+
+    /// Every key handed out keeps its own bytes while later keys are copied after it, in
+    /// the same chunk and across chunks, short and long alike.
+    #[test]
+    fn arena_keys_are_independent_copies() {
+        let mut arena = KeyArena::default();
+        let keys: Vec<Vec<u8>> = (0..2_000u32)
+            .map(|i| {
+                let len = match i % 7 {
+                    0 => 0,
+                    1 => KeyArena::CHUNK / 4 + 1,
+                    2 => KeyArena::CHUNK,
+                    _ => (i % 40) as usize,
+                };
+                (0..len).map(|j| (i as usize * 31 + j) as u8).collect()
+            })
+            .collect();
+        let held: Vec<_> = keys.iter().map(|k| arena.copy(k)).collect();
+        for (k, h) in keys.iter().zip(&held) {
+            assert_eq!(&h[..], &k[..]);
+        }
+        // Short keys are laid end to end in shared chunks, which separate allocations,
+        // each with its allocator header, never are.
+        let adjacent = held
+            .windows(2)
+            .filter(|w| !w[0].is_empty() && w[0].as_ptr().wrapping_add(w[0].len()) == w[1].as_ptr())
+            .count();
+        assert!(
+            adjacent > 1_000,
+            "{adjacent} keys follow the one before them"
+        );
     }
 }

@@ -57,6 +57,9 @@ pub struct Wal {
     dir: PathBuf,
     writer: LogWriter,
     active: u64,
+    /// Where the active segment's records start: an offset still here at close means it
+    /// received none.
+    active_start: u64,
     sealed: Vec<(u64, u64)>,
     segment_bytes: u64,
     /// The next segment, made ready ahead of time.
@@ -144,6 +147,7 @@ impl Wal {
         Ok(Wal {
             fs,
             dir: dir.to_path_buf(),
+            active_start: writer.offset(),
             writer,
             active: number,
             sealed,
@@ -234,6 +238,7 @@ impl Wal {
                 (number, writer)
             }
         };
+        self.active_start = writer.offset();
         let old = std::mem::replace(&mut self.writer, writer);
         self.sealed.push((self.active, old.offset()));
         self.untrimmed.push((self.active, old.offset()));
@@ -293,15 +298,26 @@ impl Wal {
     }
 
     /// Seals, syncs and trims the active segment, trims sealed ones and deletes the spare;
-    /// used on close.
+    /// used on close. An active segment that received no record holds nothing and no other
+    /// segment names it, so it is deleted instead: a store opened and closed for reads again
+    /// and again, with writes waiting in older segments, leaves no trail of empty segments.
+    /// Should the deletion not survive a crash, the segment is found again as the newest,
+    /// empty and intact.
     pub fn finish(&mut self) -> io::Result<()> {
-        self.seal()?;
-        self.writer.finish()?;
         if let Some(spare) = self.spare.take() {
             spare.discard(&*self.fs, &self.dir);
         }
         let untrimmed = self.take_untrimmed();
-        trim_segments(&*self.fs, &untrimmed)
+        trim_segments(&*self.fs, &untrimmed)?;
+        if self.writer.offset() == self.active_start {
+            return remove_segments(
+                &*self.fs,
+                &self.dir,
+                &[self.dir.join(file_names::wal(self.active))],
+            );
+        }
+        self.seal()?;
+        self.writer.finish()
     }
 
     /// Makes everything written durable, then appends the seal record (whose `synced_to` is

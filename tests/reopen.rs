@@ -170,18 +170,7 @@ fn reopening_a_store_whose_writes_are_in_tables_leaves_one_wal_segment() {
     db.put("k", "v").unwrap();
     db.flush().unwrap();
     db.close().unwrap();
-    let wal_files = || {
-        std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".wal")
-            })
-            .count()
-    };
+    let wal_files = || wal_files_in(dir.path());
     for _ in 0..5 {
         let db = Db::open(dir.path()).unwrap();
         assert_eq!(db.wal_segments().len(), 1);
@@ -202,18 +191,7 @@ fn reopening_a_store_whose_writes_are_in_tables_leaves_one_wal_segment() {
 #[test]
 fn reopening_a_store_with_unflushed_writes_leaves_no_trail_of_empty_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let wal_files = || {
-        std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".wal")
-            })
-            .count()
-    };
+    let wal_files = || wal_files_in(dir.path());
     let db = Db::open(dir.path()).unwrap();
     db.put("k", "v").unwrap();
     db.close().unwrap();
@@ -248,4 +226,18 @@ fn reopening_a_store_with_unflushed_writes_leaves_no_trail_of_empty_segments() {
     let db = Db::open(dir.path()).unwrap();
     assert_eq!(db.iter().count(), 3);
     db.close().unwrap();
+}
+
+/// WAL segment files in `dir`.
+fn wal_files_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".wal")
+        })
+        .count()
 }

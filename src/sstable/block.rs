@@ -253,6 +253,14 @@ impl BlockCursor {
 }
 
 impl BlockCursor {
+    /// Positions at the entry restart point `restart` starts (in an index block, which has
+    /// a restart point at every entry, the entry of that ordinal).
+    pub fn seek_to_restart_point(&mut self, restart: usize) {
+        if self.err.is_none() {
+            self.seek_to_restart(restart.min(self.block.num_restarts - 1));
+        }
+    }
+
     /// Positions at the first entry at or after `target`, scanning forward from restart
     /// point `restart` (the caller knows no entry before it is at or after `target`).
     pub fn seek_from(&mut self, restart: usize, target: &[u8]) {

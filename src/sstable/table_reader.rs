@@ -316,6 +316,7 @@ impl Table {
             err: None,
             sequential: false,
             released: 0,
+            pending_index: None,
         }
     }
 
@@ -354,6 +355,10 @@ pub struct TableCursor {
     sequential: bool,
     /// The file offset up to which pages were released.
     released: usize,
+    /// Set when a seek went from the index summary straight to a data block: the index
+    /// entry naming that block, where the index cursor is to be positioned before it is
+    /// used. A seek that stays in its block, the common case, never reads the index block.
+    pending_index: Option<usize>,
 }
 
 impl TableCursor {
@@ -367,6 +372,13 @@ impl TableCursor {
             m.release(self.released, upto);
         }
         self.released = upto;
+    }
+
+    /// Positions the index cursor where a seek through the summary left it logically.
+    fn index_ready(&mut self) {
+        if let Some(i) = self.pending_index.take() {
+            self.index.seek_to_restart_point(i);
+        }
     }
 
     fn fail(&mut self, e: Corrupt) {
@@ -411,6 +423,7 @@ impl TableCursor {
 
     fn skip_forward(&mut self) {
         while self.err.is_none() && !self.check_data() {
+            self.index_ready();
             if self.data.is_none() && !self.index.valid() {
                 return;
             }
@@ -425,6 +438,7 @@ impl TableCursor {
     }
 
     fn skip_backward(&mut self) {
+        self.index_ready();
         while self.err.is_none() && !self.check_data() {
             if self.data.is_none() && !self.index.valid() {
                 return;
@@ -442,7 +456,26 @@ impl TableCursor {
 
 impl Cursor for TableCursor {
     fn seek(&mut self, target: &[u8]) {
-        self.table.seek_index(&mut self.index, target);
+        self.pending_index = None;
+        let summary = self.table.summary();
+        let equal = summary.map(|s| s.narrow(key::user_key(target)));
+        let named = summary.zip(equal.as_ref()).and_then(|(s, e)| s.block_in(e));
+        if let Some((ordinal, h)) = named {
+            // The summary names the block: go there, and leave the index for later.
+            self.pending_index = Some(ordinal);
+            match self.table.block_at(Some(ordinal), h, !self.sequential) {
+                Ok(b) => {
+                    self.release_until(b.offset() as usize, RELEASE_STEP);
+                    let mut d = b.cursor();
+                    d.seek(target);
+                    self.data = Some(d);
+                }
+                Err(e) => self.fail(e),
+            }
+            self.skip_forward();
+            return;
+        }
+        seek_narrowed(&mut self.index, target, equal);
         if self.load()
             && let Some(d) = &mut self.data
         {
@@ -452,6 +485,7 @@ impl Cursor for TableCursor {
     }
 
     fn seek_to_first(&mut self) {
+        self.pending_index = None;
         self.index.seek_to_first();
         if self.load()
             && let Some(d) = &mut self.data
@@ -462,6 +496,7 @@ impl Cursor for TableCursor {
     }
 
     fn seek_for_prev(&mut self, target: &[u8]) {
+        self.pending_index = None;
         self.table.seek_index(&mut self.index, target);
         if !self.index.valid() && self.index.corruption().is_none() {
             self.index.seek_to_last();
@@ -475,6 +510,7 @@ impl Cursor for TableCursor {
     }
 
     fn seek_to_last(&mut self) {
+        self.pending_index = None;
         self.index.seek_to_last();
         if self.load()
             && let Some(d) = &mut self.data
@@ -686,6 +722,27 @@ mod tests {
                 want,
                 "seek {user:?}"
             );
+            // Steps after a seek cross into the blocks that follow, or back into those
+            // before: the index is where the seek left it, whether it was read or not.
+            if let Some(at) = ikeys.iter().position(|k| key::compare(k, &target).is_ge()) {
+                for step in 1..=24 {
+                    c.next();
+                    let want = ikeys.get(at + step);
+                    assert_eq!(c.valid().then(|| c.key().to_vec()).as_ref(), want);
+                    if want.is_none() {
+                        break;
+                    }
+                }
+                c.seek(&target);
+                for step in 1..=24 {
+                    c.prev();
+                    let want = at.checked_sub(step).and_then(|i| ikeys.get(i));
+                    assert_eq!(c.valid().then(|| c.key().to_vec()).as_ref(), want);
+                    if want.is_none() {
+                        break;
+                    }
+                }
+            }
             let want_prev = ikeys
                 .iter()
                 .rev()

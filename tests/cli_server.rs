@@ -120,11 +120,11 @@ async fn key_commands_go_through_the_server_and_follow_leader_hints() {
     // Local-only commands refuse an endpoint.
     assert_eq!(out(&run(&["stats", "x"]).await).0, 2);
 
-    // An unreachable endpoint is skipped; a follower's hint is followed to the leader.
-    let dead = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", l.local_addr().unwrap())
-    };
+    // An unreachable endpoint is skipped; a follower's hint is followed to the leader. The
+    // port stays bound, never listening, so connections to it are refused for the whole test.
+    let unreachable = tokio::net::TcpSocket::new_v4().unwrap();
+    unreachable.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = format!("http://{}", unreachable.local_addr().unwrap());
     let leader = s.base.trim_start_matches("http://").to_string();
     let follower = fake_follower(leader, 1);
     let list = format!("--endpoint={dead},{follower}");

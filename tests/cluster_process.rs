@@ -12,7 +12,7 @@
 mod node_process;
 mod server_support;
 
-use node_process::{ENV_DIR, ENV_JOIN, ENV_NAME, ENV_PEERS, ENV_PORT};
+use node_process::{ENV_DIR, ENV_JOIN, ENV_NAME, ENV_PEERS, ENV_PORT, HeldPort};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +35,8 @@ fn node_process() {
 struct Node {
     name: String,
     port: u16,
+    /// Keeps the port from other sockets while the node is down or restarting.
+    _held: HeldPort,
     dir: PathBuf,
     peers: String,
     log: PathBuf,
@@ -86,17 +88,13 @@ impl Drop for Node {
     }
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 fn nodes(dir: &Path, names: &[&str]) -> Vec<Node> {
-    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let held: Vec<HeldPort> = names.iter().map(|_| HeldPort::new()).collect();
+    let ports: Vec<u16> = held.iter().map(HeldPort::port).collect();
     names
         .iter()
-        .zip(&ports)
-        .map(|(name, port)| {
+        .zip(held)
+        .map(|(name, held)| {
             let peers: Vec<String> = names
                 .iter()
                 .zip(&ports)
@@ -105,7 +103,8 @@ fn nodes(dir: &Path, names: &[&str]) -> Vec<Node> {
                 .collect();
             Node {
                 name: name.to_string(),
-                port: *port,
+                port: held.port(),
+                _held: held,
                 dir: dir.join(name),
                 peers: peers.join(","),
                 log: dir.join(format!("{name}.log")),
@@ -214,6 +213,42 @@ async fn put_numbered(client: &Client, nodes: &[Node], i: usize) -> Option<(Stri
     match write(client, nodes, Method::POST, "/put", body).await {
         Some((200, _)) => Some((k, v)),
         _ => None,
+    }
+}
+
+/// A node's port stays its own while the node is down: with ports picked free and
+/// released, another test's node could take one between the pick and the bind, or while a
+/// killed node restarts, and then answer this test's clients (two clusters' histories mixed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_port_is_kept_from_other_sockets_and_open_to_its_node() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let held = HeldPort::new();
+    let addr = ("127.0.0.1", held.port());
+    for incarnation in 0..3u8 {
+        assert!(
+            std::net::TcpListener::bind(addr).is_err(),
+            "another socket took the port of a node that is down"
+        );
+        let picked: Vec<u16> = (0..200)
+            .map(|_| {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap().port()
+            })
+            .collect();
+        assert!(
+            !picked.contains(&held.port()),
+            "a free pick got a held port"
+        );
+        // The node listens; a connection reaches it, not the holder.
+        let node = node_process::listen_on(held.port()).unwrap();
+        let mut dial = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut accepted, _) = node.accept().await.unwrap();
+        dial.write_all(&[incarnation]).await.unwrap();
+        let mut got = [0u8; 1];
+        accepted.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, [incarnation]);
+        assert!(std::net::TcpListener::bind(addr).is_err());
+        drop((node, accepted, dial));
     }
 }
 

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::proxy::{self, Net};
 use crate::node_process::{
-    ENV_ADVERTISE, ENV_DIR, ENV_NAME, ENV_PEERS, ENV_PORT, ENV_REQUEST_TIMEOUT_MS,
+    ENV_ADVERTISE, ENV_DIR, ENV_NAME, ENV_PEERS, ENV_PORT, ENV_REQUEST_TIMEOUT_MS, HeldPort,
 };
 
 /// The HTTP client of the harness.
@@ -69,6 +69,8 @@ pub struct Node {
     pub name: String,
     /// Its client port.
     pub port: u16,
+    /// Keeps the client port from other sockets while the node is down or restarting.
+    _held: HeldPort,
     /// Its proxy's port (its Raft address).
     pub proxy: u16,
     /// Its data directory.
@@ -105,11 +107,6 @@ pub struct Cluster {
     pub net: Arc<Net>,
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-    l.local_addr().expect("addr").port()
-}
-
 fn signal(pid: u32, sig: rustix::process::Signal) {
     if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
         let _ = rustix::process::kill_process(pid, sig);
@@ -120,21 +117,23 @@ impl Cluster {
     /// `n` nodes (not started) with data under `dir`, each behind a proxy.
     pub async fn new(dir: &Path, n: usize) -> Cluster {
         let net = Net::new(n);
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let held: Vec<HeldPort> = (0..n).map(|_| HeldPort::new()).collect();
         let mut proxies = Vec::new();
-        for (i, port) in ports.iter().enumerate() {
-            proxies.push(proxy::start(Arc::clone(&net), i, *port).await);
+        for (i, port) in held.iter().enumerate() {
+            proxies.push(proxy::start(Arc::clone(&net), i, port.port()).await);
         }
         let names: Vec<String> = (1..=n).map(|i| format!("node-{i}")).collect();
         let nodes = (0..n)
-            .map(|i| {
+            .zip(held)
+            .map(|(i, held)| {
                 let peers: Vec<String> = (0..n)
                     .filter(|j| *j != i)
                     .map(|j| format!("{}:127.0.0.1:{}", names[j], proxies[j]))
                     .collect();
                 Node {
                     name: names[i].clone(),
-                    port: ports[i],
+                    port: held.port(),
+                    _held: held,
                     proxy: proxies[i],
                     dir: dir.join(&names[i]),
                     log: dir.join(format!("{}.log", names[i])),
@@ -202,6 +201,31 @@ impl Cluster {
             signal(c.id(), rustix::process::Signal::CONT);
         }
         node.paused = false;
+    }
+
+    /// The nodes whose process ended without being killed by the harness, each with the
+    /// panic its log holds, or else the log's last line (a node that could not start, or one
+    /// that crashed).
+    pub fn exited_on_their_own(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        for node in &mut self.nodes {
+            let Some(child) = &mut node.child else {
+                continue;
+            };
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+                let said = match lines.iter().rposition(|l| l.contains("panicked at")) {
+                    Some(at) => lines[at..(at + 2).min(lines.len())].join(" "),
+                    None => lines.last().unwrap_or(&"(empty log)").to_string(),
+                };
+                out.push(format!(
+                    "{} exited on its own ({status}): {said}",
+                    node.name
+                ));
+            }
+        }
+        out
     }
 
     /// The node whose Raft address is `addr`.

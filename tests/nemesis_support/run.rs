@@ -366,6 +366,7 @@ pub async fn run(plan: &Plan) -> Report {
             BTreeMap::new()
         }
     };
+    harness.extend(cluster.exited_on_their_own());
     drop(cluster);
 
     // The file is what is checked, so a kept history re-checks the same.

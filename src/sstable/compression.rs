@@ -313,6 +313,31 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// The LZ4 decoder's bounds checks (not its safe-code mode) are what stand between
+        /// a damaged payload and memory: any bytes decode to exactly the claimed length or
+        /// fail, splices of a real block included.
+        #[test]
+        fn arbitrary_payloads_decode_to_the_claimed_length_or_fail(
+            raw_len in 0usize..=2 * SMALL_RAW_LEN,
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            splice in 0usize..4096,
+        ) {
+            let mut real = Vec::new();
+            proptest::prop_assert_eq!(compress(&sample(4096), Compression::Lz4, &mut real), Compression::Lz4);
+            let real = &real[2..]; // past the 2-byte varint of 4096
+            for payload in [junk.clone(), [&real[..splice.min(real.len())], &junk[..]].concat()] {
+                let mut v = Vec::new();
+                put_varint(&mut v, raw_len as u64);
+                v.extend_from_slice(&payload);
+                if let Ok(out) = decompress(&v, Compression::Lz4, 0) {
+                    proptest::prop_assert_eq!(out.len(), raw_len);
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_huge_claimed_length_is_refused_before_allocating() {
         let mut v = Vec::new();

@@ -34,9 +34,8 @@ fn node_process() {
 
 struct Node {
     name: String,
-    port: u16,
-    /// Keeps the port from other sockets while the node is down or restarting.
-    _held: HeldPort,
+    /// Its port, kept from other sockets while the node is down or restarting.
+    held: HeldPort,
     dir: PathBuf,
     peers: String,
     log: PathBuf,
@@ -46,7 +45,7 @@ struct Node {
 
 impl Node {
     fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.held.port())
     }
 
     fn start(&mut self) {
@@ -63,7 +62,7 @@ impl Node {
         let child = command
             .args(["--ignored", "--exact", "node_process", "--nocapture"])
             .env(ENV_NAME, &self.name)
-            .env(ENV_PORT, self.port.to_string())
+            .env(ENV_PORT, self.held.port().to_string())
             .env(ENV_DIR, &self.dir)
             .env(ENV_PEERS, &self.peers)
             .stdout(Stdio::null())
@@ -103,8 +102,7 @@ fn nodes(dir: &Path, names: &[&str]) -> Vec<Node> {
                 .collect();
             Node {
                 name: name.to_string(),
-                port: held.port(),
-                _held: held,
+                held,
                 dir: dir.join(name),
                 peers: peers.join(","),
                 log: dir.join(format!("{name}.log")),

@@ -202,7 +202,7 @@ async fn leader_other_than(
             let r = nemesis_support::cluster::call(
                 http,
                 Method::GET,
-                n.port,
+                n.port(),
                 "/raft/status",
                 None,
                 Duration::from_secs(1),

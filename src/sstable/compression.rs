@@ -327,10 +327,11 @@ mod tests {
             let mut real = Vec::new();
             proptest::prop_assert_eq!(compress(&sample(4096), Compression::Lz4, &mut real), Compression::Lz4);
             let real = &real[2..]; // past the 2-byte varint of 4096
-            for payload in [junk.clone(), [&real[..splice.min(real.len())], &junk[..]].concat()] {
+            let spliced = [&real[..splice.min(real.len())], &junk[..]].concat();
+            for payload in [&junk, &spliced] {
                 let mut v = Vec::new();
                 put_varint(&mut v, raw_len as u64);
-                v.extend_from_slice(&payload);
+                v.extend_from_slice(payload);
                 if let Ok(out) = decompress(&v, Compression::Lz4, 0) {
                     proptest::prop_assert_eq!(out.len(), raw_len);
                 }

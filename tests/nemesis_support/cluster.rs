@@ -67,10 +67,8 @@ pub async fn call(
 pub struct Node {
     /// Its name.
     pub name: String,
-    /// Its client port.
-    pub port: u16,
-    /// Keeps the client port from other sockets while the node is down or restarting.
-    _held: HeldPort,
+    /// Its client port, kept from other sockets while the node is down or restarting.
+    held: HeldPort,
     /// Its proxy's port (its Raft address).
     pub proxy: u16,
     /// Its data directory.
@@ -83,6 +81,11 @@ pub struct Node {
 }
 
 impl Node {
+    /// Its client port.
+    pub fn port(&self) -> u16 {
+        self.held.port()
+    }
+
     /// Its Raft address.
     pub fn raft_addr(&self) -> String {
         format!("127.0.0.1:{}", self.proxy)
@@ -132,8 +135,7 @@ impl Cluster {
                     .collect();
                 Node {
                     name: names[i].clone(),
-                    port: held.port(),
-                    _held: held,
+                    held,
                     proxy: proxies[i],
                     dir: dir.join(&names[i]),
                     log: dir.join(format!("{}.log", names[i])),
@@ -160,7 +162,7 @@ impl Cluster {
         let child = Command::new(std::env::current_exe().expect("test binary"))
             .args(["--ignored", "--exact", "nemesis_node", "--nocapture"])
             .env(ENV_NAME, &node.name)
-            .env(ENV_PORT, node.port.to_string())
+            .env(ENV_PORT, node.port().to_string())
             .env(ENV_DIR, &node.dir)
             .env(ENV_PEERS, &node.peers)
             .env(ENV_ADVERTISE, node.raft_addr())
@@ -239,7 +241,7 @@ impl Cluster {
             let r = call(
                 http,
                 Method::GET,
-                n.port,
+                n.port(),
                 "/raft/status",
                 None,
                 Duration::from_secs(1),

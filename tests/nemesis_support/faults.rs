@@ -48,7 +48,7 @@ async fn member_call(cluster: &Cluster, http: &Http, path: &str, body: &Value) -
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Some(l) = cluster.leader(http).await {
-            let port = cluster.nodes[l].port;
+            let port = cluster.nodes[l].port();
             let r = call(
                 http,
                 Method::POST,

@@ -137,7 +137,7 @@ async fn converge(cluster: &Cluster, http: &Http, within: Duration) -> Result<()
             let r = call(
                 http,
                 Method::GET,
-                n.port,
+                n.port(),
                 "/raft/status",
                 None,
                 Duration::from_secs(2),
@@ -167,7 +167,7 @@ async fn contents(
             match call(
                 http,
                 Method::GET,
-                n.port,
+                n.port(),
                 &path,
                 None,
                 Duration::from_secs(5),
@@ -234,11 +234,11 @@ pub async fn run(plan: &Plan) -> Report {
     }
     let clock = Clock(Instant::now());
     let targets = Arc::new(Targets {
-        ports: cluster.nodes.iter().map(|n| n.port).collect(),
+        ports: cluster.nodes.iter().map(|n| n.port()).collect(),
         by_raft_addr: cluster
             .nodes
             .iter()
-            .map(|n| (n.raft_addr(), n.port))
+            .map(|n| (n.raft_addr(), n.port()))
             .collect(),
     });
     let mix = Mix {

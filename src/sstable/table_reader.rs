@@ -47,6 +47,9 @@ pub struct Table {
     id: u64,
     /// Where decompressed blocks are kept, if anywhere.
     cache: Option<Arc<BlockCache>>,
+    /// Every data block is stored compressed (as the properties say): reads look in the
+    /// cache before they touch the stored block.
+    all_compressed: bool,
     /// The file's map, when `data` is one: sequential cursors hand back the pages behind
     /// them.
     mapped: Option<MappedFile>,
@@ -121,6 +124,7 @@ impl Table {
                 "bad key range in properties",
             ));
         }
+        let all_compressed = props.data_blocks > 0 && props.compressed_blocks == props.data_blocks;
         let verified = (0..index.num_restarts().div_ceil(64))
             .map(|_| AtomicU64::new(0))
             .collect();
@@ -137,6 +141,7 @@ impl Table {
             version: footer.version,
             id: next_table_id(),
             cache: None,
+            all_compressed,
             mapped: None,
             summary: OnceLock::new(),
         })
@@ -209,14 +214,25 @@ impl Table {
         h: BlockHandle,
         fill_cache: bool,
     ) -> Result<Block, Corrupt> {
+        // A table written compressed throughout asks the cache first: a hit needs neither
+        // the stored block nor its trailer (it was checked when it was decompressed).
+        let cache_first = self.all_compressed && self.cache.is_some();
+        if cache_first && let Some(b) = self.cache.as_ref().and_then(|c| c.get(self.id, h.offset)) {
+            return Ok(b);
+        }
         let slot = ordinal.and_then(|o| self.verified.get(o / 64).map(|w| (w, 1u64 << (o % 64))));
         let known_good = slot.is_some_and(|(w, bit)| w.load(Ordering::Relaxed) & bit != 0);
         let stored = StoredBlock::locate(&self.data, self.footer_start(), h, self.version)?;
         stored.check(BlockType::Data, !known_good)?;
         let codec = stored.codec()?;
+        let cached = || {
+            (!cache_first)
+                .then(|| self.cache.as_ref().and_then(|c| c.get(self.id, h.offset)))
+                .flatten()
+        };
         let block = if codec == Compression::None {
             Block::new(stored.stored, h.offset)?
-        } else if let Some(b) = self.cache.as_ref().and_then(|c| c.get(self.id, h.offset)) {
+        } else if let Some(b) = cached() {
             b
         } else {
             let raw = decompress(&stored.stored, codec, h.offset)?;
@@ -883,6 +899,44 @@ mod tests {
             blocks + compressed,
             "a plain cursor fills it"
         );
+    }
+
+    #[test]
+    fn a_table_compressed_throughout_asks_the_cache_once_per_read() {
+        // Values of one repeated letter: every block, the last one too, shrinks.
+        let file = MemFile::default();
+        let opts = TableOptions {
+            block_bytes: 512,
+            restart_interval: 16,
+            filter_bits_per_key: 10,
+            compression: Compression::Lz4,
+        };
+        let mut b = TableBuilder::new(Box::new(file.clone()), opts);
+        for i in 0..2000 {
+            let k = key::encode(&user(i), SeqNo::new(u64::from(i) + 1), Kind::Put as u8);
+            b.add(&k, &[b'a' + (i % 26) as u8; 60]).unwrap();
+        }
+        b.finish().unwrap();
+        let bytes = file.0.lock().unwrap().clone();
+        let cache = Arc::new(BlockCache::new(1 << 20));
+        let t = Arc::new(
+            Table::from_bytes(Bytes::from(bytes), 1, Path::new("t.sst"))
+                .unwrap()
+                .with_cache(Arc::clone(&cache)),
+        );
+        let blocks = t.props().data_blocks;
+        assert!(blocks > 50);
+        assert_eq!(t.props().compressed_blocks, blocks);
+        assert_eq!(scan(&t).unwrap().len(), 2000);
+        let s = cache.stats();
+        // One lookup per block on the way in, none counted twice.
+        assert_eq!((s.misses, s.hits, s.blocks), (blocks, 0, blocks));
+        for i in 0..2000 {
+            let hit = get(&t, i).unwrap().unwrap();
+            assert_eq!(&hit.value[..], &[b'a' + (i % 26) as u8; 60][..]);
+        }
+        let s = cache.stats();
+        assert_eq!((s.misses, s.hits), (blocks, 2000));
     }
 
     #[test]

@@ -118,6 +118,13 @@ pub struct Config {
     /// Total WAL size that forces the memtable to be flushed, which bounds recovery time.
     /// Default 128 MiB.
     pub max_wal_bytes: u64,
+    /// Write the memtable to a table when the store is closed (or its last handle is
+    /// dropped), so a closed store holds no WAL: it takes less space when its tables are
+    /// compressed, and the next open replays nothing. Closing then takes one flush longer
+    /// (at most `memtable_bytes` of writes), and the flush applies [`Config::history`] as
+    /// configured for this open. A store that is not closed (a crash) recovers from its WAL
+    /// either way. Default false: closing is quick and the WAL is replayed on the next open.
+    pub flush_on_close: bool,
     /// The periodic full compaction (disabled by default); changeable at runtime with
     /// [`Db::set_periodic_compaction`](crate::Db::set_periodic_compaction).
     pub periodic_compaction: PeriodicCompaction,
@@ -148,6 +155,7 @@ impl Default for Config {
             pending_compaction_slowdown_bytes: 1 << 30,
             pending_compaction_stop_bytes: 4 << 30,
             max_wal_bytes: 128 << 20,
+            flush_on_close: false,
             periodic_compaction: PeriodicCompaction::default(),
             fs: Arc::new(StdFs),
         }

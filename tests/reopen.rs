@@ -228,6 +228,47 @@ fn reopening_a_store_with_unflushed_writes_leaves_no_trail_of_empty_segments() {
     db.close().unwrap();
 }
 
+#[test]
+fn flush_on_close_leaves_no_wal_and_the_next_open_replays_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |flush: bool| {
+        Db::builder(dir.path())
+            .flush_on_close(flush)
+            .open()
+            .unwrap()
+    };
+    let db = open(true);
+    for i in 0..1000 {
+        db.put(format!("k{i:04}"), format!("v{i}")).unwrap();
+    }
+    db.delete("k0007").unwrap();
+    let last = db.last_seqno();
+    db.close().unwrap();
+    assert_eq!(wal_files_in(dir.path()), 0, "the closed store kept a WAL");
+    let db = open(true);
+    let rec = db.stats().recovery;
+    assert_eq!((rec.segments_replayed, rec.writes_replayed), (0, 0));
+    assert_eq!(db.last_seqno(), last);
+    assert_eq!(db.get("k0999").unwrap().as_deref(), Some(&b"v999"[..]));
+    assert_eq!(db.get("k0007").unwrap(), None);
+    assert_eq!(db.iter().count(), 999);
+    // Dropping the last handle closes the store the same way.
+    db.put("dropped", "1").unwrap();
+    drop(db);
+    assert_eq!(wal_files_in(dir.path()), 0);
+    // By default the writes stay in the WAL and the next open replays them.
+    let db = open(false);
+    assert_eq!(db.stats().recovery.writes_replayed, 0);
+    db.put("kept", "in the wal").unwrap();
+    db.close().unwrap();
+    assert_eq!(wal_files_in(dir.path()), 1);
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(db.stats().recovery.writes_replayed, 1);
+    assert_eq!(db.get("dropped").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(db.get("kept").unwrap().as_deref(), Some(&b"in the wal"[..]));
+    db.close().unwrap();
+}
+
 /// WAL segment files in `dir`.
 fn wal_files_in(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)

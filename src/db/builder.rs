@@ -157,6 +157,12 @@ impl DbBuilder {
         self
     }
 
+    /// See [`Config::flush_on_close`].
+    pub fn flush_on_close(mut self, yes: bool) -> Self {
+        self.config.flush_on_close = yes;
+        self
+    }
+
     /// See [`Config::periodic_compaction`].
     pub fn periodic_compaction(mut self, p: PeriodicCompaction) -> Self {
         self.config.periodic_compaction = p;

@@ -91,11 +91,31 @@ impl Drop for Handle {
 
 impl Handle {
     fn close(&self) -> Result<()> {
+        let flushed = self.flush_before_close();
         self.core.life.begin_shutdown();
         for t in self.workers.lock().drain(..) {
             let _ = t.join();
         }
-        self.core.finish_shutdown()
+        let closed = self.core.finish_shutdown();
+        flushed.and(closed)
+    }
+
+    /// Writes the memtable to a table ([`Config::flush_on_close`]), unless the store is
+    /// already closing or poisoned. A failure leaves the writes in the WAL.
+    fn flush_before_close(&self) -> Result<()> {
+        let core = &self.core;
+        let life = &core.life;
+        if !core.config.flush_on_close
+            || life.shutting_down()
+            || life.is_closed()
+            || life.is_poisoned()
+        {
+            return Ok(());
+        }
+        match core.writer.flush_all() {
+            Err(Error::Closed) => Ok(()),
+            other => other,
+        }
     }
 }
 
@@ -357,7 +377,8 @@ impl Db {
         self.core().writer.sync()
     }
 
-    /// Syncs the WAL, stops background work and releases the directory lock. Reads and
+    /// Syncs the WAL (first writing the memtable to a table if [`Config::flush_on_close`] is
+    /// set), stops background work and releases the directory lock. Reads and
     /// writes through other handles fail with [`Error::Closed`] afterwards (see
     /// [closing](#closing)).
     ///

@@ -26,6 +26,7 @@ use crate::Db;
 use crate::replication::identity::node_id;
 use crate::replication::node::{NodeOptions, ReplicaNode, bootstrapper};
 use crate::replication::replica::Replica;
+use crate::replication::state_machine::DbOpener;
 use crate::replication::transport::PeerTransport;
 use crate::replication::types::Member;
 use crate::server::ServerConfig;
@@ -131,6 +132,7 @@ pub(crate) async fn start(
     opts.election_timeout = cluster.election_timeout;
     opts.snapshot_every = cluster.snapshot_every;
     opts.transport = transport;
+    opts.opener = machine_opener(config);
     opts.applier = Arc::new(applier::ServerApplier::new(
         config.dedup_expiry.as_millis().min(u128::from(u64::MAX)) as u64,
     ));
@@ -192,4 +194,45 @@ pub(crate) async fn start(
         proposer,
         heartbeat_secs: cluster.heartbeat.as_secs_f64(),
     })
+}
+
+/// How a member opens its state machine's store: with the history this server promises
+/// (seed B's `/history`) and its WAL segment size, and without an fsync per write (the Raft
+/// log is the durable copy). With the store's default of one version per key, what a replica
+/// showed would depend on when it last flushed, and replicas would differ.
+fn machine_opener(config: &ServerConfig) -> DbOpener {
+    let history = config.history_versions;
+    let segment = config.max_segment_size;
+    Arc::new(move |dir: &std::path::Path| {
+        Db::builder(dir)
+            .sync_mode(crate::SyncMode::Buffered)
+            .history_versions(history)
+            .wal_segment_bytes(segment)
+            .open()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_members_store_keeps_the_configured_history_across_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ServerConfig {
+            history_versions: 3,
+            ..ServerConfig::default()
+        };
+        let db = machine_opener(&config)(dir.path()).unwrap();
+        for v in ["a", "b", "c", "d"] {
+            db.put("k", v).unwrap();
+        }
+        db.flush().unwrap();
+        db.compact().unwrap();
+        let kept: Vec<_> = db
+            .versions("k")
+            .map(|v| v.unwrap().value.unwrap())
+            .collect();
+        assert_eq!(kept, ["d", "c", "b"]);
+    }
 }

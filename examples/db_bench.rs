@@ -293,6 +293,7 @@ fn main() {
     };
     for name in names {
         let cpu_start = thread_cpu_ns();
+        let since = std::time::SystemTime::now();
         let report = match name.as_str() {
             "fillseq" => b.fill("fillseq", false),
             "fillrandom" => b.fill("fillrandom", true),
@@ -601,6 +602,19 @@ fn main() {
                 c.hits,
                 c.misses
             );
+            for run in db.compaction_status().history {
+                if run.started_at + run.duration >= since {
+                    println!(
+                        "{:<12}   compaction ({:?}): {} tables in, {} out, {:.1} MiB read in {:.0} ms (finished in this run)",
+                        "",
+                        run.reason,
+                        run.tables_in,
+                        run.tables_out,
+                        run.bytes_in as f64 / (1 << 20) as f64,
+                        run.duration.as_secs_f64() * 1e3
+                    );
+                }
+            }
         }
     }
     if let Some(db) = b.db.take() {

@@ -66,9 +66,18 @@ fn flush_loop(core: &Core) {
     }
 }
 
-/// The compaction thread: automatic compactions first, then the periodic one.
+/// The compaction thread: first the flush of what recovery replayed (when
+/// [`Config::flush_after_recovery`](crate::Config::flush_after_recovery) asks for it), then
+/// automatic compactions, then the periodic one.
 fn compaction_loop(core: &Core) {
     let life = &*core.life;
+    if core.config.flush_after_recovery
+        && core.recovery.writes_replayed > 0
+        && let Err(e) = catch_panic(|| core.writer.flush_all_without_waiting_for_writers())
+        && !matches!(e, Error::Closed | Error::Poisoned(_))
+    {
+        life.poison("flush after recovery", &e);
+    }
     loop {
         if life.shutting_down() {
             return;

@@ -104,6 +104,13 @@ pub struct Config {
     pub l0_slowdown_tables: usize,
     /// Level-0 tables at which writes stop until compaction catches up. Default 24.
     pub l0_stop_tables: usize,
+    /// Read-triggered compaction of level 0 (after LevelDB's seek compaction): every scan
+    /// that has to merge level-0 tables is charged this many bytes of compaction work per
+    /// level-0 table, and once the charges reach the bytes a compaction of level 0 into
+    /// level 1 would read, that compaction runs even below `l0_compaction_trigger`. A store
+    /// that is scanned more than it is written then serves its scans from fewer sorted runs.
+    /// Default 16 KiB; 0 turns it off.
+    pub seek_compaction_bytes: u64,
     /// Target size of level 1; each deeper level is `level_multiplier` times larger.
     /// Default 64 MiB.
     pub level1_bytes: u64,
@@ -118,6 +125,11 @@ pub struct Config {
     /// Total WAL size that forces the memtable to be flushed, which bounds recovery time.
     /// Default 128 MiB.
     pub max_wal_bytes: u64,
+    /// Write what the WAL replay put in the memtable to a table right after opening, in the
+    /// background (as LevelDB and RocksDB flush recovered memtables), so reads soon merge
+    /// tables only and the replayed WAL segments can go. Opening does not wait for it.
+    /// Default true.
+    pub flush_after_recovery: bool,
     /// Write the memtable to a table when the store is closed (or its last handle is
     /// dropped), so a closed store holds no WAL: it takes less space when its tables are
     /// compressed, and the next open replays nothing. Closing then takes one flush longer
@@ -149,12 +161,14 @@ impl Default for Config {
             l0_compaction_trigger: 4,
             l0_slowdown_tables: 12,
             l0_stop_tables: 24,
+            seek_compaction_bytes: 16 << 10,
             level1_bytes: 64 << 20,
             level_multiplier: 10,
             target_table_bytes: 16 << 20,
             pending_compaction_slowdown_bytes: 1 << 30,
             pending_compaction_stop_bytes: 4 << 30,
             max_wal_bytes: 128 << 20,
+            flush_after_recovery: true,
             flush_on_close: false,
             periodic_compaction: PeriodicCompaction::default(),
             fs: Arc::new(StdFs),

@@ -7,6 +7,7 @@
 
 use std::cmp::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use crate::error::Result;
 use crate::key;
@@ -16,9 +17,12 @@ use crate::merge_iter::{LevelCursor, Source};
 use crate::sstable::table_reader::Table;
 
 /// Tables per level.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct TableSet {
     levels: Vec<Arc<[Arc<Table>]>>,
+    /// Scans that had to seek through level 0 of this set (see
+    /// [`Config::seek_compaction_bytes`](crate::Config::seek_compaction_bytes)).
+    l0_seeks: AtomicU64,
 }
 
 impl TableSet {
@@ -34,6 +38,7 @@ impl TableSet {
         }
         TableSet {
             levels: levels.into_iter().map(Arc::from).collect(),
+            l0_seeks: AtomicU64::new(0),
         }
     }
 
@@ -55,6 +60,20 @@ impl TableSet {
             }
         }
         TableSet::from_levels(levels)
+    }
+
+    /// Counts a scan that seeks through this set; returns the count of such scans that had
+    /// level-0 tables to merge, or 0 when level 0 is empty.
+    pub(crate) fn charge_seek(&self) -> u64 {
+        if self.level(0).is_empty() {
+            return 0;
+        }
+        self.l0_seeks.fetch_add(1, AtomicOrdering::Relaxed) + 1
+    }
+
+    /// Scans counted by [`charge_seek`](Self::charge_seek) that merged level-0 tables.
+    pub(crate) fn l0_seeks(&self) -> u64 {
+        self.l0_seeks.load(AtomicOrdering::Relaxed)
     }
 
     /// The tables of `level`.

@@ -567,3 +567,79 @@ fn writes_slow_down_before_they_stop() {
     );
     assert_eq!(db.iter().count(), 5000);
 }
+
+#[test]
+fn scans_through_level_0_pay_for_compacting_it() {
+    for seek_bytes in [16 << 10, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::builder(dir.path())
+            .seek_compaction_bytes(seek_bytes)
+            .open()
+            .unwrap();
+        for i in 0..4000 {
+            db.put(common::k(i), "old").unwrap();
+        }
+        db.compact().unwrap();
+        // One level-0 table over the rest: well below the trigger of four tables.
+        for i in (0..4000).step_by(2) {
+            db.put(common::k(i), "new").unwrap();
+        }
+        db.flush().unwrap();
+        let st = db.stats();
+        assert_eq!(st.levels[0].tables, 1);
+        let all_bytes: u64 = st.levels.iter().map(|l| l.bytes).sum();
+        // Each scan pays 16 KiB per level-0 table; these scans pay for rewriting every table
+        // (more than the compaction reads), and for the wake-up that tells the compactor.
+        let scans = all_bytes.div_ceil(16 << 10).max(100) + 256;
+        for s in 0..scans {
+            let got: Vec<_> = db
+                .range(common::k(s % 4000)..)
+                .take(3)
+                .map(|r| r.unwrap())
+                .collect();
+            assert!(!got.is_empty());
+        }
+        let deadline = Instant::now() + Duration::from_secs(if seek_bytes > 0 { 20 } else { 2 });
+        while db.stats().levels[0].tables > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let reads_runs = db
+            .compaction_status()
+            .history
+            .iter()
+            .filter(|r| r.reason == CompactionReason::Reads)
+            .count();
+        if seek_bytes > 0 {
+            assert_eq!(db.stats().levels[0].tables, 0, "scans never paid for it");
+            assert_eq!(reads_runs, 1);
+        } else {
+            assert_eq!(
+                db.stats().levels[0].tables,
+                1,
+                "compacted though turned off"
+            );
+            assert_eq!(reads_runs, 0);
+        }
+        for i in 0..4000 {
+            let want: &[u8] = if i % 2 == 0 { b"new" } else { b"old" };
+            assert_eq!(db.get(common::k(i)).unwrap().as_deref(), Some(want), "{i}");
+        }
+    }
+}
+
+#[test]
+fn a_few_scans_do_not_compact_level_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    for i in 0..100 {
+        db.put(common::k(i), "v").unwrap();
+    }
+    db.flush().unwrap();
+    // Tiny tables cost almost nothing to compact, but fewer than 100 scans never pay for it.
+    for _ in 0..90 {
+        assert_eq!(db.range(..).take(2).count(), 2);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(db.stats().levels[0].tables, 1);
+    assert!(db.compaction_status().history.is_empty());
+}

@@ -211,13 +211,20 @@ fn a_read_error_at_open_is_an_io_error_and_changes_nothing() {
         db.put(format!("k{i:03}"), "v").unwrap();
     }
     drop(db);
+    // Each open leaves the WAL as it found it, so every round reads a segment.
+    let open_keeping_wal = |fs: &Arc<FaultFs>| {
+        Db::builder(dir)
+            .filesystem(Arc::clone(fs) as Arc<dyn FileSystem>)
+            .flush_after_recovery(false)
+            .open()
+    };
     for op in [Op::Map, Op::OpenRead, Op::List, Op::FileSize] {
         fs.fail(&[op], "", 0, Fault::Eio);
-        match open(&fs, dir) {
+        match open_keeping_wal(&fs) {
             Err(Error::Io { .. }) => {}
             other => panic!("{op:?}: expected an I/O error, got {other:?}"),
         }
-        let db = open(&fs, dir).unwrap();
+        let db = open_keeping_wal(&fs).unwrap();
         assert_eq!(db.iter().count(), 210, "{op:?}");
         drop(db);
     }

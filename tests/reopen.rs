@@ -81,7 +81,11 @@ fn many_reopens_accumulate_no_stale_files() {
             db.close().unwrap();
         }
     }
-    let db = Db::open(dir.path()).unwrap();
+    // This open starts no background flush, so the files listed below hold still.
+    let db = Db::builder(dir.path())
+        .flush_after_recovery(false)
+        .open()
+        .unwrap();
     assert_eq!(db.iter().count(), 1600);
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -192,13 +196,15 @@ fn reopening_a_store_whose_writes_are_in_tables_leaves_one_wal_segment() {
 fn reopening_a_store_with_unflushed_writes_leaves_no_trail_of_empty_segments() {
     let dir = tempfile::tempdir().unwrap();
     let wal_files = || wal_files_in(dir.path());
-    let db = Db::open(dir.path()).unwrap();
+    // Opens that leave replayed writes in the WAL, whose segments this test follows.
+    let keep_wal = |d: &std::path::Path| Db::builder(d).flush_after_recovery(false).open().unwrap();
+    let db = keep_wal(dir.path());
     db.put("k", "v").unwrap();
     db.close().unwrap();
     let after_write = wal_files();
     // Opening for reads only: the segment each open starts receives nothing.
     for _ in 0..5 {
-        let db = Db::open(dir.path()).unwrap();
+        let db = keep_wal(dir.path());
         assert_eq!(db.get("k").unwrap().as_deref(), Some(&b"v"[..]));
         db.close().unwrap();
         assert_eq!(
@@ -208,22 +214,22 @@ fn reopening_a_store_with_unflushed_writes_leaves_no_trail_of_empty_segments() {
         );
     }
     // A segment that did receive writes is kept, and later segments follow it.
-    let db = Db::open(dir.path()).unwrap();
+    let db = keep_wal(dir.path());
     db.put("k2", "v2").unwrap();
     db.close().unwrap();
     assert_eq!(wal_files(), after_write + 1);
     for _ in 0..3 {
-        let db = Db::open(dir.path()).unwrap();
+        let db = keep_wal(dir.path());
         db.close().unwrap();
     }
-    let db = Db::open(dir.path()).unwrap();
+    let db = keep_wal(dir.path());
     assert_eq!(db.get("k").unwrap().as_deref(), Some(&b"v"[..]));
     assert_eq!(db.get("k2").unwrap().as_deref(), Some(&b"v2"[..]));
     assert_eq!(db.stats().recovery.segments_replayed, after_write + 1);
     db.put("k3", "v3").unwrap();
     db.flush().unwrap();
     db.close().unwrap();
-    let db = Db::open(dir.path()).unwrap();
+    let db = keep_wal(dir.path());
     assert_eq!(db.iter().count(), 3);
     db.close().unwrap();
 }
@@ -281,4 +287,41 @@ fn wal_files_in(dir: &std::path::Path) -> usize {
                 .ends_with(".wal")
         })
         .count()
+}
+
+#[test]
+fn writes_replayed_at_open_are_flushed_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    for i in 0..500 {
+        db.put(common::k(i), "v").unwrap();
+    }
+    db.close().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(db.stats().recovery.writes_replayed, 500);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while db.stats().levels[0].tables == 0 {
+        assert!(std::time::Instant::now() < deadline, "never flushed");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(db.iter().count(), 500);
+    db.close().unwrap();
+    // Those writes are in a table now: the next open replays nothing.
+    let db = Db::builder(dir.path())
+        .flush_after_recovery(false)
+        .open()
+        .unwrap();
+    assert_eq!(db.stats().recovery.writes_replayed, 0);
+    db.put("x", "1").unwrap();
+    db.close().unwrap();
+    // Turned off, the replayed write stays in the memtable.
+    let db = Db::builder(dir.path())
+        .flush_after_recovery(false)
+        .open()
+        .unwrap();
+    assert_eq!(db.stats().recovery.writes_replayed, 1);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(db.stats().levels[0].tables, 1);
+    assert_eq!(db.get("x").unwrap().as_deref(), Some(&b"1"[..]));
+    db.close().unwrap();
 }

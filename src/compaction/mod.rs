@@ -39,6 +39,9 @@ pub enum CompactionReason {
     Periodic,
     /// A level exceeded its target.
     Automatic,
+    /// Scans merged the level-0 tables often enough to pay for compacting them
+    /// ([`Config::seek_compaction_bytes`](crate::Config::seek_compaction_bytes)).
+    Reads,
 }
 
 /// One finished compaction (for a range compaction, the sum of its steps).
@@ -253,13 +256,20 @@ impl CompactionState {
         Ok(total)
     }
 
-    /// Runs the most urgent automatic compaction, if a level needs one; true if it ran.
+    /// Runs the most urgent automatic compaction, if a level needs one or scans paid for
+    /// one; true if it ran.
     pub(crate) fn compact_automatic(&self, cx: &JobContext<'_>) -> Result<bool> {
-        let due = {
+        let pick = || {
             let inner = self.inner.lock();
-            picker::pick(cx.config, &cx.view.current().tables, &inner.cursor).is_some()
+            let tables = &cx.view.current().tables;
+            picker::pick(cx.config, tables, &inner.cursor)
+                .map(|job| (job, CompactionReason::Automatic))
+                .or_else(|| {
+                    picker::pick_for_reads(cx.config, tables)
+                        .map(|job| (job, CompactionReason::Reads))
+                })
         };
-        if !due {
+        if pick().is_none() {
             return Ok(false);
         }
         let _job = self.lock.lock();
@@ -267,13 +277,9 @@ impl CompactionState {
             return Err(Error::Closed);
         }
         // Re-pick under the lock: a manual compaction may have changed the tables.
-        let job = {
-            let inner = self.inner.lock();
-            picker::pick(cx.config, &cx.view.current().tables, &inner.cursor)
-        };
-        match job {
-            Some(job) => {
-                self.run_recorded(cx, job, CompactionReason::Automatic, false)?;
+        match pick() {
+            Some((job, reason)) => {
+                self.run_recorded(cx, job, reason, false)?;
                 Ok(true)
             }
             None => Ok(false),

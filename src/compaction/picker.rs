@@ -6,6 +6,10 @@
 //! overlap each other) with the level-1 tables they overlap; a deeper level compacts one table,
 //! chosen round-robin through the key space, with the tables of the next level it overlaps.
 //! When nothing in the next level overlaps, the table is moved down without rewriting.
+//!
+//! Below its trigger, level 0 is also compacted once scans have paid for it
+//! ([`Config::seek_compaction_bytes`]): each scan that merged the level-0 tables is charged
+//! that many bytes per table, against the bytes the compaction would read.
 
 use std::sync::Arc;
 
@@ -113,6 +117,25 @@ fn job_for(tables: &TableSet, level: usize, inputs: Vec<Arc<Table>>) -> Option<J
         output_level: level + 1,
         trivial_move,
     })
+}
+
+/// Scans through level 0 before a read-triggered compaction, however small the tables (as
+/// LevelDB allows every file at least 100 seeks).
+const MIN_SEEKS: u64 = 100;
+
+/// The compaction of level 0 that scans have paid for, if they have (see the module
+/// comment).
+pub(crate) fn pick_for_reads(config: &Config, tables: &TableSet) -> Option<Job> {
+    let l0 = tables.level(0);
+    if config.seek_compaction_bytes == 0 || l0.is_empty() {
+        return None;
+    }
+    let job = job_for(tables, 0, l0.to_vec())?;
+    let charged = tables
+        .l0_seeks()
+        .saturating_mul(l0.len() as u64)
+        .saturating_mul(config.seek_compaction_bytes);
+    (tables.l0_seeks() >= MIN_SEEKS && charged >= job.input_bytes()).then_some(job)
 }
 
 /// The most urgent automatic compaction, if any level scores at least 1. `cursor[level]` is

@@ -157,6 +157,18 @@ impl DbBuilder {
         self
     }
 
+    /// See [`Config::seek_compaction_bytes`].
+    pub fn seek_compaction_bytes(mut self, n: u64) -> Self {
+        self.config.seek_compaction_bytes = n;
+        self
+    }
+
+    /// See [`Config::flush_after_recovery`].
+    pub fn flush_after_recovery(mut self, yes: bool) -> Self {
+        self.config.flush_after_recovery = yes;
+        self
+    }
+
     /// See [`Config::flush_on_close`].
     pub fn flush_on_close(mut self, yes: bool) -> Self {
         self.config.flush_on_close = yes;

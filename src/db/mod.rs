@@ -25,6 +25,9 @@ use crate::snapshot::Snapshot;
 use crate::stats::Stats;
 use crate::wal::segment::WalSegment;
 
+/// Scans through level 0 between two wake-ups of the compaction thread.
+const SEEKS_PER_WAKE: u64 = 256;
+
 /// An embedded key-value store.
 ///
 /// `Db` is a cheap handle (`Clone + Send + Sync`, an `Arc` inside): clone it into every
@@ -237,6 +240,13 @@ impl Db {
 
     fn range_over(&self, bounds: Bounds) -> Range {
         let (guard, state) = self.core().view.pin();
+        // Scans pay toward compacting the level-0 tables they merge; the compaction thread
+        // is told now and then (it also looks once a second).
+        let seeks = state.tables.charge_seek();
+        if seeks > 0 && seeks % SEEKS_PER_WAKE == 0 && self.core().config.seek_compaction_bytes > 0
+        {
+            self.core().life.wake_compactor();
+        }
         match self.check_open() {
             Ok(()) => Range::new(state, guard, bounds),
             Err(e) => Range::failed(state, guard, e),

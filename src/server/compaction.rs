@@ -59,6 +59,7 @@ fn reason(r: CompactionReason) -> &'static str {
         CompactionReason::Manual => "manual",
         CompactionReason::Periodic => "periodic",
         CompactionReason::Automatic => "automatic",
+        CompactionReason::Reads => "reads",
     }
 }
 

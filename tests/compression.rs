@@ -207,6 +207,50 @@ fn each_level_is_written_with_its_own_compression() {
 }
 
 #[test]
+fn a_table_moved_into_a_level_with_another_codec_is_rewritten_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The default codecs: levels 0 and 1 uncompressed, LZ4 below.
+    let db = Db::builder(tmp.path())
+        .block_bytes(1024)
+        .l0_limits(1, 20, 40)
+        .level_sizes(16 << 10, 2, 8 << 10)
+        .sync_mode(SyncMode::Buffered)
+        .open()
+        .unwrap();
+    assert_eq!(db.config().compression_for(1), Compression::None);
+    assert_eq!(db.config().compression_for(2), Compression::Lz4);
+    let mut expected = BTreeMap::new();
+    // Rounds of ascending, disjoint keys: nothing a table is compacted into overlaps it, so
+    // each one could be moved down without rewriting.
+    for r in 0..4u64 {
+        for i in 0..500u64 {
+            let key = format!("key{r}{i:04}");
+            db.put(&key, value(i + r)).unwrap();
+            expected.insert(key, value(i + r));
+        }
+        db.flush().unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let st = db.stats();
+        let settled = st.levels[0].tables == 0 && st.levels.iter().all(|l| l.score < 1.0);
+        if settled && st.levels[2..].iter().any(|l| l.tables > 0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{:?}", st.levels);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let st = db.stats();
+    // Level 0 to level 1 (same codec): moved, never written.
+    assert_eq!(st.levels[1].bytes_written, 0, "{:?}", st.levels[1]);
+    // Level 1 to level 2 (none to LZ4): rewritten, so level 2 holds LZ4 tables only.
+    assert!(st.levels[2].bytes_written > 0, "{:?}", st.levels[2]);
+    check_levels(&db);
+    assert_eq!(scan(&db), expected);
+    db.close().unwrap();
+}
+
+#[test]
 fn the_block_cache_keeps_to_its_bound_and_saves_decompression() {
     let tmp = tempfile::tempdir().unwrap();
     let cap = 24 << 10;

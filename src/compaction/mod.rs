@@ -247,7 +247,9 @@ impl CompactionState {
             if level >= deepest.max(1) {
                 break;
             }
-            if let Some(job) = picker::range_job(&tables, level, &span.0, span.1.as_deref()) {
+            if let Some(job) =
+                picker::range_job(cx.config, &tables, level, &span.0, span.1.as_deref())
+            {
                 let run = self.run_recorded(cx, job, CompactionReason::Manual, false)?;
                 total.absorb(&run);
             }

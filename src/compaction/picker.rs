@@ -5,7 +5,9 @@
 //! target. The highest score of at least 1 wins. Level 0 compacts all its tables (they
 //! overlap each other) with the level-1 tables they overlap; a deeper level compacts one table,
 //! chosen round-robin through the key space, with the tables of the next level it overlaps.
-//! When nothing in the next level overlaps, the table is moved down without rewriting.
+//! When nothing in the next level overlaps, the table is moved down without rewriting,
+//! provided both levels are configured with the same compression (as RocksDB requires):
+//! otherwise it is rewritten, so every table in a level has that level's codec.
 //!
 //! Below its trigger, level 0 is also compacted once scans have paid for it
 //! ([`Config::seek_compaction_bytes`]): each scan that merged the level-0 tables is charged
@@ -106,10 +108,16 @@ pub(crate) fn nothing_below(tables: &TableSet, level: usize, user_key: &[u8]) ->
 }
 
 /// Builds the job that compacts `inputs` (all from `level`) into `level + 1`.
-fn job_for(tables: &TableSet, level: usize, inputs: Vec<Arc<Table>>) -> Option<Job> {
+fn job_for(
+    config: &Config,
+    tables: &TableSet,
+    level: usize,
+    inputs: Vec<Arc<Table>>,
+) -> Option<Job> {
     let (lo, hi) = user_range(&inputs)?;
     let next = overlapping(tables, level + 1, &lo, Some(&hi));
-    let trivial_move = next.is_empty() && inputs.len() == 1;
+    let same_codec = config.compression_for(level) == config.compression_for(level + 1);
+    let trivial_move = next.is_empty() && inputs.len() == 1 && same_codec;
     let mut all: Vec<(usize, Arc<Table>)> = inputs.into_iter().map(|t| (level, t)).collect();
     all.extend(next.into_iter().map(|t| (level + 1, t)));
     Some(Job {
@@ -130,7 +138,7 @@ pub(crate) fn pick_for_reads(config: &Config, tables: &TableSet) -> Option<Job> 
     if config.seek_compaction_bytes == 0 || l0.is_empty() {
         return None;
     }
-    let job = job_for(tables, 0, l0.to_vec())?;
+    let job = job_for(config, tables, 0, l0.to_vec())?;
     let charged = tables
         .l0_seeks()
         .saturating_mul(l0.len() as u64)
@@ -151,7 +159,7 @@ pub(crate) fn pick(config: &Config, tables: &TableSet, cursor: &[Vec<u8>]) -> Op
         return None;
     }
     if level == 0 {
-        return job_for(tables, 0, tables.level(0).to_vec());
+        return job_for(config, tables, 0, tables.level(0).to_vec());
     }
     let lvl = tables.level(level);
     let after = cursor.get(level).map_or(&[][..], |c| c.as_slice());
@@ -159,12 +167,13 @@ pub(crate) fn pick(config: &Config, tables: &TableSet, cursor: &[Vec<u8>]) -> Op
         .iter()
         .find(|t| key::compare(&t.props().largest, after).is_gt() || after.is_empty())
         .or_else(|| lvl.first())?;
-    job_for(tables, level, vec![Arc::clone(table)])
+    job_for(config, tables, level, vec![Arc::clone(table)])
 }
 
 /// Jobs that push every table overlapping `[lo, hi]` down one level, from level 0 to the
 /// level above the deepest non-empty one. Computed one level at a time by the caller.
 pub(crate) fn range_job(
+    config: &Config,
     tables: &TableSet,
     level: usize,
     lo: &[u8],
@@ -189,7 +198,7 @@ pub(crate) fn range_job(
     } else {
         inputs
     };
-    job_for(tables, level, inputs)
+    job_for(config, tables, level, inputs)
 }
 
 /// One job merging every table into a single sorted run at the deepest non-empty level

@@ -185,22 +185,6 @@ impl Range {
         SeqNo::new(self.guard.seq())
     }
 
-    fn before_lower(&self, k: &[u8]) -> bool {
-        match &self.lower {
-            Bound::Included(l) => key::compare_bytes(k, l).is_lt(),
-            Bound::Excluded(l) => key::compare_bytes(k, l).is_le(),
-            Bound::Unbounded => false,
-        }
-    }
-
-    fn beyond_upper(&self, k: &[u8]) -> bool {
-        match &self.upper {
-            Bound::Included(u) => key::compare_bytes(k, u).is_gt(),
-            Bound::Excluded(u) => key::compare_bytes(k, u).is_ge(),
-            Bound::Unbounded => false,
-        }
-    }
-
     fn fail(&mut self, e: Error) -> Option<Result<(Bytes, Bytes)>> {
         self.done = true;
         Some(Err(e))
@@ -208,19 +192,29 @@ impl Range {
 
     fn step_forward(&mut self) -> Option<Result<(Bytes, Bytes)>> {
         let snap = self.guard.seq();
-        let mut c = match self.front.take() {
-            Some(c) => c,
-            None => {
-                let mut c = self.state.cursor();
-                match &self.lower {
-                    Bound::Included(l) | Bound::Excluded(l) => {
-                        c.seek(&key::encode(l, SeqNo::MAX, KIND_SEEK));
-                    }
-                    Bound::Unbounded => c.seek_to_first(),
+        if self.front.is_none() {
+            let mut c = self.state.cursor();
+            match &self.lower {
+                Bound::Included(l) | Bound::Excluded(l) => {
+                    c.seek(&key::encode(l, SeqNo::MAX, KIND_SEEK));
                 }
-                c
+                Bound::Unbounded => c.seek_to_first(),
             }
-        };
+            self.front = Some(c);
+        }
+        // The cursor is stepped where it lies: moving it out and back for every entry costs
+        // more than the step itself.
+        let Range {
+            front,
+            lower,
+            upper,
+            keys,
+            scratch,
+            front_last,
+            back_last,
+            ..
+        } = self;
+        let c = front.as_mut()?;
         let out = loop {
             if !c.valid() {
                 break c.status().err().map(Err::<(Bytes, Bytes), Error>);
@@ -228,37 +222,36 @@ impl Range {
             let Some(p) = key::parse(c.key()) else {
                 break Some(Err(corrupt_key()));
             };
-            if self.beyond_upper(p.user_key) {
+            if beyond(upper, p.user_key) {
                 break None;
             }
             if p.seq > snap {
                 c.next();
                 continue;
             }
-            if p.kind == Kind::Delete || self.before_lower(p.user_key) {
+            if p.kind == Kind::Delete || before(lower, p.user_key) {
                 // Not returned: skip this key's older versions.
-                self.scratch.clear();
-                self.scratch.extend_from_slice(p.user_key);
+                scratch.clear();
+                scratch.extend_from_slice(p.user_key);
                 c.next();
-                while c.valid() && key::compare_bytes(key::user_key(c.key()), &self.scratch).is_eq()
-                {
+                while c.valid() && key::compare_bytes(key::user_key(c.key()), scratch).is_eq() {
                     c.next();
                 }
                 continue;
             }
-            if self.back_last.as_deref().is_some_and(|b| p.user_key >= b) {
+            if back_last.as_deref().is_some_and(|b| p.user_key >= b) {
                 break None;
             }
-            let user = self.keys.copy(p.user_key);
+            let user = keys.copy(p.user_key);
             let value = c.value();
             c.next();
             while c.valid() && key::compare_bytes(key::user_key(c.key()), &user).is_eq() {
                 c.next();
             }
-            remember(&mut self.front_last, &user);
-            self.front = Some(c);
+            remember(front_last, &user);
             return Some(Ok((user, value)));
         };
+        *front = None;
         match out {
             Some(Err(e)) => self.fail(e),
             _ => {
@@ -270,18 +263,25 @@ impl Range {
 
     fn step_backward(&mut self) -> Option<Result<(Bytes, Bytes)>> {
         let snap = self.guard.seq();
-        let mut c = match self.back.take() {
-            Some(c) => c,
-            None => {
-                let mut c = self.state.cursor();
-                match &self.upper {
-                    Bound::Included(u) => c.seek_for_prev(&key::encode(u, SeqNo::ZERO, 0)),
-                    Bound::Excluded(u) => c.seek_for_prev(&key::encode(u, SeqNo::MAX, KIND_SEEK)),
-                    Bound::Unbounded => c.seek_to_last(),
-                }
-                c
+        if self.back.is_none() {
+            let mut c = self.state.cursor();
+            match &self.upper {
+                Bound::Included(u) => c.seek_for_prev(&key::encode(u, SeqNo::ZERO, 0)),
+                Bound::Excluded(u) => c.seek_for_prev(&key::encode(u, SeqNo::MAX, KIND_SEEK)),
+                Bound::Unbounded => c.seek_to_last(),
             }
-        };
+            self.back = Some(c);
+        }
+        let Range {
+            back,
+            lower,
+            upper,
+            keys,
+            front_last,
+            back_last,
+            ..
+        } = self;
+        let c = back.as_mut()?;
         let out = loop {
             if !c.valid() {
                 break c.status().err().map(Err::<(Bytes, Bytes), Error>);
@@ -289,10 +289,10 @@ impl Range {
             let Some(p) = key::parse(c.key()) else {
                 break Some(Err(corrupt_key()));
             };
-            if self.before_lower(p.user_key) {
+            if before(lower, p.user_key) {
                 break None;
             }
-            let user = self.keys.copy(p.user_key);
+            let user = keys.copy(p.user_key);
             // Versions of one key arrive oldest first; the last one at or below the snapshot
             // is the visible one.
             let mut visible: Option<(Kind, Bytes)> = None;
@@ -316,16 +316,16 @@ impl Range {
             let Some((Kind::Put, value)) = visible else {
                 continue;
             };
-            if self.beyond_upper(&user) {
+            if beyond(upper, &user) {
                 continue;
             }
-            if self.front_last.as_deref().is_some_and(|f| &user[..] <= f) {
+            if front_last.as_deref().is_some_and(|f| &user[..] <= f) {
                 break None;
             }
-            remember(&mut self.back_last, &user);
-            self.back = Some(c);
+            remember(back_last, &user);
             return Some(Ok((user, value)));
         };
+        *back = None;
         match out {
             Some(Err(e)) => self.fail(e),
             _ => {
@@ -333,6 +333,24 @@ impl Range {
                 None
             }
         }
+    }
+}
+
+/// True when `k` lies below the lower bound `lower`.
+fn before(lower: &Bound<Vec<u8>>, k: &[u8]) -> bool {
+    match lower {
+        Bound::Included(l) => key::compare_bytes(k, l).is_lt(),
+        Bound::Excluded(l) => key::compare_bytes(k, l).is_le(),
+        Bound::Unbounded => false,
+    }
+}
+
+/// True when `k` lies above the upper bound `upper`.
+fn beyond(upper: &Bound<Vec<u8>>, k: &[u8]) -> bool {
+    match upper {
+        Bound::Included(u) => key::compare_bytes(k, u).is_gt(),
+        Bound::Excluded(u) => key::compare_bytes(k, u).is_ge(),
+        Bound::Unbounded => false,
     }
 }
 

@@ -105,6 +105,15 @@ fn reads(c: &mut Criterion) {
                 }
             })
         });
+        g.bench_function("seek_and_next_100_lent", |b| {
+            b.iter(|| {
+                let mut range = db.range(key(next(&mut rng) % KEYS)..);
+                for _ in 0..100 {
+                    let Some(item) = range.next_ref() else { break };
+                    black_box(item.unwrap());
+                }
+            })
+        });
         g.finish();
     }
 }

@@ -29,6 +29,9 @@ pub(crate) trait Cursor: Send {
     fn key(&self) -> &[u8];
     /// The current entry's value. Requires `valid()`.
     fn value(&self) -> Bytes;
+    /// The current entry's value, borrowed until the cursor moves: no reference count.
+    /// Requires `valid()`.
+    fn value_ref(&self) -> &[u8];
     /// The first error met, if any.
     fn status(&self) -> Result<()>;
 }

@@ -381,6 +381,10 @@ impl Cursor for MemCursor {
         self.buf.front().map(|(_, v)| v.clone()).unwrap_or_default()
     }
 
+    fn value_ref(&self) -> &[u8] {
+        self.buf.front().map_or(&[][..], |(_, v)| &v[..])
+    }
+
     fn status(&self) -> Result<()> {
         Ok(())
     }

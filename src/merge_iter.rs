@@ -97,6 +97,11 @@ impl Cursor for Source {
         each!(self, c => c.value())
     }
 
+    #[inline]
+    fn value_ref(&self) -> &[u8] {
+        each!(self, c => c.value_ref())
+    }
+
     fn status(&self) -> Result<()> {
         each!(self, c => c.status())
     }
@@ -288,6 +293,10 @@ impl Cursor for MergeCursor {
         self.current_child().map(|c| c.value()).unwrap_or_default()
     }
 
+    fn value_ref(&self) -> &[u8] {
+        self.current_child().map_or(&[][..], |c| c.value_ref())
+    }
+
     fn status(&self) -> Result<()> {
         for c in &self.children {
             c.status()?;
@@ -447,6 +456,10 @@ impl Cursor for LevelCursor {
 
     fn value(&self) -> Bytes {
         self.cur.as_ref().map(|c| c.value()).unwrap_or_default()
+    }
+
+    fn value_ref(&self) -> &[u8] {
+        self.cur.as_ref().map_or(&[][..], |c| c.value_ref())
     }
 
     fn status(&self) -> Result<()> {

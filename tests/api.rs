@@ -357,3 +357,62 @@ fn second_process_gets_locked() {
     db.close().unwrap();
     assert_eq!(probe(dir.path()), Some(0), "the lock outlived close");
 }
+
+#[test]
+fn a_lending_scan_sees_what_the_owning_scan_sees_across_memtable_tables_and_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder(dir.path())
+        .history_versions(4)
+        .compression(strata::Compression::Lz4)
+        .open()
+        .unwrap();
+    // Three versions of every key, one per flushed table, the newest of some keys still in
+    // the memtable and some keys deleted: each key's older versions must be stepped over.
+    for round in 0..3 {
+        for i in 0..300u32 {
+            db.put(format!("k{i:04}"), format!("v{round}-{i}")).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let snap = db.snapshot();
+    for i in (0..300u32).step_by(3) {
+        db.put(format!("k{i:04}"), format!("new-{i}")).unwrap();
+    }
+    for i in (0..300u32).step_by(7) {
+        db.delete(format!("k{i:04}")).unwrap();
+    }
+
+    let lent = |mut range: strata::Range| {
+        let mut out = Vec::new();
+        while let Some(entry) = range.next_ref() {
+            let (k, v) = entry.unwrap();
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        out
+    };
+    let owned = |range: strata::Range| {
+        range
+            .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+            .collect::<Vec<_>>()
+    };
+
+    let now = lent(db.range("k0010".."k0200"));
+    assert_eq!(now, owned(db.range("k0010".."k0200")));
+    let expected: Vec<_> = (10..200u32)
+        .filter(|i| i % 7 != 0)
+        .map(|i| {
+            let v = if i % 3 == 0 {
+                format!("new-{i}")
+            } else {
+                format!("v2-{i}")
+            };
+            (format!("k{i:04}").into_bytes(), v.into_bytes())
+        })
+        .collect();
+    assert_eq!(now, expected);
+
+    let then = lent(snap.range(..));
+    assert_eq!(then.len(), 300);
+    assert!(then.iter().all(|(_, v)| v.starts_with(b"v2-")));
+    assert_eq!(then, owned(snap.range(..)));
+}

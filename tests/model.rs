@@ -287,7 +287,14 @@ impl Harness {
                 let (mut front, mut back) = (Vec::new(), Vec::new());
                 for step in 0.. {
                     let item = if bits >> (step % 32) & 1 == 0 {
-                        it.next().map(|r| (r, &mut front))
+                        // The front end lends every other entry instead of handing it out.
+                        if bits >> ((step + 16) % 32) & 1 == 0 {
+                            it.next().map(|r| (r, &mut front))
+                        } else {
+                            it.next_ref()
+                                .map(|r| r.map(|(k, v)| (k.to_vec().into(), v.to_vec().into())))
+                                .map(|r| (r, &mut front))
+                        }
                     } else {
                         it.next_back().map(|r| (r, &mut back))
                     };
@@ -461,14 +468,29 @@ fn check_range(it: strata::Range, mut want: Vec<(String, String)>, rev: bool, wh
             })
             .collect()
     } else {
-        it.map(|r| {
-            let (k, v) = r.unwrap();
-            (
-                String::from_utf8(k.to_vec()).unwrap(),
-                String::from_utf8(v.to_vec()).unwrap(),
-            )
-        })
-        .collect()
+        // Entries taken in turns by `next` and `next_ref`, which share the position.
+        let mut it = it;
+        let mut got = Vec::new();
+        loop {
+            let entry = if got.len() % 2 == 0 {
+                it.next().map(|r| {
+                    let (k, v) = r.unwrap();
+                    (k.to_vec(), v.to_vec())
+                })
+            } else {
+                it.next_ref().map(|r| {
+                    let (k, v) = r.unwrap();
+                    (k.to_vec(), v.to_vec())
+                })
+            };
+            let Some((k, v)) = entry else { break };
+            got.push((String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()));
+        }
+        assert!(
+            it.next_ref().is_none() && it.next().is_none(),
+            "{what}: not exhausted"
+        );
+        got
     };
     assert_eq!(got, want, "{what}");
 }

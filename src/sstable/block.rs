@@ -355,6 +355,13 @@ impl Cursor for BlockCursor {
         self.block.data.slice(self.value.0..self.value.1)
     }
 
+    fn value_ref(&self) -> &[u8] {
+        self.block
+            .data
+            .get(self.value.0..self.value.1)
+            .unwrap_or(&[])
+    }
+
     fn status(&self) -> Result<()> {
         match &self.err {
             None => Ok(()),

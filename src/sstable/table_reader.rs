@@ -562,6 +562,10 @@ impl Cursor for TableCursor {
         self.data.as_ref().map(|d| d.value()).unwrap_or_default()
     }
 
+    fn value_ref(&self) -> &[u8] {
+        self.data.as_ref().map_or(&[][..], |d| d.value_ref())
+    }
+
     fn status(&self) -> Result<()> {
         match &self.err {
             None => Ok(()),

@@ -246,7 +246,8 @@ impl Range {
                 c.next();
                 continue;
             }
-            if p.kind == Kind::Delete || before(lower, p.user_key) {
+            // Once an entry was returned, every later key lies above it and so above `lower`.
+            if p.kind == Kind::Delete || (front_last.is_none() && before(lower, p.user_key)) {
                 // Not returned: skip this key's older versions.
                 scratch.clear();
                 scratch.extend_from_slice(p.user_key);

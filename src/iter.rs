@@ -273,9 +273,22 @@ impl Range {
         if let Err(e) = self.advance_front()? {
             return Some(Err(e));
         }
-        let c = self.front.as_ref()?;
-        let user = self.keys.copy(key::user_key(c.key()));
-        Some(Ok((user, c.value())))
+        let Range {
+            front,
+            keys,
+            front_on_entry,
+            ..
+        } = self;
+        let c = front.as_mut()?;
+        let user = keys.copy(key::user_key(c.key()));
+        let value = c.value();
+        // Nothing is lent: step past the key's versions now, while they are at hand.
+        *front_on_entry = false;
+        c.next();
+        while c.valid() && key::compare_bytes(key::user_key(c.key()), &user).is_eq() {
+            c.next();
+        }
+        Some(Ok((user, value)))
     }
 
     /// The next entry, as [`Iterator::next`] gives it, but lent rather than handed out:

@@ -17,6 +17,12 @@ fn main() -> strata::Result<()> {
         println!("{key:?} = {value:?}");
     }
     println!("{} keys in the store", db.range(..).count());
+    // `next_ref` lends each entry until the next step: no copy, no reference count.
+    let mut scan = db.range("user:".."user;");
+    while let Some(entry) = scan.next_ref() {
+        let (key, value) = entry?;
+        println!("{} = {} bytes", String::from_utf8_lossy(key), value.len());
+    }
 
     // A batch is applied entirely or not at all, also across crashes.
     let mut batch = WriteBatch::new();

@@ -309,3 +309,35 @@ fn dump_then_load_round_trips_binary_keys_and_history() {
     // Loading into an existing directory is refused.
     assert_eq!(code(&strata(&["load", p(&dst), "-i", p(&dump)])), 5);
 }
+
+#[test]
+fn reading_commands_leave_the_store_as_it_was() {
+    // Each command opens the store and replays its WAL. A reading command must not turn
+    // that replay into a table: the flush would apply the default retention and drop the
+    // older versions `history` shows.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let d = p(&dir);
+    assert_eq!(ok(&["put", d, "k", "one"]), "1\n");
+    assert_eq!(ok(&["put", d, "k", "two"]), "2\n");
+    let tables = || {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().ends_with(".sst")
+            })
+            .count()
+    };
+    assert_eq!(tables(), 0);
+    for _ in 0..5 {
+        assert_eq!(ok(&["get", d, "k"]), "two\n");
+        assert_eq!(ok(&["scan", d]), "k\ttwo\n");
+    }
+    // A checkpoint syncs its copy, time enough for anything the open started to finish.
+    let copy = tmp.path().join("copy");
+    ok(&["checkpoint", d, p(&copy)]);
+    ok(&["stats", d]);
+    assert_eq!(ok(&["history", d, "k"]), "2\ttwo\n1\tone\n");
+    assert_eq!(tables(), 0, "a reading command wrote a table");
+}

@@ -27,7 +27,14 @@ fn open(dir: &Path) -> Result<Db, CliError> {
             format!("{} holds no store (no CURRENT file)", dir.display()),
         ));
     }
-    Ok(Db::open(dir)?)
+    open_or_create(dir)
+}
+
+/// Opens the store in `dir` for one command. What the open replays from the WAL stays
+/// there: flushing it would make a reading command rewrite the store, and the flush applies
+/// the default history retention, so the versions `history` shows would go with it.
+fn open_or_create(dir: &Path) -> Result<Db, CliError> {
+    Ok(Db::builder(dir).flush_after_recovery(false).open()?)
 }
 
 pub(crate) fn run(cmd: Command, style: Style, out: &mut dyn Write) -> CliResult {
@@ -54,7 +61,7 @@ pub(crate) fn run(cmd: Command, style: Style, out: &mut dyn Write) -> CliResult 
             let value = third
                 .ok_or_else(|| CliError::new(exit::USAGE, "usage: strata put DIR KEY VALUE"))?;
             // The one command that creates a store where there is none.
-            let db = Db::open(Path::new(&first))?;
+            let db = open_or_create(Path::new(&first))?;
             let v = db.put(arg_bytes(&second, style)?, arg_bytes(&value, style)?)?;
             db.close()?;
             version_line(v, style, out)

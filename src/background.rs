@@ -199,4 +199,49 @@ mod tests {
         result.unwrap();
         assert_eq!(db.get("k").unwrap().as_deref(), Some(&b"stalled"[..]));
     }
+
+    #[test]
+    fn freezing_what_an_open_replayed_keeps_the_segment_the_open_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            Db::builder(dir.path())
+                .flush_after_recovery(false)
+                .open()
+                .unwrap()
+        };
+        let db = open();
+        db.put("k", "v").unwrap();
+        db.close().unwrap();
+        let wal_files = || {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".wal")
+                })
+                .count()
+        };
+        let before = wal_files();
+
+        // The flush after recovery starts with this freeze. The segment the open started has
+        // received nothing, so the freeze must not seal it and start another: a flush cut
+        // off there by close would leave the sealed, empty segment behind at every open.
+        let db = open();
+        let active = |db: &Db| db.wal_segments().iter().find(|s| s.active).unwrap().number;
+        let started = active(&db);
+        db.core().writer.freeze_memtable().unwrap();
+        assert_eq!(active(&db), started, "the freeze started a new segment");
+        db.put("k2", "v2").unwrap();
+        db.close().unwrap();
+
+        // Whether or not the flush finished before close, the store reads back whole and
+        // holds no more segments than it started with plus the one that received `k2`.
+        assert!(wal_files() <= before + 1, "{} segments", wal_files());
+        let db = open();
+        assert_eq!(db.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+        assert_eq!(db.get("k2").unwrap().as_deref(), Some(&b"v2"[..]));
+    }
 }

@@ -193,6 +193,30 @@ fn reopening_a_store_whose_writes_are_in_tables_leaves_one_wal_segment() {
 }
 
 #[test]
+fn opening_and_closing_at_once_with_replayed_writes_leaves_no_trail_of_segments() {
+    // With the default flush after recovery, each open starts flushing what it replayed; a
+    // close right after can cut that flush off at any point.
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder(dir.path())
+        .flush_after_recovery(false)
+        .open()
+        .unwrap();
+    db.put("k", "v").unwrap();
+    db.close().unwrap();
+    let before = wal_files_in(dir.path());
+    for _ in 0..8 {
+        let db = Db::open(dir.path()).unwrap();
+        assert_eq!(db.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+        db.close().unwrap();
+        assert!(
+            wal_files_in(dir.path()) <= before,
+            "{} WAL segments after an open and a close, {before} before",
+            wal_files_in(dir.path())
+        );
+    }
+}
+
+#[test]
 fn reopening_a_store_with_unflushed_writes_leaves_no_trail_of_empty_segments() {
     let dir = tempfile::tempdir().unwrap();
     let wal_files = || wal_files_in(dir.path());

@@ -260,6 +260,11 @@ impl Wal {
         self.active
     }
 
+    /// True while the active segment has received no record.
+    pub fn active_is_empty(&self) -> bool {
+        self.writer.offset() == self.active_start
+    }
+
     /// Forgets the sealed segments numbered below `number` and returns their paths, to be
     /// deleted with [`remove_segments`] after the caller lets go of the WAL: commits need it,
     /// and must not wait for an unlink and a directory sync.

@@ -342,7 +342,18 @@ impl Writer {
     /// the leader lock.
     pub(crate) fn freeze_memtable(&self) -> Result<()> {
         self.freeze_requested.store(false, Ordering::Release);
-        let rolled = self.wal.lock().roll(|| self.catalog.allocate_file_number());
+        let rolled = {
+            let mut wal = self.wal.lock();
+            if wal.active_is_empty() {
+                // The segment holds no write of the memtable being frozen (what an open
+                // replayed lies in older ones), so the fresh memtable can start in it; a new
+                // segment would leave this one behind, sealed and empty, should close cut
+                // the flush off.
+                Ok(wal.active_number())
+            } else {
+                wal.roll(|| self.catalog.allocate_file_number())
+            }
+        };
         let number = match rolled {
             Ok(number) => number,
             Err(e) => {

@@ -213,15 +213,10 @@ mod tests {
         db.put("k", "v").unwrap();
         db.close().unwrap();
         let wal_files = || {
-            std::fs::read_dir(dir.path())
-                .unwrap()
-                .filter(|e| {
-                    e.as_ref()
-                        .unwrap()
-                        .file_name()
-                        .to_string_lossy()
-                        .ends_with(".wal")
-                })
+            let names = crate::fs::FileSystem::list(&crate::fs::StdFs, dir.path()).unwrap();
+            names
+                .iter()
+                .filter(|n| crate::file_names::parse_wal(n).is_some())
                 .count()
         };
         let before = wal_files();

@@ -227,10 +227,7 @@ impl Range {
         if std::mem::take(front_on_entry)
             && let Some(last) = front_last.as_deref()
         {
-            c.next();
-            while c.valid() && key::compare_bytes(key::user_key(c.key()), last).is_eq() {
-                c.next();
-            }
+            step_past(c, last);
         }
         let out = loop {
             if !c.valid() {
@@ -251,10 +248,7 @@ impl Range {
                 // Not returned: skip this key's older versions.
                 scratch.clear();
                 scratch.extend_from_slice(p.user_key);
-                c.next();
-                while c.valid() && key::compare_bytes(key::user_key(c.key()), scratch).is_eq() {
-                    c.next();
-                }
+                step_past(c, scratch);
                 continue;
             }
             if back_last.as_deref().is_some_and(|b| p.user_key >= b) {
@@ -284,10 +278,7 @@ impl Range {
         let value = c.value();
         // Nothing is lent: step past the key's versions now, while they are at hand.
         *front_on_entry = false;
-        c.next();
-        while c.valid() && key::compare_bytes(key::user_key(c.key()), &user).is_eq() {
-            c.next();
-        }
+        step_past(c, &user);
         Some(Ok((user, value)))
     }
 
@@ -392,6 +383,15 @@ impl Range {
                 None
             }
         }
+    }
+}
+
+/// Moves `c` off its entry, whose user key is `user`, and past that key's older versions.
+#[inline]
+fn step_past(c: &mut MergeCursor, user: &[u8]) {
+    c.next();
+    while c.valid() && key::compare_bytes(key::user_key(c.key()), user).is_eq() {
+        c.next();
     }
 }
 

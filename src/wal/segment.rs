@@ -314,7 +314,7 @@ impl Wal {
         }
         let untrimmed = self.take_untrimmed();
         trim_segments(&*self.fs, &untrimmed)?;
-        if self.writer.offset() == self.active_start {
+        if self.active_is_empty() {
             return remove_segments(
                 &*self.fs,
                 &self.dir,

@@ -65,9 +65,15 @@ impl Default for HistoryRetention {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
-    /// Memtable size at which it is frozen and flushed to a table. Default 32 MiB.
+    /// Memtable size at which it is frozen and flushed to a table. Default 24 MiB.
+    ///
+    /// Memtables are most of a store's memory: the active one and up to
+    /// [`Config::max_immutable_memtables`] frozen ones waiting for their flush, so the
+    /// defaults hold at most 48 MiB of writes in memory (plus allocator slack).
     pub memtable_bytes: usize,
-    /// Frozen memtables allowed to wait for their flush before writes stall. Default 2.
+    /// Frozen memtables allowed to wait for their flush before writes stall. Default 1, as
+    /// in LevelDB and RocksDB: a flush writes faster than the commit path fills a memtable,
+    /// so a second waiting memtable buys memory, not throughput.
     pub max_immutable_memtables: usize,
     /// Size at which the active WAL segment is sealed and a new one started. Default 16 MiB.
     /// The active segment and the next one (made ready ahead of use) are allocated on disk at
@@ -147,8 +153,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            memtable_bytes: 32 << 20,
-            max_immutable_memtables: 2,
+            memtable_bytes: 24 << 20,
+            max_immutable_memtables: 1,
             wal_segment_bytes: 16 << 20,
             sync: SyncMode::Always,
             block_bytes: 4096,

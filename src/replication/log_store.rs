@@ -20,7 +20,7 @@
 //! records, torn-tail handling and power-loss recovery, all covered by the engine's crash and
 //! fault-injection tests. A dedicated log would need its own segment index, torn-tail rules
 //! and purge bookkeeping, written and proven again. Its cost is write amplification: entries
-//! still live when a memtable (32 MiB) fills are written a second time into a table; entries
+//! still live when a memtable (24 MiB) fills are written a second time into a table; entries
 //! purged before that die in the memtable (a put shadowed by its tombstone).
 //!
 //! # Layout and durability

@@ -5,6 +5,7 @@
 //! panic.
 #![deny(clippy::indexing_slicing)]
 
+use std::borrow::Borrow;
 use std::cmp::Ordering;
 
 use bytes::Bytes;
@@ -65,14 +66,7 @@ impl Block {
 
     /// A cursor over the block.
     pub fn cursor(&self) -> BlockCursor {
-        BlockCursor {
-            block: self.clone(),
-            key: Vec::new(),
-            value: (0, 0),
-            current: self.restarts_offset,
-            next: self.restarts_offset,
-            err: None,
-        }
+        BlockCursor::new(self.clone())
     }
 
     /// The file offset the block starts at.
@@ -126,10 +120,40 @@ impl Block {
     }
 }
 
+/// A data block as a read hands it out: read in place from the table's map, or shared
+/// with the block cache (decompressed).
+#[derive(Debug, Clone)]
+pub enum BlockRef {
+    /// Stored uncompressed and read in place.
+    Mapped(Block),
+    /// Decompressed, held by the cache and by whoever reads it.
+    Cached(std::sync::Arc<Block>),
+}
+
+impl BlockRef {
+    /// The block.
+    pub fn block(&self) -> &Block {
+        match self {
+            BlockRef::Mapped(b) => b,
+            BlockRef::Cached(b) => b,
+        }
+    }
+}
+
+impl Borrow<Block> for BlockRef {
+    fn borrow(&self) -> &Block {
+        self.block()
+    }
+}
+
 /// A cursor over one block.
+///
+/// It holds its block by a reference-counted handle (`Block`, [`BlockRef`]) or borrows it
+/// (`&Block`, for a search that ends before the block could go away: no reference count is
+/// touched, which for a cached block would be one more cache miss per read).
 #[derive(Debug)]
-pub struct BlockCursor {
-    block: Block,
+pub struct BlockCursor<B: Borrow<Block> = Block> {
+    block: B,
     key: Vec<u8>,
     value: (usize, usize),
     /// Offset of the current entry; `restarts_offset` when invalid.
@@ -139,10 +163,23 @@ pub struct BlockCursor {
     err: Option<Corrupt>,
 }
 
-impl BlockCursor {
+impl<B: Borrow<Block> + Send> BlockCursor<B> {
+    /// A cursor over `block`, not positioned.
+    pub fn new(block: B) -> BlockCursor<B> {
+        let end = block.borrow().restarts_offset;
+        BlockCursor {
+            block,
+            key: Vec::new(),
+            value: (0, 0),
+            current: end,
+            next: end,
+            err: None,
+        }
+    }
+
     fn invalidate(&mut self) {
-        self.current = self.block.restarts_offset;
-        self.next = self.block.restarts_offset;
+        self.current = self.block.borrow().restarts_offset;
+        self.next = self.block.borrow().restarts_offset;
     }
 
     fn fail(&mut self, e: Corrupt) {
@@ -154,14 +191,14 @@ impl BlockCursor {
 
     /// Decodes the entry at `off`, whose key shares a prefix with `self.key`.
     fn decode_at(&mut self, off: usize) -> bool {
-        let end = self.block.restarts_offset;
+        let end = self.block.borrow().restarts_offset;
         if off >= end {
             self.invalidate();
             return false;
         }
-        let Some(src) = self.block.data.get(off..end) else {
+        let Some(src) = self.block.borrow().data.get(off..end) else {
             self.fail(Corrupt::new(
-                self.block.base + off as u64,
+                self.block.borrow().base + off as u64,
                 "entry offset out of range",
             ));
             return false;
@@ -191,7 +228,7 @@ impl BlockCursor {
                 return true;
             }
         }
-        let mut r = Reader::new(src, self.block.base + off as u64);
+        let mut r = Reader::new(src, self.block.borrow().base + off as u64);
         let decoded = (|| {
             let shared = r.varint32("shared length")? as usize;
             let unshared = r.varint32("key length")? as usize;
@@ -222,18 +259,18 @@ impl BlockCursor {
 
     fn seek_to_restart(&mut self, i: usize) -> bool {
         self.key.clear();
-        let off = self.block.restart(i);
+        let off = self.block.borrow().restart(i);
         self.decode_at(off)
     }
 
     /// Binary search: the last restart point whose key is below `target` (0 if none).
     fn restart_before(&mut self, target: &[u8]) -> usize {
-        let (mut left, mut right) = (0usize, self.block.num_restarts - 1);
+        let (mut left, mut right) = (0usize, self.block.borrow().num_restarts - 1);
         while left < right {
             let mid = (left + right).div_ceil(2);
             // A restart entry holds its whole key: compare it in place when its header is
             // the common one-byte form, else decode it (which reports damage).
-            let below = match self.block.restart_key(mid) {
+            let below = match self.block.borrow().restart_key(mid) {
                 Some(k) => key::compare(k, target) == Ordering::Less,
                 None => {
                     if !self.seek_to_restart(mid) {
@@ -252,19 +289,19 @@ impl BlockCursor {
     }
 }
 
-impl BlockCursor {
+impl<B: Borrow<Block> + Send> BlockCursor<B> {
     /// Positions at the entry restart point `restart` starts (in an index block, which has
     /// a restart point at every entry, the entry of that ordinal).
     pub fn seek_to_restart_point(&mut self, restart: usize) {
         if self.err.is_none() {
-            self.seek_to_restart(restart.min(self.block.num_restarts - 1));
+            self.seek_to_restart(restart.min(self.block.borrow().num_restarts - 1));
         }
     }
 
     /// Positions at the first entry at or after `target`, scanning forward from restart
     /// point `restart` (the caller knows no entry before it is at or after `target`).
     pub fn seek_from(&mut self, restart: usize, target: &[u8]) {
-        let start = restart.min(self.block.num_restarts - 1);
+        let start = restart.min(self.block.borrow().num_restarts - 1);
         if self.err.is_some() || !self.seek_to_restart(start) {
             return;
         }
@@ -277,7 +314,7 @@ impl BlockCursor {
     }
 }
 
-impl Cursor for BlockCursor {
+impl<B: Borrow<Block> + Send> Cursor for BlockCursor<B> {
     fn seek(&mut self, target: &[u8]) {
         let start = self.restart_before(target);
         self.seek_from(start, target);
@@ -299,10 +336,10 @@ impl Cursor for BlockCursor {
     }
 
     fn seek_to_last(&mut self) {
-        if !self.seek_to_restart(self.block.num_restarts - 1) {
+        if !self.seek_to_restart(self.block.borrow().num_restarts - 1) {
             return;
         }
-        while self.next < self.block.restarts_offset {
+        while self.next < self.block.borrow().restarts_offset {
             let next = self.next;
             if !self.decode_at(next) {
                 return;
@@ -317,8 +354,8 @@ impl Cursor for BlockCursor {
 
     fn prev(&mut self) {
         let original = self.current;
-        let mut i = self.block.num_restarts - 1;
-        while self.block.restart(i) >= original {
+        let mut i = self.block.borrow().num_restarts - 1;
+        while self.block.borrow().restart(i) >= original {
             if i == 0 {
                 self.invalidate();
                 return;
@@ -335,7 +372,7 @@ impl Cursor for BlockCursor {
             }
         }
         if self.next != original {
-            let base = self.block.base + original as u64;
+            let base = self.block.borrow().base + original as u64;
             self.fail(Corrupt::new(
                 base,
                 "entries do not chain to the current one",
@@ -344,7 +381,7 @@ impl Cursor for BlockCursor {
     }
 
     fn valid(&self) -> bool {
-        self.current < self.block.restarts_offset
+        self.current < self.block.borrow().restarts_offset
     }
 
     fn key(&self) -> &[u8] {
@@ -352,11 +389,12 @@ impl Cursor for BlockCursor {
     }
 
     fn value(&self) -> Bytes {
-        self.block.data.slice(self.value.0..self.value.1)
+        self.block.borrow().data.slice(self.value.0..self.value.1)
     }
 
     fn value_ref(&self) -> &[u8] {
         self.block
+            .borrow()
             .data
             .get(self.value.0..self.value.1)
             .unwrap_or(&[])
@@ -374,12 +412,12 @@ impl Cursor for BlockCursor {
     }
 }
 
-impl BlockCursor {
+impl<B: Borrow<Block> + Send> BlockCursor<B> {
     /// The ordinal of the current entry when it starts a restart point (every entry of an
     /// index block does): a stable number for the data block it names.
     pub fn ordinal(&self) -> Option<usize> {
         if self.valid() {
-            self.block.restart_at(self.current)
+            self.block.borrow().restart_at(self.current)
         } else {
             None
         }

@@ -7,6 +7,7 @@
 //! total weight never exceeds the configured capacity (a block heavier than what the cache
 //! can hold is simply not kept).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use quick_cache::Weighter;
@@ -44,15 +45,15 @@ pub struct BlockCacheStats {
 #[derive(Debug, Clone, Copy)]
 struct BlockWeight;
 
-impl Weighter<(u64, u64), Block> for BlockWeight {
-    fn weight(&self, _key: &(u64, u64), block: &Block) -> u64 {
+impl Weighter<(u64, u64), Arc<Block>> for BlockWeight {
+    fn weight(&self, _key: &(u64, u64), block: &Arc<Block>) -> u64 {
         block.size() as u64 + ENTRY_OVERHEAD
     }
 }
 
 /// A bounded, concurrent cache of decompressed blocks.
 pub struct BlockCache {
-    cache: Option<Cache<(u64, u64), Block, BlockWeight>>,
+    cache: Option<Cache<(u64, u64), Arc<Block>, BlockWeight>>,
     capacity: u64,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -85,7 +86,7 @@ impl BlockCache {
 
     /// The decompressed block at `offset` of table `table_id`, if cached (counted as a hit
     /// or a miss).
-    pub fn get(&self, table_id: u64, offset: u64) -> Option<Block> {
+    pub fn get(&self, table_id: u64, offset: u64) -> Option<Arc<Block>> {
         let found = self.cache.as_ref().and_then(|c| c.get(&(table_id, offset)));
         let counter = if found.is_some() {
             &self.hits
@@ -97,7 +98,7 @@ impl BlockCache {
     }
 
     /// Keeps a decompressed block.
-    pub fn insert(&self, table_id: u64, offset: u64, block: Block) {
+    pub fn insert(&self, table_id: u64, offset: u64, block: Arc<Block>) {
         if let Some(c) = &self.cache {
             c.insert((table_id, offset), block);
         }
@@ -120,7 +121,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn block(size: usize) -> Block {
+    fn block(size: usize) -> Arc<Block> {
         let mut b = super::super::block_builder::BlockBuilder::new(16);
         let mut i = 0u64;
         while b.estimated_size() < size {
@@ -132,7 +133,7 @@ mod tests {
             b.add(&k, &[7; 50]);
             i += 1;
         }
-        Block::new(Bytes::from(b.finish()), 0).unwrap()
+        Arc::new(Block::new(Bytes::from(b.finish()), 0).unwrap())
     }
 
     #[test]

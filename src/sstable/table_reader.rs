@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
-use super::block::{Block, BlockCursor};
+use super::block::{Block, BlockCursor, BlockRef};
 use super::block_cache::{BlockCache, next_table_id};
 use super::compression::{Compression, decompress};
 use super::filter::Filter;
@@ -201,7 +201,7 @@ impl Table {
     /// compressed block missing from the cache is decompressed, and put in the cache when
     /// `fill_cache` (one pass over a table, as a compaction makes, would only evict the
     /// blocks that readers use).
-    fn data_block(&self, index: &BlockCursor, fill_cache: bool) -> Result<Block, Corrupt> {
+    fn data_block(&self, index: &BlockCursor, fill_cache: bool) -> Result<BlockRef, Corrupt> {
         let h = BlockHandle::decode(&index.value())?;
         self.block_at(index.ordinal(), h, fill_cache)
     }
@@ -213,12 +213,12 @@ impl Table {
         ordinal: Option<usize>,
         h: BlockHandle,
         fill_cache: bool,
-    ) -> Result<Block, Corrupt> {
+    ) -> Result<BlockRef, Corrupt> {
         // A table written compressed throughout asks the cache first: a hit needs neither
         // the stored block nor its trailer (it was checked when it was decompressed).
         let cache_first = self.all_compressed && self.cache.is_some();
         if cache_first && let Some(b) = self.cache.as_ref().and_then(|c| c.get(self.id, h.offset)) {
-            return Ok(b);
+            return Ok(BlockRef::Cached(b));
         }
         let slot = ordinal.and_then(|o| self.verified.get(o / 64).map(|w| (w, 1u64 << (o % 64))));
         let known_good = slot.is_some_and(|(w, bit)| w.load(Ordering::Relaxed) & bit != 0);
@@ -231,16 +231,16 @@ impl Table {
                 .flatten()
         };
         let block = if codec == Compression::None {
-            Block::new(stored.stored, h.offset)?
+            BlockRef::Mapped(Block::new(stored.stored, h.offset)?)
         } else if let Some(b) = cached() {
-            b
+            BlockRef::Cached(b)
         } else {
             let raw = decompress(&stored.stored, codec, h.offset)?;
-            let b = Block::new(Bytes::from(raw), h.offset)?;
+            let b = Arc::new(Block::new(Bytes::from(raw), h.offset)?);
             if fill_cache && let Some(c) = &self.cache {
-                c.insert(self.id, h.offset, b.clone());
+                c.insert(self.id, h.offset, Arc::clone(&b));
             }
-            b
+            BlockRef::Cached(b)
         };
         if let Some((w, bit)) = slot {
             w.fetch_or(bit, Ordering::Relaxed);
@@ -303,8 +303,14 @@ impl Table {
             }
         }
         .map_err(|e| self.corrupt(e))?;
-        let mut c = block.cursor();
-        c.seek(&target);
+        self.search(&block, &target, user_key)
+    }
+
+    /// The entry for `user_key` at or after internal key `target` in `block`, if any. A
+    /// value from a cached block is copied out rather than kept alive with the block.
+    fn search(&self, block: &BlockRef, target: &[u8], user_key: &[u8]) -> Result<Option<Hit>> {
+        let mut c = BlockCursor::new(block.block());
+        c.seek(target);
         if let Some(e) = c.corruption() {
             return Err(self.corrupt(e.clone()));
         }
@@ -319,7 +325,10 @@ impl Table {
         Ok(Some(Hit {
             seq: parsed.seq,
             kind: parsed.kind,
-            value: c.value(),
+            value: match block {
+                BlockRef::Mapped(_) => c.value(),
+                BlockRef::Cached(_) => Bytes::copy_from_slice(c.value_ref()),
+            },
         }))
     }
 
@@ -364,7 +373,7 @@ impl Drop for Table {
 pub struct TableCursor {
     table: Arc<Table>,
     index: BlockCursor,
-    data: Option<BlockCursor>,
+    data: Option<BlockCursor<BlockRef>>,
     err: Option<Error>,
     /// Made by [`Table::sequential_cursor`]: it releases the map's pages behind it, and the
     /// blocks it decompresses are not cached.
@@ -418,8 +427,8 @@ impl TableCursor {
         }
         match self.table.data_block(&self.index, !self.sequential) {
             Ok(b) => {
-                self.release_until(b.offset() as usize, RELEASE_STEP);
-                self.data = Some(b.cursor());
+                self.release_until(b.block().offset() as usize, RELEASE_STEP);
+                self.data = Some(BlockCursor::new(b));
                 true
             }
             Err(e) => {
@@ -481,8 +490,8 @@ impl Cursor for TableCursor {
             self.pending_index = Some(ordinal);
             match self.table.block_at(Some(ordinal), h, !self.sequential) {
                 Ok(b) => {
-                    self.release_until(b.offset() as usize, RELEASE_STEP);
-                    let mut d = b.cursor();
+                    self.release_until(b.block().offset() as usize, RELEASE_STEP);
+                    let mut d = BlockCursor::new(b);
                     d.seek(target);
                     self.data = Some(d);
                 }

@@ -48,9 +48,9 @@ struct Args {
     /// Operations for read workloads (default: --num).
     #[arg(long)]
     reads: Option<u64>,
-    /// Memtable size in MiB.
-    #[arg(long, default_value_t = 32)]
-    memtable_mib: usize,
+    /// Memtable size in MiB (default: the store's default).
+    #[arg(long)]
+    memtable_mib: Option<usize>,
     /// Entries read after each seek in `seekrandom`.
     #[arg(long, default_value_t = 100)]
     scan_len: usize,
@@ -248,9 +248,10 @@ fn disk_bytes(dir: &Path, wal_bytes: u64) -> u64 {
 }
 
 fn open(path: &Path, sync: SyncMode, args: &Args) -> Db {
-    let mut b = Db::builder(path)
-        .sync_mode(sync)
-        .memtable_bytes(args.memtable_mib << 20);
+    let mut b = Db::builder(path).sync_mode(sync);
+    if let Some(mib) = args.memtable_mib {
+        b = b.memtable_bytes(mib << 20);
+    }
     match args.compression.as_str() {
         "default" => {}
         "none" => b = b.compression(Compression::None),
@@ -278,7 +279,10 @@ fn main() {
     std::fs::create_dir_all(&args.dir).expect("create bench dir");
     println!(
         "strata db_bench: {} keys, 16-byte keys, {}-byte values, memtable {} MiB",
-        args.num, args.value_size, args.memtable_mib
+        args.num,
+        args.value_size,
+        args.memtable_mib
+            .unwrap_or(strata::Config::default().memtable_bytes >> 20)
     );
     let names: Vec<String> = args
         .benchmarks

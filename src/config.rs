@@ -118,7 +118,11 @@ pub struct Config {
     /// Default 16 KiB; 0 turns it off.
     pub seek_compaction_bytes: u64,
     /// Target size of level 1; each deeper level is `level_multiplier` times larger.
-    /// Default 64 MiB.
+    /// Default 256 MiB, as RocksDB's `max_bytes_for_level_base`: a store of up to about that
+    /// size keeps its tables in levels 0 and 1, so once level 0 is compacted a scan merges
+    /// one sorted run of tables (plus the memtables), and fills do not spend time
+    /// compressing into level 2. Level 1 is uncompressed by default: a smaller target
+    /// makes such a store smaller on disk and slower to read.
     pub level1_bytes: u64,
     /// Size ratio between adjacent levels. Default 10.
     pub level_multiplier: u64,
@@ -168,7 +172,7 @@ impl Default for Config {
             l0_slowdown_tables: 12,
             l0_stop_tables: 24,
             seek_compaction_bytes: 16 << 10,
-            level1_bytes: 64 << 20,
+            level1_bytes: 256 << 20,
             level_multiplier: 10,
             target_table_bytes: 16 << 20,
             pending_compaction_slowdown_bytes: 1 << 30,

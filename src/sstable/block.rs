@@ -120,14 +120,15 @@ impl Block {
     }
 }
 
-/// A data block as a read hands it out: read in place from the table's map, or shared
-/// with the block cache (decompressed).
+/// A data block as a read hands it out: read in place from the table's map, or
+/// decompressed into memory.
 #[derive(Debug, Clone)]
 pub enum BlockRef {
     /// Stored uncompressed and read in place.
     Mapped(Block),
-    /// Decompressed, held by the cache and by whoever reads it.
-    Cached(std::sync::Arc<Block>),
+    /// Decompressed; shared with the block cache when the read found it there or put it
+    /// there.
+    Decompressed(std::sync::Arc<Block>),
 }
 
 impl BlockRef {
@@ -135,7 +136,7 @@ impl BlockRef {
     pub fn block(&self) -> &Block {
         match self {
             BlockRef::Mapped(b) => b,
-            BlockRef::Cached(b) => b,
+            BlockRef::Decompressed(b) => b,
         }
     }
 }

@@ -218,7 +218,7 @@ impl Table {
         // the stored block nor its trailer (it was checked when it was decompressed).
         let cache_first = self.all_compressed && self.cache.is_some();
         if cache_first && let Some(b) = self.cache.as_ref().and_then(|c| c.get(self.id, h.offset)) {
-            return Ok(BlockRef::Cached(b));
+            return Ok(BlockRef::Decompressed(b));
         }
         let slot = ordinal.and_then(|o| self.verified.get(o / 64).map(|w| (w, 1u64 << (o % 64))));
         let known_good = slot.is_some_and(|(w, bit)| w.load(Ordering::Relaxed) & bit != 0);
@@ -233,14 +233,14 @@ impl Table {
         let block = if codec == Compression::None {
             BlockRef::Mapped(Block::new(stored.stored, h.offset)?)
         } else if let Some(b) = cached() {
-            BlockRef::Cached(b)
+            BlockRef::Decompressed(b)
         } else {
             let raw = decompress(&stored.stored, codec, h.offset)?;
             let b = Arc::new(Block::new(Bytes::from(raw), h.offset)?);
             if fill_cache && let Some(c) = &self.cache {
                 c.insert(self.id, h.offset, Arc::clone(&b));
             }
-            BlockRef::Cached(b)
+            BlockRef::Decompressed(b)
         };
         if let Some((w, bit)) = slot {
             w.fetch_or(bit, Ordering::Relaxed);
@@ -307,7 +307,8 @@ impl Table {
     }
 
     /// The entry for `user_key` at or after internal key `target` in `block`, if any. A
-    /// value from a cached block is copied out rather than kept alive with the block.
+    /// value from a decompressed block is copied out rather than keeping the block alive
+    /// outside the cache's bound.
     fn search(&self, block: &BlockRef, target: &[u8], user_key: &[u8]) -> Result<Option<Hit>> {
         let mut c = BlockCursor::new(block.block());
         c.seek(target);
@@ -327,7 +328,7 @@ impl Table {
             kind: parsed.kind,
             value: match block {
                 BlockRef::Mapped(_) => c.value(),
-                BlockRef::Cached(_) => Bytes::copy_from_slice(c.value_ref()),
+                BlockRef::Decompressed(_) => Bytes::copy_from_slice(c.value_ref()),
             },
         }))
     }

@@ -210,7 +210,7 @@ impl JobContext<'_> {
                     });
                 }
                 if let Some(out) = &mut current {
-                    out.builder.add(ikey, &merged.value())?;
+                    out.builder.add(ikey, merged.value_ref())?;
                 }
             }
             merged.next();

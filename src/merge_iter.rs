@@ -110,32 +110,56 @@ impl Cursor for Source {
 /// Merges any number of cursors. Internal keys are unique across sources (every write has its
 /// own seqno), so the merge never has to break ties.
 ///
-/// The valid children are kept in a binary heap ordered by their current keys (smallest on
-/// top going forward, largest going backward), so a step costs one move of one child and
-/// about log2(children) key comparisons, not a comparison with every child.
+/// The children play a tournament (a tree of losers, as in an external merge sort): each
+/// inner node of a complete binary tree over the children remembers the child that lost the
+/// match played there, and the overall winner is the current entry (smallest key going
+/// forward, largest going backward). A step moves the winner and replays only its path to
+/// the root: one comparison per level, about log2(children) in all, where a binary heap
+/// compares twice at each level it sifts through. Each child's current key is copied beside
+/// the tree, so a match compares two buffers instead of asking both children for their keys
+/// through their cursors.
 pub(crate) struct MergeCursor {
     children: Vec<Source>,
-    /// Indices of the valid children, heap-ordered; `heap[0]` is the current one.
-    heap: Vec<usize>,
+    /// `tree[0]` is the winner (the current child); `tree[n]` for `1 <= n < children` holds
+    /// the loser of the match at inner node `n`, whose two sides are nodes `2n` and `2n + 1`
+    /// (a node `m >= children` is the leaf of child `m - children`).
+    tree: Vec<usize>,
+    /// Each child's current key, up to date while `live` says it is on an entry (except the
+    /// winner's while it is the only one: see `step`).
+    keys: Vec<Vec<u8>>,
+    /// Whether each child is on an entry.
+    live: Vec<bool>,
+    /// How many children are on an entry. With one, a step has nobody to play against and
+    /// neither copies its key nor replays.
+    live_count: usize,
     forward: bool,
 }
 
 impl MergeCursor {
     pub(crate) fn new(children: Vec<Source>) -> MergeCursor {
-        let heap = Vec::with_capacity(children.len());
+        let n = children.len();
         MergeCursor {
             children,
-            heap,
+            tree: vec![0; n.max(1)],
+            keys: vec![Vec::new(); n],
+            live: vec![false; n],
+            live_count: 0,
             forward: true,
         }
     }
 
-    /// True when child `a` belongs above child `b` in the heap.
-    fn above(&self, a: usize, b: usize) -> bool {
-        let (Some(ca), Some(cb)) = (self.children.get(a), self.children.get(b)) else {
+    /// True when child `a` wins over child `b`: it is on an entry and `b` is not, or its
+    /// key comes first in the current direction.
+    fn beats(&self, a: usize, b: usize) -> bool {
+        match (self.live.get(a), self.live.get(b)) {
+            (Some(true), Some(true)) => {}
+            (Some(true), _) => return true,
+            _ => return false,
+        }
+        let (Some(ka), Some(kb)) = (self.keys.get(a), self.keys.get(b)) else {
             return false;
         };
-        let ord = key::compare(ca.key(), cb.key());
+        let ord = key::compare(ka, kb);
         if self.forward {
             ord == Ordering::Less
         } else {
@@ -143,46 +167,92 @@ impl MergeCursor {
         }
     }
 
-    fn heap_at(&self, i: usize) -> usize {
-        self.heap.get(i).copied().unwrap_or_default()
-    }
-
-    /// Restores the heap order below position `i`.
-    fn sift_down(&mut self, mut i: usize) {
-        let n = self.heap.len();
-        loop {
-            let (l, r) = (2 * i + 1, 2 * i + 2);
-            let mut top = i;
-            if l < n && self.above(self.heap_at(l), self.heap_at(top)) {
-                top = l;
+    /// Copies child `i`'s position (on an entry or not, and its key) beside the tree.
+    fn note(&mut self, i: usize) {
+        let (Some(c), Some(k), Some(live)) = (
+            self.children.get(i),
+            self.keys.get_mut(i),
+            self.live.get_mut(i),
+        ) else {
+            return;
+        };
+        let now = c.valid();
+        if *live != now {
+            *live = now;
+            if now {
+                self.live_count += 1;
+            } else {
+                self.live_count -= 1;
             }
-            if r < n && self.above(self.heap_at(r), self.heap_at(top)) {
-                top = r;
-            }
-            if top == i {
-                return;
-            }
-            self.heap.swap(i, top);
-            i = top;
+        }
+        if now {
+            k.clear();
+            k.extend_from_slice(c.key());
         }
     }
 
-    /// Rebuilds the heap from every valid child, in direction `forward`.
+    /// Plays the matches below node `node`, storing each loser; returns the winner.
+    fn play(&mut self, node: usize) -> usize {
+        let n = self.children.len();
+        if node >= n {
+            return node - n;
+        }
+        let left = self.play(2 * node);
+        let right = self.play(2 * node + 1);
+        let (winner, loser) = if self.beats(right, left) {
+            (right, left)
+        } else {
+            (left, right)
+        };
+        if let Some(slot) = self.tree.get_mut(node) {
+            *slot = loser;
+        }
+        winner
+    }
+
+    /// Replays the matches on the path from child `winner`'s leaf to the root, after it
+    /// moved.
+    fn replay(&mut self, mut winner: usize) {
+        let mut node = (winner + self.children.len()) / 2;
+        while node > 0 {
+            let loser = self.tree.get(node).copied().unwrap_or(winner);
+            if self.beats(loser, winner)
+                && let Some(slot) = self.tree.get_mut(node)
+            {
+                *slot = winner;
+                winner = loser;
+            }
+            node /= 2;
+        }
+        if let Some(top) = self.tree.first_mut() {
+            *top = winner;
+        }
+    }
+
+    /// Notes every child's position and plays the whole tournament, in direction `forward`.
     fn rebuild(&mut self, forward: bool) {
         self.forward = forward;
-        self.heap.clear();
-        for (i, c) in self.children.iter().enumerate() {
-            if c.valid() {
-                self.heap.push(i);
-            }
+        for i in 0..self.children.len() {
+            self.note(i);
         }
-        for i in (0..self.heap.len() / 2).rev() {
-            self.sift_down(i);
+        let winner = if self.children.len() > 1 {
+            self.play(1)
+        } else {
+            0
+        };
+        if let Some(top) = self.tree.first_mut() {
+            *top = winner;
         }
+    }
+
+    /// The child the merge is on, if any.
+    fn current(&self) -> Option<usize> {
+        let top = self.tree.first().copied()?;
+        self.live.get(top).copied().unwrap_or(false).then_some(top)
     }
 
     fn current_child(&self) -> Option<&Source> {
-        self.heap.first().and_then(|&i| self.children.get(i))
+        self.current().and_then(|i| self.children.get(i))
     }
 
     /// Moves every child other than the current one to the entry that follows (or, going
@@ -209,9 +279,9 @@ impl MergeCursor {
         }
     }
 
-    /// Moves the current child one step in direction `forward` and restores the heap.
+    /// Moves the current child one step in direction `forward` and replays its matches.
     fn step(&mut self, forward: bool) {
-        let Some(&cur) = self.heap.first() else {
+        let Some(cur) = self.current() else {
             return;
         };
         if self.forward != forward {
@@ -226,21 +296,21 @@ impl MergeCursor {
             self.rebuild(forward);
             return;
         }
-        let still_valid = match self.children.get_mut(cur) {
-            Some(c) => {
-                if forward {
-                    c.next();
-                } else {
-                    c.prev();
-                }
-                c.valid()
-            }
-            None => false,
+        let Some(c) = self.children.get_mut(cur) else {
+            return;
         };
-        if !still_valid {
-            self.heap.swap_remove(0);
+        if forward {
+            c.next();
+        } else {
+            c.prev();
         }
-        self.sift_down(0);
+        if self.live_count == 1 && c.valid() {
+            // Alone on an entry, it stays the winner; no match reads its key until a
+            // rebuild brings another child back, and a rebuild copies every key afresh.
+            return;
+        }
+        self.note(cur);
+        self.replay(cur);
     }
 }
 
@@ -282,7 +352,7 @@ impl Cursor for MergeCursor {
     }
 
     fn valid(&self) -> bool {
-        !self.heap.is_empty()
+        self.current().is_some()
     }
 
     fn key(&self) -> &[u8] {
@@ -473,6 +543,100 @@ mod tests {
     use crate::batch::Op;
     use crate::key::Kind;
     use crate::memtable::Memtable;
+
+    /// Memtable sources holding `keys[i]` (user key, seqno) each, and every internal key
+    /// in order.
+    fn sources(keys: &[Vec<(String, u64)>]) -> (Vec<Source>, Vec<Vec<u8>>) {
+        let mut all = Vec::new();
+        let mut children: Vec<Source> = Vec::new();
+        for src in keys {
+            let m = Arc::new(Memtable::new(1, 1 << 20));
+            for (user, seq) in src {
+                let op = Op {
+                    kind: Kind::Put,
+                    key: user.as_bytes(),
+                    value: b"v",
+                };
+                m.insert_ops(*seq, &[op]);
+                all.push(key::encode(
+                    user.as_bytes(),
+                    crate::seqno::SeqNo::new(*seq),
+                    1,
+                ));
+            }
+            children.push(m.cursor().into());
+        }
+        all.sort_by(|a, b| key::compare(a, b));
+        (children, all)
+    }
+
+    /// From no source to nine (so trees of every shape, not only powers of two), with empty
+    /// sources, sources that run out early and several versions of one key in different
+    /// sources: the merge yields every entry in order forward and backward, and a seek to
+    /// any entry followed by steps either way lands where the sorted list says.
+    #[test]
+    fn merge_of_any_number_of_sources_is_the_sorted_union() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for n in 0..10usize {
+            let mut keys: Vec<Vec<(String, u64)>> = vec![Vec::new(); n];
+            let mut seq = 0;
+            for i in 0..120u64 {
+                if n == 0 {
+                    break;
+                }
+                // Source 0 stays empty when there are several; the last one stops early.
+                let src = (next() % n as u64) as usize;
+                if (n > 1 && src == 0) || (n > 2 && src == n - 1 && i > 40) {
+                    continue;
+                }
+                let user = format!("k{:03}", i / 2);
+                seq += 1;
+                if let Some(k) = keys.get_mut(src) {
+                    k.push((user, seq));
+                }
+            }
+            let (children, all) = sources(&keys);
+            let mut c = MergeCursor::new(children);
+            c.seek_to_first();
+            let mut fwd = Vec::new();
+            while c.valid() {
+                fwd.push(c.key().to_vec());
+                c.next();
+            }
+            assert_eq!(fwd, all, "{n} sources, forward");
+            c.seek_to_last();
+            let mut back = Vec::new();
+            while c.valid() {
+                back.push(c.key().to_vec());
+                c.prev();
+            }
+            back.reverse();
+            assert_eq!(back, all, "{n} sources, backward");
+            for (at, k) in all.iter().enumerate() {
+                c.seek(k);
+                assert_eq!(c.key(), &k[..], "{n} sources, seek {at}");
+                c.next();
+                match all.get(at + 1) {
+                    Some(after) => assert_eq!(c.key(), &after[..], "{n} sources, next after {at}"),
+                    None => assert!(!c.valid()),
+                }
+                c.seek(k);
+                c.prev();
+                match at.checked_sub(1).and_then(|b| all.get(b)) {
+                    Some(before) => assert_eq!(c.key(), &before[..], "{n} sources, prev of {at}"),
+                    None => assert!(!c.valid()),
+                }
+            }
+            c.seek(b"zzz");
+            assert!(!c.valid(), "{n} sources, seek past the end");
+        }
+    }
 
     /// Three sources with interleaved keys; the merge walks them in order both ways and
     /// across changes of direction at every position.

@@ -35,3 +35,24 @@ pub(crate) trait Cursor: Send {
     /// The first error met, if any.
     fn status(&self) -> Result<()>;
 }
+
+/// Every key of a cursor walked from its first entry forward, and from its last entry
+/// backward (returned in forward order, so the two can be compared with each other and with
+/// the expected list).
+#[cfg(test)]
+pub(crate) fn keys_both_ways(c: &mut impl Cursor) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    c.seek_to_first();
+    let mut forward = Vec::new();
+    while c.valid() {
+        forward.push(c.key().to_vec());
+        c.next();
+    }
+    c.seek_to_last();
+    let mut backward = Vec::new();
+    while c.valid() {
+        backward.push(c.key().to_vec());
+        c.prev();
+    }
+    backward.reverse();
+    (forward, backward)
+}

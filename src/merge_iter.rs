@@ -603,20 +603,8 @@ mod tests {
             }
             let (children, all) = sources(&keys);
             let mut c = MergeCursor::new(children);
-            c.seek_to_first();
-            let mut fwd = Vec::new();
-            while c.valid() {
-                fwd.push(c.key().to_vec());
-                c.next();
-            }
+            let (fwd, back) = crate::cursor::keys_both_ways(&mut c);
             assert_eq!(fwd, all, "{n} sources, forward");
-            c.seek_to_last();
-            let mut back = Vec::new();
-            while c.valid() {
-                back.push(c.key().to_vec());
-                c.prev();
-            }
-            back.reverse();
             assert_eq!(back, all, "{n} sources, backward");
             for (at, k) in all.iter().enumerate() {
                 c.seek(k);
@@ -668,20 +656,8 @@ mod tests {
         }
         all.sort_by(|a, b| key::compare(a, b));
         let mut c = MergeCursor::new(children);
-        c.seek_to_first();
-        let mut fwd = Vec::new();
-        while c.valid() {
-            fwd.push(c.key().to_vec());
-            c.next();
-        }
+        let (fwd, back) = crate::cursor::keys_both_ways(&mut c);
         assert_eq!(fwd, all);
-        c.seek_to_last();
-        let mut back = Vec::new();
-        while c.valid() {
-            back.push(c.key().to_vec());
-            c.prev();
-        }
-        back.reverse();
         assert_eq!(back, all);
         for at in 1..all.len() - 1 {
             c.seek(&all[at]);

@@ -458,20 +458,8 @@ mod tests {
             for n in [0, 1, 2, 17, 100] {
                 let (block, keys) = build(n, interval);
                 let mut c = block.cursor();
-                c.seek_to_first();
-                let mut got = Vec::new();
-                while c.valid() {
-                    got.push(c.key().to_vec());
-                    c.next();
-                }
+                let (got, back) = crate::cursor::keys_both_ways(&mut c);
                 assert_eq!(got, keys, "forward n={n} interval={interval}");
-                c.seek_to_last();
-                let mut back = Vec::new();
-                while c.valid() {
-                    back.push(c.key().to_vec());
-                    c.prev();
-                }
-                back.reverse();
                 assert_eq!(back, keys, "backward n={n} interval={interval}");
                 for (i, k) in keys.iter().enumerate() {
                     let user = key::user_key(k);

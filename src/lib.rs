@@ -98,6 +98,7 @@ mod manifest;
 mod memtable;
 mod merge_iter;
 mod mmap;
+mod prefetch;
 mod recovery;
 mod retention;
 mod seqno;

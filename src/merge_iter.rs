@@ -13,6 +13,7 @@ use crate::cursor::Cursor;
 use crate::error::Result;
 use crate::key;
 use crate::memtable::MemCursor;
+use crate::sstable::format::BlockHandle;
 use crate::sstable::table_reader::{Table, TableCursor};
 
 /// One input of a merge. An enum rather than a boxed trait object: the merge asks its
@@ -53,6 +54,18 @@ macro_rules! each {
             Source::Level($c) => $e,
         }
     };
+}
+
+impl Source {
+    /// The table a seek for `target` searches in this source, when it is a table or a level
+    /// (a memtable has none).
+    fn table_for_seek(&self, target: &[u8]) -> Option<&Table> {
+        match self {
+            Source::Mem(_) => None,
+            Source::Table(c) => Some(c.table()),
+            Source::Level(l) => l.tables.get(l.table_for_seek(target)).map(|t| &**t),
+        }
+    }
 }
 
 impl Cursor for Source {
@@ -133,6 +146,8 @@ pub(crate) struct MergeCursor {
     /// neither copies its key nor replays.
     live_count: usize,
     forward: bool,
+    /// Per child, the block a seek asked for ahead (see `ask_ahead`).
+    asked: Vec<Option<BlockHandle>>,
 }
 
 impl MergeCursor {
@@ -145,6 +160,29 @@ impl MergeCursor {
             live: vec![false; n],
             live_count: 0,
             forward: true,
+            asked: vec![None; n],
+        }
+    }
+
+    /// Before a seek searches its sources one after another, asks each table it will search
+    /// for the cache lines of the block the seek lands in: first every block's restart
+    /// array, then, once those are on their way, every block's restart keys. The misses of
+    /// the sources then overlap instead of following one another, which is most of a seek's
+    /// cost over several sorted runs read cold. Nothing is read that the seek does not
+    /// check again.
+    fn ask_ahead(&mut self, target: &[u8]) {
+        if self.children.len() < 2 {
+            return;
+        }
+        for (c, asked) in self.children.iter().zip(&mut self.asked) {
+            *asked = c
+                .table_for_seek(target)
+                .and_then(|t| t.ask_for_seek(target));
+        }
+        for (c, asked) in self.children.iter().zip(&self.asked) {
+            if let (Some(h), Some(t)) = (asked, c.table_for_seek(target)) {
+                t.ask_for_restart_keys(*h);
+            }
         }
     }
 
@@ -316,6 +354,7 @@ impl MergeCursor {
 
 impl Cursor for MergeCursor {
     fn seek(&mut self, target: &[u8]) {
+        self.ask_ahead(target);
         for c in &mut self.children {
             c.seek(target);
         }
@@ -385,6 +424,13 @@ pub(crate) struct LevelCursor {
 }
 
 impl LevelCursor {
+    /// The position of the first table whose largest key is at or after `target`: the one a
+    /// seek searches (the level's length when there is none).
+    fn table_for_seek(&self, target: &[u8]) -> usize {
+        self.tables
+            .partition_point(|t| key::compare(&t.props().largest, target) == Ordering::Less)
+    }
+
     pub(crate) fn new(tables: Arc<[Arc<Table>]>) -> LevelCursor {
         LevelCursor {
             tables,
@@ -452,9 +498,7 @@ impl LevelCursor {
 
 impl Cursor for LevelCursor {
     fn seek(&mut self, target: &[u8]) {
-        let i = self
-            .tables
-            .partition_point(|t| key::compare(&t.props().largest, target) == Ordering::Less);
+        let i = self.table_for_seek(target);
         if self.open(i)
             && let Some(c) = &mut self.cur
         {

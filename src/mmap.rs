@@ -1,5 +1,6 @@
 //! Memory maps: read-only maps of immutable files, and the shared writable map a WAL segment
-//! is appended through. The only `unsafe` code in strata.
+//! is appended through. With the cache hints of `prefetch`, the only `unsafe` code in
+//! strata.
 //!
 //! A table is mapped only after it was written in full under its final name, fsynced, and its
 //! directory entry synced; recovery also checks its length against the manifest before

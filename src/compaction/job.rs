@@ -16,7 +16,7 @@ use super::{CompactionReason, CompactionRun};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::cursor::Cursor;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, catch_panic};
 use crate::file_names;
 use crate::key::{self, Kind};
 use crate::lifecycle::Lifecycle;
@@ -147,7 +147,40 @@ impl JobContext<'_> {
 
     /// Merges the inputs into new tables at the output level; `created` collects the number
     /// of every table file created, finished or not.
+    ///
+    /// Each finished output is synced on a thread of its own while the merge goes on writing
+    /// the next one, so waiting for the device overlaps the merge. Every output is synced,
+    /// and the directory after them, before this returns: before the manifest names any.
     fn merge_inputs(&self, job: &Job, created: &mut Vec<u64>) -> Result<(Vec<Arc<Table>>, u64)> {
+        std::thread::scope(|scope| {
+            let mut syncing = Vec::new();
+            let mut finish = |out: Output| -> Result<Arc<Table>> {
+                let (_, _, mut file) = out.builder.finish_unsynced()?;
+                syncing.push(scope.spawn(move || catch_panic(|| Ok(file.sync()?))));
+                self.open_output(out.number)
+            };
+            let merged = self.merge_into(job, created, &mut finish);
+            let mut synced = Ok(());
+            for s in syncing {
+                let r = s
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Panic("syncing a compaction output".into())));
+                synced = synced.and(r);
+            }
+            let merged = merged?;
+            synced?;
+            self.config.fs.sync_dir(self.dir)?;
+            Ok(merged)
+        })
+    }
+
+    /// The merge of [`merge_inputs`](Self::merge_inputs); `finish` completes each output.
+    fn merge_into(
+        &self,
+        job: &Job,
+        created: &mut Vec<u64>,
+        finish: &mut dyn FnMut(Output) -> Result<Arc<Table>>,
+    ) -> Result<(Vec<Arc<Table>>, u64)> {
         let tables_now = Arc::clone(&self.view.current().tables);
         let mut children: Vec<Source> = Vec::new();
         let mut by_level: Vec<Vec<Arc<Table>>> = vec![Vec::new(); NUM_LEVELS];
@@ -189,7 +222,7 @@ impl JobContext<'_> {
                     .is_some_and(|o| o.builder.estimated_size() >= target)
                     && let Some(out) = current.take()
                 {
-                    outputs.push(self.finish_output(out)?);
+                    outputs.push(finish(out)?);
                 }
                 last_user_key.clear();
                 last_user_key.extend_from_slice(parsed.user_key);
@@ -217,17 +250,16 @@ impl JobContext<'_> {
         }
         merged.status()?;
         if let Some(out) = current.take() {
-            outputs.push(self.finish_output(out)?);
+            outputs.push(finish(out)?);
         }
-        self.config.fs.sync_dir(self.dir)?;
         Ok((outputs, filter.dropped))
     }
 
-    fn finish_output(&self, out: Output) -> Result<Arc<Table>> {
-        out.builder.finish()?;
-        let path = self.dir.join(file_names::table(out.number));
+    /// Opens the output table `number`, written in full (its sync may still be running).
+    fn open_output(&self, number: u64) -> Result<Arc<Table>> {
+        let path = self.dir.join(file_names::table(number));
         Ok(Arc::new(
-            Table::open(Arc::clone(&self.config.fs), &path, out.number)?
+            Table::open(Arc::clone(&self.config.fs), &path, number)?
                 .with_cache(Arc::clone(self.block_cache)),
         ))
     }

@@ -152,7 +152,15 @@ impl TableBuilder {
 
     /// Writes the remaining blocks and the footer, syncs the file and returns the table's
     /// properties and size.
-    pub fn finish(mut self) -> io::Result<(Properties, u64)> {
+    pub fn finish(self) -> io::Result<(Properties, u64)> {
+        let (props, size, mut file) = self.finish_unsynced()?;
+        file.sync()?;
+        Ok((props, size))
+    }
+
+    /// [`finish`](Self::finish) without the sync: the file is handed back, written but not
+    /// yet durable, for the caller to sync before anything refers to the table.
+    pub fn finish_unsynced(mut self) -> io::Result<(Properties, u64, Box<dyn WritableFile>)> {
         self.flush_data_block()?;
         let filter = filter::build(&self.hashes, self.opts.filter_bits_per_key);
         let filter_handle = self.write_block(&filter, BlockType::Filter, Compression::None)?;
@@ -173,7 +181,6 @@ impl TableBuilder {
         self.out.extend_from_slice(&footer);
         self.offset += footer.len() as u64;
         self.file.append(&self.out)?;
-        self.file.sync()?;
-        Ok((self.props, self.offset))
+        Ok((self.props, self.offset, self.file))
     }
 }

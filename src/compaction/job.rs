@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
+use parking_lot::Mutex;
+
 use super::picker::{Job, nothing_below};
 use super::{CompactionReason, CompactionRun};
 use crate::catalog::Catalog;
@@ -18,6 +20,7 @@ use crate::config::Config;
 use crate::cursor::Cursor;
 use crate::error::{Error, Result, catch_panic};
 use crate::file_names;
+use crate::fs::WritableFile;
 use crate::key::{self, Kind};
 use crate::lifecycle::Lifecycle;
 use crate::limits::NUM_LEVELS;
@@ -30,6 +33,14 @@ use crate::sstable::table_reader::Table;
 use crate::state::LsmState;
 use crate::stats::LevelIo;
 use crate::view::View;
+
+/// Syncs the file in `slot` unless that was done already.
+fn sync_once(slot: &Mutex<Option<Box<dyn WritableFile>>>) -> Result<()> {
+    if let Some(mut file) = slot.lock().take() {
+        file.sync()?;
+    }
+    Ok(())
+}
 
 /// An output table being written.
 struct Output {
@@ -155,8 +166,17 @@ impl JobContext<'_> {
         std::thread::scope(|scope| {
             let mut syncing = Vec::new();
             let mut finish = |out: Output| -> Result<Arc<Table>> {
-                let (_, _, mut file) = out.builder.finish_unsynced()?;
-                syncing.push(scope.spawn(move || catch_panic(|| Ok(file.sync()?))));
+                let (_, _, file) = out.builder.finish_unsynced()?;
+                let file = Arc::new(Mutex::new(Some(file)));
+                let on_thread = Arc::clone(&file);
+                match std::thread::Builder::new()
+                    .name("strata-sync".into())
+                    .spawn_scoped(scope, move || catch_panic(|| sync_once(&on_thread)))
+                {
+                    Ok(s) => syncing.push(s),
+                    // No thread to be had: sync here instead.
+                    Err(_) => sync_once(&file)?,
+                }
                 self.open_output(out.number)
             };
             let merged = self.merge_into(job, created, &mut finish);

@@ -234,7 +234,7 @@ impl JobContext<'_> {
                 offset: 0,
                 reason: "malformed internal key in compaction input".into(),
             })?;
-            let new_key = parsed.user_key != last_user_key.as_slice();
+            let new_key = key::compare_bytes(parsed.user_key, &last_user_key).is_ne();
             if new_key {
                 // Cut only between user keys, so each key's versions stay in one table.
                 if current

@@ -71,19 +71,19 @@ impl TableBuilder {
     pub fn add(&mut self, ikey: &[u8], value: &[u8]) -> io::Result<()> {
         let parsed = key::parse(ikey).ok_or_else(|| io::Error::other("malformed internal key"))?;
         debug_assert!(
-            self.props.entries == 0 || key::compare(&self.props.largest, ikey).is_lt(),
+            self.props.entries == 0 || key::compare(self.largest_so_far(), ikey).is_lt(),
             "table keys out of order"
         );
         if self.props.entries == 0 {
             self.props.smallest = ikey.to_vec();
         }
-        if self.props.entries == 0 || parsed.user_key != self.last_user_key.as_slice() {
+        if self.props.entries == 0
+            || key::compare_bytes(parsed.user_key, &self.last_user_key).is_ne()
+        {
             self.hashes.push(hash64(parsed.user_key));
             self.last_user_key.clear();
             self.last_user_key.extend_from_slice(parsed.user_key);
         }
-        self.props.largest.clear();
-        self.props.largest.extend_from_slice(ikey);
         self.props.entries += 1;
         if parsed.kind == key::Kind::Delete {
             self.props.deletions += 1;
@@ -99,6 +99,16 @@ impl TableBuilder {
         Ok(())
     }
 
+    /// The largest key added: the open data block's last, else the last flushed one's
+    /// (`props.largest` is brought up to date when a data block is flushed).
+    fn largest_so_far(&self) -> &[u8] {
+        if self.data.is_empty() {
+            &self.props.largest
+        } else {
+            self.data.last_key()
+        }
+    }
+
     /// Bytes the file will have if finished now (approximately).
     pub fn estimated_size(&self) -> u64 {
         self.offset + self.data.estimated_size() as u64
@@ -109,6 +119,8 @@ impl TableBuilder {
             return Ok(());
         }
         let last = self.data.last_key().to_vec();
+        self.props.largest.clear();
+        self.props.largest.extend_from_slice(&last);
         let contents = self.data.finish();
         self.props.raw_data_bytes += contents.len() as u64;
         let mut compressed = std::mem::take(&mut self.compressed);

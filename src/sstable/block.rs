@@ -171,15 +171,27 @@ pub struct BlockCursor<B: Borrow<Block> = Block> {
 impl<B: Borrow<Block> + Send> BlockCursor<B> {
     /// A cursor over `block`, not positioned.
     pub fn new(block: B) -> BlockCursor<B> {
+        BlockCursor::reusing(block, Vec::new())
+    }
+
+    /// [`new`](Self::new), keeping decoded keys in `buffer` (emptied first): a cursor that
+    /// moves from block to block hands its buffer on rather than allocating one per block.
+    pub fn reusing(block: B, mut buffer: Vec<u8>) -> BlockCursor<B> {
+        buffer.clear();
         let end = block.borrow().restarts_offset;
         BlockCursor {
             block,
-            key: Vec::new(),
+            key: buffer,
             value: (0, 0),
             current: end,
             next: end,
             err: None,
         }
+    }
+
+    /// Gives up the cursor for its key buffer.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.key
     }
 
     fn invalidate(&mut self) {

@@ -491,7 +491,8 @@ impl TableCursor {
                 if forward {
                     self.ask_for_following_block(&b);
                 }
-                self.data = Some(BlockCursor::new(b));
+                let buffer = self.data.take().map(BlockCursor::into_buffer);
+                self.data = Some(BlockCursor::reusing(b, buffer.unwrap_or_default()));
                 true
             }
             Err(e) => {
@@ -577,7 +578,8 @@ impl Cursor for TableCursor {
                 Ok(b) => {
                     self.release_until(b.block().offset() as usize, RELEASE_STEP);
                     self.ask_for_following_block(&b);
-                    let mut d = BlockCursor::new(b);
+                    let buffer = self.data.take().map(BlockCursor::into_buffer);
+                    let mut d = BlockCursor::reusing(b, buffer.unwrap_or_default());
                     d.seek(target);
                     self.data = Some(d);
                 }

@@ -33,14 +33,8 @@ impl Block {
     /// Validates the restart array of `data`, which starts at file offset `base`.
     pub fn new(data: Bytes, base: u64) -> Result<Block, Corrupt> {
         let len = data.len();
-        let n = len
-            .checked_sub(4)
-            .and_then(|at| get_u32(&data, at))
-            .ok_or_else(|| Corrupt::new(base, "block too short"))? as usize;
-        let restarts_offset = n
-            .checked_mul(4)
-            .and_then(|a| len.checked_sub(4 + a))
-            .ok_or_else(|| Corrupt::new(base, "restart count exceeds block size"))?;
+        let (restarts_offset, n) =
+            restart_array(&data).map_err(|reason| Corrupt::new(base, reason))?;
         if n == 0 {
             return Err(Corrupt::new(base, "block without restart points"));
         }
@@ -122,6 +116,40 @@ impl Block {
     fn restart(&self, i: usize) -> usize {
         get_u32(&self.data, self.restarts_offset + 4 * i).unwrap_or_default() as usize
     }
+}
+
+/// Where the restart array of the block contents `data` starts, and how many restart
+/// points it holds, as the count at the end of the block says; the offsets in it are not
+/// checked.
+fn restart_array(data: &[u8]) -> std::result::Result<(usize, usize), &'static str> {
+    let len = data.len();
+    let n = len
+        .checked_sub(4)
+        .and_then(|at| get_u32(data, at))
+        .ok_or("block too short")? as usize;
+    let start = n
+        .checked_mul(4)
+        .and_then(|a| len.checked_sub(4 + a))
+        .ok_or("restart count exceeds block size")?;
+    Ok((start, n))
+}
+
+/// Asks for the cache lines of the restart keys (up to eight, spread over the block) of the
+/// stored, uncompressed block contents `data`, which a seek's binary search compares. Reads
+/// only the restart array; a damaged one makes the hints useless, never a fault (the seek
+/// checks the block).
+pub fn ask_for_restart_keys(data: &[u8]) {
+    const MOST: usize = 8;
+    let Ok((array, n)) = restart_array(data) else {
+        return;
+    };
+    let asked = n.min(MOST);
+    let mut at = [0usize; MOST];
+    for (i, a) in at.iter_mut().enumerate().take(asked) {
+        let restart = (i as u64 * n as u64 / asked as u64) as usize;
+        *a = get_u32(data, array + 4 * restart).unwrap_or_default() as usize;
+    }
+    prefetch::lines(data, at.get(..asked).unwrap_or_default());
 }
 
 /// A data block as a read hands it out: read in place from the table's map, or

@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
-use super::block::{Block, BlockCursor, BlockRef};
+use super::block::{self, Block, BlockCursor, BlockRef};
 use super::block_cache::{BlockCache, next_table_id};
 use super::compression::{Compression, decompress};
 use super::filter::Filter;
@@ -24,7 +24,6 @@ use super::format::{
     BlockHandle, BlockType, FOOTER_LEN, Footer, Properties, StoredBlock, trailer_len,
 };
 use super::index_summary::IndexSummary;
-use crate::coding::get_u32;
 use crate::cursor::Cursor;
 use crate::error::{Corrupt, Error, IoContext, Result};
 use crate::fs::{FileSystem, MappedFile};
@@ -268,37 +267,18 @@ impl Table {
     }
 
     /// The second step of [`ask_for_seek`](Self::ask_for_seek), once the restart array of
-    /// the block `h` names has had time to arrive: asks for the cache lines of the block's
-    /// restart keys (up to eight, spread over the block), which the seek's binary search
-    /// compares. Reads only bytes inside
-    /// the block; offsets it does not trust are skipped, and nothing is reported (the seek
-    /// checks the block).
+    /// the block `h` names has had time to arrive: asks for the lines of its restart keys
+    /// (see [`block::ask_for_restart_keys`]).
     pub(crate) fn ask_for_restart_keys(&self, h: BlockHandle) {
-        const MOST: usize = 8;
         let (Ok(start), Ok(size)) = (usize::try_from(h.offset), usize::try_from(h.size)) else {
             return;
         };
-        let Some(body) = start
+        if let Some(body) = start
             .checked_add(size)
             .and_then(|end| self.data.get(start..end))
-        else {
-            return;
-        };
-        let Some(count_at) = body.len().checked_sub(4) else {
-            return;
-        };
-        let n = get_u32(body, count_at).unwrap_or_default() as usize;
-        let Some(array) = n.checked_mul(4).and_then(|len| count_at.checked_sub(len)) else {
-            return;
-        };
-        // Up to MOST of them, spread over the block when it has more.
-        let asked = n.min(MOST);
-        let mut at = [0usize; MOST];
-        for (i, a) in at.iter_mut().enumerate().take(asked) {
-            let restart = (i as u64 * n as u64 / asked as u64) as usize;
-            *a = get_u32(body, array + 4 * restart).unwrap_or_default() as usize;
+        {
+            block::ask_for_restart_keys(body);
         }
-        prefetch::lines(body, at.get(..asked).unwrap_or_default());
     }
 
     /// The index summary, built on first use.
@@ -487,12 +467,7 @@ impl TableCursor {
         }
         match self.table.data_block(&self.index, !self.sequential) {
             Ok(b) => {
-                self.release_until(b.block().offset() as usize, RELEASE_STEP);
-                if forward {
-                    self.ask_for_following_block(&b);
-                }
-                let buffer = self.data.take().map(BlockCursor::into_buffer);
-                self.data = Some(BlockCursor::reusing(b, buffer.unwrap_or_default()));
+                self.put_block(b, forward);
                 true
             }
             Err(e) => {
@@ -500,6 +475,18 @@ impl TableCursor {
                 false
             }
         }
+    }
+
+    /// Makes `b` the current data block (not positioned), handing the previous block's key
+    /// buffer on; `forward` when a scan goes on to the block after it.
+    fn put_block(&mut self, b: BlockRef, forward: bool) -> &mut BlockCursor<BlockRef> {
+        self.release_until(b.block().offset() as usize, RELEASE_STEP);
+        if forward {
+            self.ask_for_following_block(&b);
+        }
+        let buffer = self.data.take().map(BlockCursor::into_buffer);
+        self.data
+            .insert(BlockCursor::reusing(b, buffer.unwrap_or_default()))
     }
 
     /// Asks for the cache lines a forward scan needs first from the block stored after `b`
@@ -575,14 +562,7 @@ impl Cursor for TableCursor {
             // The summary names the block: go there, and leave the index for later.
             self.pending_index = Some(ordinal);
             match self.table.block_at(Some(ordinal), h, !self.sequential) {
-                Ok(b) => {
-                    self.release_until(b.block().offset() as usize, RELEASE_STEP);
-                    self.ask_for_following_block(&b);
-                    let buffer = self.data.take().map(BlockCursor::into_buffer);
-                    let mut d = BlockCursor::reusing(b, buffer.unwrap_or_default());
-                    d.seek(target);
-                    self.data = Some(d);
-                }
+                Ok(b) => self.put_block(b, true).seek(target),
                 Err(e) => self.fail(e),
             }
             self.skip_forward();

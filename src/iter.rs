@@ -230,10 +230,10 @@ impl Range {
             step_past(c, last);
         }
         let out = loop {
-            if !c.valid() {
+            let Some(k) = c.entry_key() else {
                 break c.status().err();
-            }
-            let Some(p) = key::parse(c.key()) else {
+            };
+            let Some(p) = key::parse(k) else {
                 break Some(corrupt_key());
             };
             if beyond(upper, p.user_key) {
@@ -300,6 +300,7 @@ impl Range {
     /// assert_eq!(bytes, 5);
     /// # Ok::<_, strata::Error>(())
     /// ```
+    #[inline]
     pub fn next_ref(&mut self) -> Option<Result<(&[u8], &[u8])>> {
         if self.done {
             return self.error.take().map(Err);
@@ -390,7 +391,10 @@ impl Range {
 #[inline]
 fn step_past(c: &mut MergeCursor, user: &[u8]) {
     c.next();
-    while c.valid() && key::compare_bytes(key::user_key(c.key()), user).is_eq() {
+    while c
+        .entry_key()
+        .is_some_and(|k| key::compare_bytes(key::user_key(k), user).is_eq())
+    {
         c.next();
     }
 }

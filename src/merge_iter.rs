@@ -293,6 +293,13 @@ impl MergeCursor {
         self.current().and_then(|i| self.children.get(i))
     }
 
+    /// The current entry's internal key, or `None` when the merge is on no entry: `valid`
+    /// and `key` in one look.
+    #[inline]
+    pub(crate) fn entry_key(&self) -> Option<&[u8]> {
+        self.current_child().map(|c| c.key())
+    }
+
     /// Moves every child other than the current one to the entry that follows (or, going
     /// backwards, precedes) the current key, after a change of direction.
     fn realign(&mut self, cur: usize, forward: bool) {
@@ -549,6 +556,9 @@ impl Cursor for LevelCursor {
     fn next(&mut self) {
         if let Some(c) = &mut self.cur {
             c.next();
+            if c.valid() {
+                return;
+            }
         }
         self.skip_forward();
     }

@@ -616,6 +616,11 @@ impl Cursor for TableCursor {
     fn next(&mut self) {
         if let Some(d) = &mut self.data {
             d.next();
+            // Within a block (most steps) there is nothing else to do: a block cursor that
+            // stays on an entry has met no damage.
+            if d.valid() {
+                return;
+            }
         }
         self.skip_forward();
     }

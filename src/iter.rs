@@ -224,10 +224,13 @@ impl Range {
             ..
         } = self;
         let c = front.as_mut()?;
-        if std::mem::take(front_on_entry)
-            && let Some(last) = front_last.as_deref()
-        {
-            step_past(c, last);
+        // Whose versions the loop passes over: the key returned last, while the cursor still
+        // stands on it, or a key found deleted. Each entry is looked at once, its key read
+        // through the cursor's layers once.
+        let mut skip = Skip::None;
+        if std::mem::take(front_on_entry) && front_last.is_some() {
+            c.next();
+            skip = Skip::Last;
         }
         let out = loop {
             let Some(k) = c.entry_key() else {
@@ -236,6 +239,18 @@ impl Range {
             let Some(p) = key::parse(k) else {
                 break Some(corrupt_key());
             };
+            let skipped = match skip {
+                Skip::None => None,
+                Skip::Last => front_last.as_deref(),
+                Skip::Scratch => Some(&scratch[..]),
+            };
+            if let Some(s) = skipped {
+                if key::compare_bytes(p.user_key, s).is_eq() {
+                    c.next();
+                    continue;
+                }
+                skip = Skip::None;
+            }
             if beyond(upper, p.user_key) {
                 break None;
             }
@@ -248,7 +263,8 @@ impl Range {
                 // Not returned: skip this key's older versions.
                 scratch.clear();
                 scratch.extend_from_slice(p.user_key);
-                step_past(c, scratch);
+                skip = Skip::Scratch;
+                c.next();
                 continue;
             }
             if back_last.as_deref().is_some_and(|b| p.user_key >= b) {
@@ -308,8 +324,8 @@ impl Range {
         if let Err(e) = self.advance_front()? {
             return Some(Err(e));
         }
-        let c = self.front.as_ref()?;
-        Some(Ok((key::user_key(c.key()), c.value_ref())))
+        let (k, v) = self.front.as_ref()?.entry()?;
+        Some(Ok((key::user_key(k), v)))
     }
 
     fn step_backward(&mut self) -> Option<Result<(Bytes, Bytes)>> {
@@ -385,6 +401,16 @@ impl Range {
             }
         }
     }
+}
+
+/// Which key's remaining versions [`Range::advance_front`] passes over.
+#[derive(Clone, Copy)]
+enum Skip {
+    None,
+    /// The key returned last (`front_last`).
+    Last,
+    /// A key found deleted or below the lower bound (`scratch`).
+    Scratch,
 }
 
 /// Moves `c` off its entry, whose user key is `user`, and past that key's older versions.

@@ -300,6 +300,12 @@ impl MergeCursor {
         self.current_child().map(|c| c.key())
     }
 
+    /// The current entry's internal key and value, or `None` when the merge is on no entry.
+    #[inline]
+    pub(crate) fn entry(&self) -> Option<(&[u8], &[u8])> {
+        self.current_child().map(|c| (c.key(), c.value_ref()))
+    }
+
     /// Moves every child other than the current one to the entry that follows (or, going
     /// backwards, precedes) the current key, after a change of direction.
     fn realign(&mut self, cur: usize, forward: bool) {

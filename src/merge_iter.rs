@@ -137,11 +137,8 @@ pub(crate) struct MergeCursor {
     /// the loser of the match at inner node `n`, whose two sides are nodes `2n` and `2n + 1`
     /// (a node `m >= children` is the leaf of child `m - children`).
     tree: Vec<usize>,
-    /// Each child's current key, up to date while `live` says it is on an entry (except the
-    /// winner's while it is the only one: see `step`).
-    keys: Vec<Vec<u8>>,
-    /// Whether each child is on an entry.
-    live: Vec<bool>,
+    /// Each child's position, side by side so a match reads one slot per child.
+    slots: Vec<Slot>,
     /// How many children are on an entry. With one, a step has nobody to play against and
     /// neither copies its key nor replays.
     live_count: usize,
@@ -156,8 +153,7 @@ impl MergeCursor {
         MergeCursor {
             children,
             tree: vec![0; n.max(1)],
-            keys: vec![Vec::new(); n],
-            live: vec![false; n],
+            slots: (0..n).map(|_| Slot::default()).collect(),
             live_count: 0,
             forward: true,
             asked: vec![None; n],
@@ -188,16 +184,15 @@ impl MergeCursor {
 
     /// True when child `a` wins over child `b`: it is on an entry and `b` is not, or its
     /// key comes first in the current direction.
+    #[inline]
     fn beats(&self, a: usize, b: usize) -> bool {
-        match (self.live.get(a), self.live.get(b)) {
-            (Some(true), Some(true)) => {}
-            (Some(true), _) => return true,
-            _ => return false,
-        }
-        let (Some(ka), Some(kb)) = (self.keys.get(a), self.keys.get(b)) else {
+        let (Some(x), Some(y)) = (self.slots.get(a), self.slots.get(b)) else {
             return false;
         };
-        let ord = key::compare(ka, kb);
+        if !(x.live && y.live) {
+            return x.live;
+        }
+        let ord = key::compare(&x.key, &y.key);
         if self.forward {
             ord == Ordering::Less
         } else {
@@ -207,16 +202,12 @@ impl MergeCursor {
 
     /// Copies child `i`'s position (on an entry or not, and its key) beside the tree.
     fn note(&mut self, i: usize) {
-        let (Some(c), Some(k), Some(live)) = (
-            self.children.get(i),
-            self.keys.get_mut(i),
-            self.live.get_mut(i),
-        ) else {
+        let (Some(c), Some(slot)) = (self.children.get(i), self.slots.get_mut(i)) else {
             return;
         };
         let now = c.valid();
-        if *live != now {
-            *live = now;
+        if slot.live != now {
+            slot.live = now;
             if now {
                 self.live_count += 1;
             } else {
@@ -224,8 +215,8 @@ impl MergeCursor {
             }
         }
         if now {
-            k.clear();
-            k.extend_from_slice(c.key());
+            slot.key.clear();
+            slot.key.extend_from_slice(c.key());
         }
     }
 
@@ -286,7 +277,7 @@ impl MergeCursor {
     /// The child the merge is on, if any.
     fn current(&self) -> Option<usize> {
         let top = self.tree.first().copied()?;
-        self.live.get(top).copied().unwrap_or(false).then_some(top)
+        self.slots.get(top).is_some_and(|s| s.live).then_some(top)
     }
 
     fn current_child(&self) -> Option<&Source> {
@@ -425,6 +416,16 @@ impl Cursor for MergeCursor {
         }
         Ok(())
     }
+}
+
+/// One child's position in a [`MergeCursor`].
+#[derive(Default)]
+struct Slot {
+    /// Whether the child is on an entry.
+    live: bool,
+    /// The child's current key, up to date while it is on an entry (except the winner's
+    /// while it is the only one: see `MergeCursor::step`).
+    key: Vec<u8>,
 }
 
 /// Walks a level's tables, which are sorted and do not overlap.

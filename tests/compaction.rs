@@ -10,6 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::holdfs::{FsOp, HoldFs};
 use strata::{CompactionReason, Db, PeriodicCompaction, SyncMode};
 
 /// Bytes the directory occupies on disk (allocated blocks), WAL segments aside: they are
@@ -548,21 +549,38 @@ fn the_wal_size_cap_forces_flushes() {
 
 #[test]
 fn writes_slow_down_before_they_stop() {
+    // Compactions wait at their first output table, so flushes alone fill level 0: past the
+    // slowdown limit writes must be slowed, not yet stopped, however fast compaction is.
+    let fs = HoldFs::new();
+    fs.hold_in_thread(FsOp::Create, ".sst", "strata-compact");
     let dir = tempfile::tempdir().unwrap();
     let db = Db::builder(dir.path())
+        .filesystem(fs.clone())
         .sync_mode(SyncMode::Buffered)
         .memtable_bytes(8 << 10)
         .l0_limits(2, 3, 6)
         .open()
         .unwrap();
-    for i in 0..20_000 {
-        db.put(common::k(i % 5000), [b's'; 64]).unwrap();
+    let mut written = 0;
+    while db.stats().write_slowdowns == 0 {
+        assert!(written < 20_000, "no slowdown: {:?}", db.stats());
+        db.put(common::k(written % 5000), [b's'; 64]).unwrap();
+        written += 1;
     }
     let st = db.stats();
-    assert!(st.write_slowdowns > 0, "{st:?}");
-    assert!(st.longest_stall_micros > 0);
     assert!(
-        st.levels[0].tables < 6 + 2,
+        (3..6).contains(&st.levels[0].tables),
+        "slowed at {} level-0 tables",
+        st.levels[0].tables
+    );
+    assert_eq!(st.write_stops, 0, "stopped before slowing down");
+    assert!(st.longest_stall_micros > 0);
+    fs.release();
+    for i in written..20_000 {
+        db.put(common::k(i % 5000), [b's'; 64]).unwrap();
+    }
+    assert!(
+        db.stats().levels[0].tables < 6 + 2,
         "level 0 stayed near the stop limit"
     );
     assert_eq!(db.iter().count(), 5000);

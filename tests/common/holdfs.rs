@@ -35,11 +35,18 @@ struct Rule {
     suffix: String,
     /// Matching operations still let through before the rule bites.
     let_through: u64,
+    /// Only operations performed by the thread of this name, when set.
+    thread: Option<String>,
 }
 
 impl Rule {
     fn matches(&self, op: FsOp, path: &Path) -> bool {
-        self.op == op && path.to_string_lossy().ends_with(&self.suffix)
+        self.op == op
+            && path.to_string_lossy().ends_with(&self.suffix)
+            && self
+                .thread
+                .as_deref()
+                .is_none_or(|t| std::thread::current().name() == Some(t))
     }
 }
 
@@ -138,6 +145,18 @@ impl HoldFs {
             op,
             suffix: suffix.to_string(),
             let_through,
+            thread: None,
+        });
+    }
+
+    /// Like [`HoldFs::hold`] with nothing let through, but only for operations performed by
+    /// the thread named `thread` (the store names its flush and compaction threads).
+    pub fn hold_in_thread(&self, op: FsOp, suffix: &str, thread: &str) {
+        self.shared.state.lock().hold = Some(Rule {
+            op,
+            suffix: suffix.to_string(),
+            let_through: 0,
+            thread: Some(thread.to_string()),
         });
     }
 
@@ -178,6 +197,7 @@ impl HoldFs {
             op,
             suffix: suffix.to_string(),
             let_through,
+            thread: None,
         });
     }
 

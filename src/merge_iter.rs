@@ -143,8 +143,6 @@ pub(crate) struct MergeCursor {
     /// neither copies its key nor replays.
     live_count: usize,
     forward: bool,
-    /// Per child, the block a seek asked for ahead (see `ask_ahead`).
-    asked: Vec<Option<BlockHandle>>,
 }
 
 impl MergeCursor {
@@ -156,7 +154,6 @@ impl MergeCursor {
             slots: (0..n).map(|_| Slot::default()).collect(),
             live_count: 0,
             forward: true,
-            asked: vec![None; n],
         }
     }
 
@@ -166,19 +163,18 @@ impl MergeCursor {
     /// the sources then overlap instead of following one another, which is most of a seek's
     /// cost over several sorted runs read cold. Nothing is read that the seek does not
     /// check again.
-    fn ask_ahead(&mut self, target: &[u8]) {
+    fn ask_ahead(&self, target: &[u8]) {
         if self.children.len() < 2 {
             return;
         }
-        for (c, asked) in self.children.iter().zip(&mut self.asked) {
-            *asked = c
-                .table_for_seek(target)
-                .and_then(|t| t.ask_for_seek(target));
-        }
-        for (c, asked) in self.children.iter().zip(&self.asked) {
-            if let (Some(h), Some(t)) = (asked, c.table_for_seek(target)) {
-                t.ask_for_restart_keys(*h);
-            }
+        let asked: Vec<(&Table, BlockHandle)> = self
+            .children
+            .iter()
+            .filter_map(|c| c.table_for_seek(target))
+            .filter_map(|t| Some((t, t.ask_for_seek(target)?)))
+            .collect();
+        for (t, h) in asked {
+            t.ask_for_restart_keys(h);
         }
     }
 

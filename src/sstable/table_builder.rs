@@ -118,9 +118,9 @@ impl TableBuilder {
         if self.data.is_empty() {
             return Ok(());
         }
-        let last = self.data.last_key().to_vec();
+        // The block's last key is the table's largest so far and the block's index key.
         self.props.largest.clear();
-        self.props.largest.extend_from_slice(&last);
+        self.props.largest.extend_from_slice(self.data.last_key());
         let contents = self.data.finish();
         self.props.raw_data_bytes += contents.len() as u64;
         let mut compressed = std::mem::take(&mut self.compressed);
@@ -134,7 +134,7 @@ impl TableBuilder {
         self.compressed = compressed;
         let mut h = Vec::with_capacity(20);
         handle.encode_to(&mut h);
-        self.index.add(&last, &h);
+        self.index.add(&self.props.largest, &h);
         self.props.data_blocks += 1;
         Ok(())
     }

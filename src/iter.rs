@@ -138,6 +138,9 @@ pub struct Range {
     back_last: Option<Vec<u8>>,
     /// The front cursor still stands on the entry it returned last.
     front_on_entry: bool,
+    /// The front cursor reads a running compaction's finished part (see
+    /// [`LsmState::scan_cursor`]) and is replaced past that part's boundary.
+    front_capped: bool,
     /// Where returned keys are copied to.
     keys: KeyArena,
     /// Key whose older versions are being skipped.
@@ -169,6 +172,7 @@ impl Range {
             front_last: None,
             back_last: None,
             front_on_entry: false,
+            front_capped: false,
             keys: KeyArena::default(),
             scratch: Vec::new(),
             done: false,
@@ -201,19 +205,23 @@ impl Range {
     fn advance_front(&mut self) -> Option<Result<()>> {
         let snap = self.guard.seq();
         if self.front.is_none() {
-            let mut c = self.state.cursor();
-            match &self.lower {
-                Bound::Included(l) | Bound::Excluded(l) => {
-                    c.seek(&key::encode(l, SeqNo::MAX, KIND_SEEK));
-                }
-                Bound::Unbounded => c.seek_to_first(),
+            let start = match &self.lower {
+                Bound::Included(l) | Bound::Excluded(l) => Some(&l[..]),
+                Bound::Unbounded => None,
+            };
+            let (mut c, capped) = self.state.scan_cursor(start);
+            match start {
+                Some(l) => c.seek(&key::encode(l, SeqNo::MAX, KIND_SEEK)),
+                None => c.seek_to_first(),
             }
             self.front = Some(c);
             self.front_on_entry = false;
+            self.front_capped = capped;
         }
         // The cursor is stepped where it lies: moving it out and back for every entry costs
         // more than the step itself.
         let Range {
+            state,
             front,
             lower,
             upper,
@@ -221,58 +229,84 @@ impl Range {
             front_last,
             back_last,
             front_on_entry,
+            front_capped,
             ..
         } = self;
-        let c = front.as_mut()?;
         // Whose versions the loop passes over: the key returned last, while the cursor still
         // stands on it, or a key found deleted. Each entry is looked at once, its key read
         // through the cursor's layers once.
         let mut skip = Skip::None;
         if std::mem::take(front_on_entry) && front_last.is_some() {
-            c.next();
+            front.as_mut()?.next();
             skip = Skip::Last;
         }
-        let out = loop {
-            let Some(k) = c.entry_key() else {
-                break c.status().err();
+        let out = 'scan: loop {
+            let c = front.as_mut()?;
+            let boundary = match state.tables.progress() {
+                Some((b, _)) if *front_capped => Some(b),
+                _ => None,
             };
-            let Some(p) = key::parse(k) else {
-                break Some(corrupt_key());
-            };
-            let skipped = match skip {
-                Skip::None => None,
-                Skip::Last => front_last.as_deref(),
-                Skip::Scratch => Some(&scratch[..]),
-            };
-            if let Some(s) = skipped {
-                if key::compare_bytes(p.user_key, s).is_eq() {
+            // The inner loop ends only where a capped cursor has nothing more to say: at its
+            // end or past its boundary.
+            loop {
+                let Some(k) = c.entry_key() else {
+                    if boundary.is_some() && c.status().is_ok() {
+                        break;
+                    }
+                    break 'scan c.status().err();
+                };
+                let Some(p) = key::parse(k) else {
+                    break 'scan Some(corrupt_key());
+                };
+                let skipped = match skip {
+                    Skip::None => None,
+                    Skip::Last => front_last.as_deref(),
+                    Skip::Scratch => Some(&scratch[..]),
+                };
+                if let Some(s) = skipped {
+                    if key::compare_bytes(p.user_key, s).is_eq() {
+                        c.next();
+                        continue;
+                    }
+                    skip = Skip::None;
+                }
+                if beyond(upper, p.user_key) {
+                    break 'scan None;
+                }
+                if boundary.is_some_and(|b| key::compare_bytes(p.user_key, b).is_gt()) {
+                    break;
+                }
+                if p.seq > snap {
                     c.next();
                     continue;
                 }
-                skip = Skip::None;
+                // Once an entry was returned, every later key lies above it and so above
+                // `lower`.
+                if p.kind == Kind::Delete || (front_last.is_none() && before(lower, p.user_key)) {
+                    // Not returned: skip this key's older versions.
+                    scratch.clear();
+                    scratch.extend_from_slice(p.user_key);
+                    skip = Skip::Scratch;
+                    c.next();
+                    continue;
+                }
+                if back_last.as_deref().is_some_and(|b| p.user_key >= b) {
+                    break 'scan None;
+                }
+                remember(front_last, p.user_key);
+                *front_on_entry = true;
+                return Some(Ok(()));
             }
-            if beyond(upper, p.user_key) {
-                break None;
-            }
-            if p.seq > snap {
-                c.next();
-                continue;
-            }
-            // Once an entry was returned, every later key lies above it and so above `lower`.
-            if p.kind == Kind::Delete || (front_last.is_none() && before(lower, p.user_key)) {
-                // Not returned: skip this key's older versions.
-                scratch.clear();
-                scratch.extend_from_slice(p.user_key);
-                skip = Skip::Scratch;
-                c.next();
-                continue;
-            }
-            if back_last.as_deref().is_some_and(|b| p.user_key >= b) {
-                break None;
-            }
-            remember(front_last, p.user_key);
-            *front_on_entry = true;
-            return Some(Ok(()));
+            // Past what the compaction has finished: go on over the whole tree, from the
+            // boundary key's versions on, which the capped cursor has read already.
+            let b = boundary.unwrap_or_default();
+            let mut whole = state.cursor();
+            whole.seek(&key::encode(b, SeqNo::MAX, KIND_SEEK));
+            scratch.clear();
+            scratch.extend_from_slice(b);
+            skip = Skip::Scratch;
+            *front = Some(whole);
+            *front_capped = false;
         };
         *front = None;
         self.done = true;

@@ -664,3 +664,137 @@ fn a_few_scans_do_not_compact_level_0() {
     assert_eq!(db.stats().levels[0].tables, 1);
     assert!(db.compaction_status().history.is_empty());
 }
+
+/// Lets every held operation go when dropped.
+struct ReleaseOnDrop(std::sync::Arc<HoldFs>);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+/// Every live entry of `db` read forward from `from`, at most `n`.
+fn entries_from(db: &Db, from: &str, n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    db.range(from..)
+        .take(n)
+        .map(|r| {
+            let (k, v) = r.unwrap();
+            (k.to_vec(), v.to_vec())
+        })
+        .collect()
+}
+
+/// Checks every way of reading `db` against `model`.
+fn reads_match(db: &Db, model: &BTreeMap<Vec<u8>, Vec<u8>>, what: &str) {
+    let all: Vec<(Vec<u8>, Vec<u8>)> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert_eq!(entries_from(db, "", usize::MAX), all, "{what}: full scan");
+    for i in (0..4100).step_by(37) {
+        let from = common::k(i);
+        let want: Vec<_> = model
+            .range(from.clone().into_bytes()..)
+            .take(60)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(
+            entries_from(db, &from, 60),
+            want,
+            "{what}: scan from {from}"
+        );
+    }
+    let back: Vec<(Vec<u8>, Vec<u8>)> = db
+        .iter()
+        .rev()
+        .map(|r| {
+            let (k, v) = r.unwrap();
+            (k.to_vec(), v.to_vec())
+        })
+        .collect();
+    assert!(back.iter().eq(all.iter().rev()), "{what}: backward scan");
+    for i in 0..4100 {
+        let key = common::k(i);
+        let got = db.get(&key).unwrap().map(|v| v.to_vec());
+        assert_eq!(got.as_ref(), model.get(key.as_bytes()), "{what}: get {key}");
+    }
+}
+
+#[test]
+fn reads_during_a_compaction_see_the_same_data_through_its_finished_outputs() {
+    // A full compaction of level 0 over level 1 is held before its second output table, so
+    // its first one is finished and readers may take keys up to its last one from it.
+    let fs = HoldFs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder(dir.path())
+        .filesystem(fs.clone())
+        .sync_mode(SyncMode::Buffered)
+        .memtable_bytes(64 << 10)
+        .level_sizes(1 << 20, 10, 16 << 10)
+        .l0_limits(100, 200, 300)
+        .open()
+        .unwrap();
+    let mut model = BTreeMap::new();
+    for i in 0..4000 {
+        let v = format!("first {i}").into_bytes();
+        db.put(common::k(i), &v).unwrap();
+        model.insert(common::k(i).into_bytes(), v);
+    }
+    db.compact().unwrap();
+    // Newer versions and deletes in several level-0 tables, and a snapshot of the state
+    // before them.
+    let before = db.snapshot();
+    let old_model = model.clone();
+    for round in 0..3u64 {
+        for i in (round..4000).step_by(7) {
+            let key = common::k(i);
+            if i % 3 == 0 {
+                db.delete(&key).unwrap();
+                model.remove(key.as_bytes());
+            } else {
+                let v = format!("round {round} {i}").into_bytes();
+                db.put(&key, &v).unwrap();
+                model.insert(key.into_bytes(), v);
+            }
+        }
+        db.flush().unwrap();
+    }
+    assert!(db.stats().levels[0].tables >= 3);
+
+    fs.hold_in_thread(FsOp::Create, ".sst", "compacting");
+    fs.allow(1);
+    std::thread::scope(|s| {
+        let job = std::thread::Builder::new()
+            .name("compacting".into())
+            .spawn_scoped(s, || db.compact().unwrap())
+            .unwrap();
+        // A failed check lets the compaction go, so that the scope can end.
+        let _release = ReleaseOnDrop(fs.clone());
+        assert!(
+            fs.wait_held(1, Duration::from_secs(30)),
+            "compaction never held"
+        );
+        reads_match(&db, &model, "held");
+        let snap: Vec<_> = before.range(..).map(|r| r.unwrap()).collect();
+        assert_eq!(snap.len(), old_model.len(), "snapshot while held");
+        assert!(
+            snap.iter()
+                .zip(&old_model)
+                .all(|((k, v), (mk, mv))| &k[..] == mk && &v[..] == mv)
+        );
+        // Writes while the compaction waits land above it.
+        for i in (0..4100).step_by(11) {
+            let v = format!("during {i}").into_bytes();
+            db.put(common::k(i), &v).unwrap();
+            model.insert(common::k(i).into_bytes(), v);
+        }
+        db.flush().unwrap();
+        reads_match(&db, &model, "held, after more writes");
+        fs.release();
+        job.join().unwrap();
+    });
+    assert_eq!(db.stats().levels[0].tables, 1, "the flush made while held");
+    reads_match(&db, &model, "after");
+    drop(before);
+    drop(db);
+    let db = Db::open(dir.path()).unwrap();
+    reads_match(&db, &model, "reopened");
+}

@@ -42,6 +42,16 @@ fn sync_once(slot: &Mutex<Option<Box<dyn WritableFile>>>) -> Result<()> {
     Ok(())
 }
 
+/// Whether reads gain from seeing `job`'s finished outputs before it installs them: when it
+/// merges level-0 tables or more than two levels, a key's finished part is one sorted run
+/// where the inputs are several.
+fn shows_progress(job: &Job) -> bool {
+    let mut levels = job.inputs.iter().map(|(l, _)| *l).collect::<Vec<_>>();
+    levels.sort_unstable();
+    levels.dedup();
+    levels.first() == Some(&0) || levels.len() > 2
+}
+
 /// An output table being written.
 struct Output {
     number: u64,
@@ -79,11 +89,13 @@ impl JobContext<'_> {
             let (outputs, dropped) = match self.merge_inputs(&job, &mut created) {
                 Ok(merged) => merged,
                 Err(e) => {
+                    self.hide_progress();
                     self.remove_unlogged(&created);
                     return Err(e);
                 }
             };
             if let Err(e) = self.install(&job, &outputs) {
+                self.hide_progress();
                 // Refused before the manifest was touched (the store closed or failed): the
                 // outputs belong to nobody. After a failed manifest write they may be named
                 // on disk, so they stay; the next open removes them if nothing names them.
@@ -243,6 +255,9 @@ impl JobContext<'_> {
                     && let Some(out) = current.take()
                 {
                     outputs.push(finish(out)?);
+                    if shows_progress(job) {
+                        self.show_progress(job, &outputs, &last_user_key);
+                    }
                 }
                 last_user_key.clear();
                 last_user_key.extend_from_slice(parsed.user_key);
@@ -284,6 +299,31 @@ impl JobContext<'_> {
         ))
     }
 
+    /// Lets reads of user keys up to `boundary` (the last one merged) use the `outputs`
+    /// finished so far in place of the inputs (see
+    /// [`TableSet::with_progress`](crate::table_set::TableSet::with_progress)).
+    fn show_progress(&self, job: &Job, outputs: &[Arc<Table>], boundary: &[u8]) {
+        let added: Vec<(usize, Arc<Table>)> = outputs
+            .iter()
+            .map(|t| (job.output_level, Arc::clone(t)))
+            .collect();
+        let removed: Vec<(usize, u64)> = job.inputs.iter().map(|(l, t)| (*l, t.number())).collect();
+        self.view.publish(|cur| LsmState {
+            mem: Arc::clone(&cur.mem),
+            imms: cur.imms.clone(),
+            tables: Arc::new(cur.tables.with_progress(&added, &removed, boundary)),
+        });
+    }
+
+    /// Takes the job's progress out of the published state (it stopped short).
+    fn hide_progress(&self) {
+        self.view.publish(|cur| LsmState {
+            mem: Arc::clone(&cur.mem),
+            imms: cur.imms.clone(),
+            tables: Arc::new(cur.tables.without_progress()),
+        });
+    }
+
     /// Replaces the inputs with `outputs` in the manifest and the published state.
     fn install(&self, job: &Job, outputs: &[Arc<Table>]) -> Result<()> {
         let mut log = self.catalog.lock();
@@ -309,7 +349,7 @@ impl JobContext<'_> {
         self.view.publish(|cur| LsmState {
             mem: Arc::clone(&cur.mem),
             imms: cur.imms.clone(),
-            tables: Arc::new(cur.tables.apply(&added, &removed)),
+            tables: Arc::new(cur.tables.without_progress().apply(&added, &removed)),
         });
         drop(log);
         for (_, t) in &job.inputs {

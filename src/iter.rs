@@ -242,9 +242,10 @@ impl Range {
         }
         let out = 'scan: loop {
             let c = front.as_mut()?;
-            let boundary = match state.tables.progress() {
-                Some((b, _)) if *front_capped => Some(b),
-                _ => None,
+            let boundary = if *front_capped {
+                state.tables.progress().map(|(b, _)| b)
+            } else {
+                None
             };
             // The inner loop ends only where a capped cursor has nothing more to say: at its
             // end or past its boundary.

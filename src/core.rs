@@ -112,6 +112,7 @@ impl Core {
             life: &self.life,
             levels: &self.compaction.levels,
             block_cache: &self.block_cache,
+            current: &self.compaction.current,
         }
     }
 

@@ -128,7 +128,7 @@ pub use bytes::Bytes;
 
 pub use batch::WriteBatch;
 pub use checkpoint::Checkpoint;
-pub use compaction::{CompactionReason, CompactionRun, CompactionStatus};
+pub use compaction::{CompactionProgress, CompactionReason, CompactionRun, CompactionStatus};
 pub use config::{Config, HistoryRetention, PeriodicCompaction, RecoveryMode, SyncMode};
 pub use db::{Db, DbBuilder};
 pub use error::{CasConflict, Error, PoisonCause, Result};

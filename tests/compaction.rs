@@ -772,6 +772,19 @@ fn reads_during_a_compaction_see_the_same_data_through_its_finished_outputs() {
             fs.wait_held(1, Duration::from_secs(30)),
             "compaction never held"
         );
+        let st = db.compaction_status();
+        let current = st
+            .current
+            .expect("a running compaction reports its progress");
+        assert!(st.running);
+        assert_eq!(current.tables_out, 1, "{current:?}");
+        assert!(
+            current.bytes_out > 0 && current.bytes_out < current.bytes_in,
+            "{current:?}"
+        );
+        assert!(current.tables_in >= 4, "{current:?}");
+        assert!(current.shown_to_reads);
+        assert_eq!(current.reason, CompactionReason::Manual);
         reads_match(&db, &model, "held");
         let snap: Vec<_> = before.range(..).map(|r| r.unwrap()).collect();
         assert_eq!(snap.len(), old_model.len(), "snapshot while held");
@@ -792,6 +805,7 @@ fn reads_during_a_compaction_see_the_same_data_through_its_finished_outputs() {
         job.join().unwrap();
     });
     assert_eq!(db.stats().levels[0].tables, 1, "the flush made while held");
+    assert_eq!(db.compaction_status().current, None);
     reads_match(&db, &model, "after");
     drop(before);
     drop(db);

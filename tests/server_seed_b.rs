@@ -254,6 +254,7 @@ async fn compaction_endpoints_report_real_runs() {
     assert_eq!(r.json["min_compaction_interval_seconds"], 600);
     assert_eq!(r.json["last_compaction"], json!(null));
     assert_eq!(r.json["compaction_running"], false);
+    assert_eq!(r.json["compaction_current"], json!(null));
 
     // the first run is not too recent; it reads the tables (the memtable is flushed first)
     let r = s.post("/compaction/run", "").await;

@@ -14,7 +14,7 @@ use std::time::{Instant, SystemTime};
 use parking_lot::Mutex;
 
 use super::picker::{Job, nothing_below};
-use super::{CompactionReason, CompactionRun};
+use super::{CompactionProgress, CompactionReason, CompactionRun};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::cursor::Cursor;
@@ -71,6 +71,17 @@ pub(crate) struct JobContext<'a> {
     pub levels: &'a [LevelIo],
     /// Where the outputs' decompressed blocks are kept.
     pub block_cache: &'a Arc<BlockCache>,
+    /// The running job's progress, as `compaction_status` reports it.
+    pub current: &'a Mutex<Option<CompactionProgress>>,
+}
+
+/// Clears the reported progress when the job ends, however it ends.
+struct ClearProgress<'a>(&'a Mutex<Option<CompactionProgress>>);
+
+impl Drop for ClearProgress<'_> {
+    fn drop(&mut self) {
+        *self.0.lock() = None;
+    }
 }
 
 impl JobContext<'_> {
@@ -85,6 +96,17 @@ impl JobContext<'_> {
             self.install_move(&job)?;
             (Vec::new(), 0)
         } else {
+            *self.current.lock() = Some(CompactionProgress {
+                started_at,
+                reason,
+                output_level: job.output_level,
+                tables_in,
+                bytes_in,
+                tables_out: 0,
+                bytes_out: 0,
+                shown_to_reads: shows_progress(&job),
+            });
+            let _clear = ClearProgress(self.current);
             let mut created = Vec::new();
             let (outputs, dropped) = match self.merge_inputs(&job, &mut created) {
                 Ok(merged) => merged,
@@ -255,6 +277,7 @@ impl JobContext<'_> {
                     && let Some(out) = current.take()
                 {
                     outputs.push(finish(out)?);
+                    self.count_output(&outputs);
                     if shows_progress(job) {
                         self.show_progress(job, &outputs, &last_user_key);
                     }
@@ -286,6 +309,7 @@ impl JobContext<'_> {
         merged.status()?;
         if let Some(out) = current.take() {
             outputs.push(finish(out)?);
+            self.count_output(&outputs);
         }
         Ok((outputs, filter.dropped))
     }
@@ -297,6 +321,14 @@ impl JobContext<'_> {
             Table::open(Arc::clone(&self.config.fs), &path, number)?
                 .with_cache(Arc::clone(self.block_cache)),
         ))
+    }
+
+    /// Reports the `outputs` finished so far.
+    fn count_output(&self, outputs: &[Arc<Table>]) {
+        if let Some(p) = self.current.lock().as_mut() {
+            p.tables_out = outputs.len();
+            p.bytes_out = outputs.iter().map(|t| t.file_size()).sum();
+        }
     }
 
     /// Lets reads of user keys up to `boundary` (the last one merged) use the `outputs`

@@ -92,11 +92,37 @@ impl CompactionRun {
     }
 }
 
+/// How far the running compaction has got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompactionProgress {
+    /// When it started.
+    pub started_at: SystemTime,
+    /// Why it runs.
+    pub reason: CompactionReason,
+    /// The level it writes.
+    pub output_level: usize,
+    /// Tables it reads.
+    pub tables_in: usize,
+    /// Bytes it reads.
+    pub bytes_in: u64,
+    /// Output tables finished so far.
+    pub tables_out: usize,
+    /// Bytes of the output tables finished so far.
+    pub bytes_out: u64,
+    /// Whether reads take the keys the finished outputs hold from them already (a
+    /// compaction of level 0, or of more than two levels, shows them).
+    pub shown_to_reads: bool,
+}
+
 /// What compaction is doing and has done, from [`Db::compaction_status`](crate::Db::compaction_status).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompactionStatus {
     /// A compaction is running now.
     pub running: bool,
+    /// How far the running compaction has got (`None` between compactions; a move of a table
+    /// to the next level, which rewrites nothing, shows none).
+    pub current: Option<CompactionProgress>,
     /// The periodic schedule.
     pub periodic: PeriodicCompaction,
     /// The last manual or periodic compaction.
@@ -114,6 +140,8 @@ pub(crate) struct CompactionState {
     /// for a running job (which stops early once the store is shutting down).
     pub lock: Mutex<()>,
     pub running: AtomicBool,
+    /// The running job's progress, kept by the job.
+    pub current: Mutex<Option<CompactionProgress>>,
     pub inner: Mutex<StatusInner>,
     /// Per-level I/O counters.
     pub levels: Vec<LevelIo>,
@@ -136,6 +164,7 @@ impl CompactionState {
         CompactionState {
             lock: Mutex::new(()),
             running: AtomicBool::new(false),
+            current: Mutex::new(None),
             inner: Mutex::new(StatusInner {
                 periodic,
                 last_run: None,
@@ -320,6 +349,7 @@ impl CompactionState {
         let inner = self.inner.lock();
         CompactionStatus {
             running: self.running.load(Ordering::Acquire),
+            current: self.current.lock().clone(),
             periodic: inner.periodic,
             last_run: inner.last_run.clone(),
             history: inner.history.iter().cloned().collect(),

@@ -115,6 +115,16 @@ pub(crate) async fn status(State(state): State<AppState>) -> Result<Reply, ApiEr
                 "min_compaction_interval_seconds": st.periodic.min_interval.as_secs(),
                 "last_compaction": st.last_run.as_ref().map(|r| iso8601(r.started_at)),
                 "compaction_running": st.running,
+                "compaction_current": st.current.as_ref().map(|c| json!({
+                    "started": iso8601(c.started_at),
+                    "reason": reason(c.reason),
+                    "output_level": c.output_level,
+                    "tables_in": c.tables_in,
+                    "bytes_in": c.bytes_in,
+                    "tables_out": c.tables_out,
+                    "bytes_out": c.bytes_out,
+                    "shown_to_reads": c.shown_to_reads,
+                })),
                 "compaction_history": history,
                 "error": st.error,
             })))

@@ -875,3 +875,46 @@ fn scans_and_gets_racing_a_compaction_through_its_outputs_read_the_same_data() {
     assert!(checked > 0, "no read raced the compaction");
     reads_match(&db, &model, "after");
 }
+
+#[test]
+fn a_running_compaction_is_in_the_status_until_its_run_is_recorded() {
+    // Whoever reads the status finds each compaction either running or in the history:
+    // never in neither.
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder(dir.path())
+        .sync_mode(SyncMode::Buffered)
+        .memtable_bytes(32 << 10)
+        .level_sizes(64 << 10, 4, 8 << 10)
+        .l0_limits(2, 8, 12)
+        .open()
+        .unwrap();
+    let mut seen = 0;
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            for i in 0..30_000u64 {
+                db.put(common::k(i % 7000), [b'c'; 64]).unwrap();
+            }
+        });
+        let mut watching: Option<std::time::SystemTime> = None;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !writer.is_finished() && Instant::now() < deadline {
+            let st = db.compaction_status();
+            if st.current.is_some() {
+                assert!(st.running, "progress without a running compaction");
+            }
+            let now = st.current.as_ref().map(|c| c.started_at);
+            if let Some(started) = watching
+                && now != Some(started)
+            {
+                assert!(
+                    st.history.iter().any(|r| r.started_at == started),
+                    "a compaction left the status unrecorded"
+                );
+                seen += 1;
+            }
+            watching = now;
+        }
+        writer.join().unwrap();
+    });
+    assert!(seen > 0, "no compaction was watched to its end");
+}

@@ -71,17 +71,9 @@ pub(crate) struct JobContext<'a> {
     pub levels: &'a [LevelIo],
     /// Where the outputs' decompressed blocks are kept.
     pub block_cache: &'a Arc<BlockCache>,
-    /// The running job's progress, as `compaction_status` reports it.
+    /// The running job's progress, as `compaction_status` reports it (cleared by the caller
+    /// once the run is recorded).
     pub current: &'a Mutex<Option<CompactionProgress>>,
-}
-
-/// Clears the reported progress when the job ends, however it ends.
-struct ClearProgress<'a>(&'a Mutex<Option<CompactionProgress>>);
-
-impl Drop for ClearProgress<'_> {
-    fn drop(&mut self) {
-        *self.0.lock() = None;
-    }
 }
 
 impl JobContext<'_> {
@@ -106,7 +98,6 @@ impl JobContext<'_> {
                 bytes_out: 0,
                 shown_to_reads: shows_progress(&job),
             });
-            let _clear = ClearProgress(self.current);
             let mut created = Vec::new();
             let (outputs, dropped) = match self.merge_inputs(&job, &mut created) {
                 Ok(merged) => merged,

@@ -214,13 +214,14 @@ impl CompactionState {
             .max_by(|a, b| crate::key::compare(a, b));
         let level = job.output_level.saturating_sub(1);
         let result = catch_panic(|| cx.run(job, reason));
-        self.running.store(false, Ordering::Release);
         let run = match result {
             Ok(run) => run,
-            Err(Error::Closed) => return Err(Error::Closed),
             Err(e) => {
-                // A failed manual compaction poisons the store as a background one does.
-                cx.life.poison("compaction", &e);
+                self.finished();
+                if !matches!(e, Error::Closed) {
+                    // A failed manual compaction poisons the store as a background one does.
+                    cx.life.poison("compaction", &e);
+                }
                 return Err(e);
             }
         };
@@ -230,9 +231,18 @@ impl CompactionState {
         {
             *c = k;
         }
+        // Recorded before the job stops showing as running, so that a status read always
+        // finds the run, whether as running or in the history.
         self.record(&run, full);
+        self.finished();
         cx.life.notify_tree_changed();
         Ok(run)
+    }
+
+    /// Marks the running job as ended.
+    fn finished(&self) {
+        *self.current.lock() = None;
+        self.running.store(false, Ordering::Release);
     }
 
     /// Merges every table into one sorted run. Memtables are not flushed here.

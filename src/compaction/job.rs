@@ -247,6 +247,7 @@ impl JobContext<'_> {
         let mut current: Option<Output> = None;
         let mut last_user_key: Vec<u8> = Vec::new();
         let mut steps = 0u64;
+        let show = shows_progress(job);
         merged.seek_to_first();
         while merged.valid() {
             steps += 1;
@@ -269,7 +270,7 @@ impl JobContext<'_> {
                 {
                     outputs.push(finish(out)?);
                     self.count_output(&outputs);
-                    if shows_progress(job) {
+                    if show {
                         self.show_progress(job, &outputs, &last_user_key);
                     }
                 }

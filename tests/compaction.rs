@@ -718,46 +718,62 @@ fn reads_match(db: &Db, model: &BTreeMap<Vec<u8>, Vec<u8>>, what: &str) {
     }
 }
 
-#[test]
-fn reads_during_a_compaction_see_the_same_data_through_its_finished_outputs() {
-    // A full compaction of level 0 over level 1 is held before its second output table, so
-    // its first one is finished and readers may take keys up to its last one from it.
-    let fs = HoldFs::new();
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::builder(dir.path())
-        .filesystem(fs.clone())
+/// A store with small tables and compaction of level 0 left to the test.
+fn small_tables(dir: &Path) -> strata::DbBuilder {
+    Db::builder(dir)
         .sync_mode(SyncMode::Buffered)
         .memtable_bytes(64 << 10)
-        .level_sizes(1 << 20, 10, 16 << 10)
+        .level_sizes(1 << 20, 10, 8 << 10)
         .l0_limits(100, 200, 300)
-        .open()
-        .unwrap();
+}
+
+/// Writes keys 0..4000 and compacts them into one sorted run; returns the model.
+fn one_sorted_run(db: &Db) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let mut model = BTreeMap::new();
     for i in 0..4000 {
-        let v = format!("first {i}").into_bytes();
+        let v = format!("base {i}").into_bytes();
         db.put(common::k(i), &v).unwrap();
         model.insert(common::k(i).into_bytes(), v);
     }
     db.compact().unwrap();
-    // Newer versions and deletes in several level-0 tables, and a snapshot of the state
-    // before them.
-    let before = db.snapshot();
-    let old_model = model.clone();
+    model
+}
+
+/// Three level-0 tables over it of newer versions (their values marked with `tag`) and
+/// deletes of keys below `upto`.
+fn newer_level_0(db: &Db, model: &mut BTreeMap<Vec<u8>, Vec<u8>>, upto: u64, tag: u64) {
     for round in 0..3u64 {
-        for i in (round..4000).step_by(7) {
+        for i in (round..upto).step_by(7) {
             let key = common::k(i);
             if i % 3 == 0 {
                 db.delete(&key).unwrap();
                 model.remove(key.as_bytes());
             } else {
-                let v = format!("round {round} {i}").into_bytes();
+                let v = format!("{tag} round {round} {i}").into_bytes();
                 db.put(&key, &v).unwrap();
                 model.insert(key.into_bytes(), v);
             }
         }
         db.flush().unwrap();
     }
-    assert!(db.stats().levels[0].tables >= 3);
+    assert_eq!(db.stats().levels[0].tables, 3);
+}
+
+#[test]
+fn reads_during_a_compaction_see_the_same_data_through_its_finished_outputs() {
+    // A full compaction of level 0 over level 1 is held before its second output table, so
+    // its first one is finished and readers may take keys up to its last one from it.
+    let fs = HoldFs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let db = small_tables(dir.path())
+        .filesystem(fs.clone())
+        .open()
+        .unwrap();
+    let mut model = one_sorted_run(&db);
+    // A snapshot of the state before the newer versions.
+    let before = db.snapshot();
+    let old_model = model.clone();
+    newer_level_0(&db, &mut model, 4000, 0);
 
     fs.hold_in_thread(FsOp::Create, ".sst", "compacting");
     fs.allow(1);
@@ -820,58 +836,35 @@ fn scans_and_gets_racing_a_compaction_through_its_outputs_read_the_same_data() {
     // lower half of the keys sit in level 0 over a deeper level holding every key: past the
     // boundary, the finished part alone would show that level's older values.
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::builder(dir.path())
-        .sync_mode(SyncMode::Buffered)
-        .memtable_bytes(256 << 10)
-        .level_sizes(1 << 20, 10, 8 << 10)
-        .l0_limits(100, 200, 300)
-        .open()
-        .unwrap();
-    let mut model = BTreeMap::new();
-    for i in 0..4000 {
-        let v = format!("base {i}").into_bytes();
-        db.put(common::k(i), &v).unwrap();
-        model.insert(common::k(i).into_bytes(), v);
-    }
-    db.compact().unwrap();
-    for round in 1..4u64 {
-        for i in (round..2000).step_by(1 + round as usize) {
-            let key = common::k(i);
-            if i % 5 == 0 {
-                db.delete(&key).unwrap();
-                model.remove(key.as_bytes());
-            } else {
-                let v = format!("{round} {i}").into_bytes();
-                db.put(&key, &v).unwrap();
-                model.insert(key.into_bytes(), v);
-            }
-        }
-        db.flush().unwrap();
-    }
-    assert_eq!(db.stats().levels[0].tables, 3);
+    let db = small_tables(dir.path()).open().unwrap();
+    let mut model = one_sorted_run(&db);
     let mut checked = 0u64;
     let mut x = 7u64;
-    std::thread::scope(|s| {
-        let job = s.spawn(|| db.compact_range(common::k(0)..common::k(2000)).unwrap());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !job.is_finished() && Instant::now() < deadline {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let from = common::k(x % 2100);
-            let want: Vec<_> = model
-                .range(from.clone().into_bytes()..)
-                .take(40)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            assert_eq!(entries_from(&db, &from, 40), want, "scan from {from}");
-            let got = db.get(&from).unwrap().map(|v| v.to_vec());
-            assert_eq!(got.as_ref(), model.get(from.as_bytes()), "get {from}");
-            checked += 1;
-        }
-        job.join().unwrap();
-    });
-    assert_eq!(db.stats().levels[0].tables, 0);
+    // A few rounds, for more reads to cross a boundary while it moves.
+    for tag in 1..=4 {
+        newer_level_0(&db, &mut model, 2000, tag);
+        std::thread::scope(|s| {
+            let job = s.spawn(|| db.compact_range(common::k(0)..common::k(2000)).unwrap());
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !job.is_finished() && Instant::now() < deadline {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let from = common::k(x % 2100);
+                let want: Vec<_> = model
+                    .range(from.clone().into_bytes()..)
+                    .take(40)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                assert_eq!(entries_from(&db, &from, 40), want, "scan from {from}");
+                let got = db.get(&from).unwrap().map(|v| v.to_vec());
+                assert_eq!(got.as_ref(), model.get(from.as_bytes()), "get {from}");
+                checked += 1;
+            }
+            job.join().unwrap();
+        });
+        assert_eq!(db.stats().levels[0].tables, 0);
+    }
     assert!(checked > 0, "no read raced the compaction");
     reads_match(&db, &model, "after");
 }

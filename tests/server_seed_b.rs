@@ -332,6 +332,9 @@ async fn health_and_metrics() {
         r#"http_request_duration_seconds_count{route="/key/{key}"} 2"#,
         "strata_puts_total 1",
         "strata_last_seqno 1",
+        "strata_compactions_total 0",
+        "strata_compaction_running 0",
+        "strata_compaction_current_output_bytes 0",
     ] {
         assert!(
             text.lines().any(|l| l == line),

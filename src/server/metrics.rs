@@ -217,6 +217,50 @@ impl Collector for StoreCollector {
             "Failed write preconditions",
             s.conflicts,
         )?;
+        gauge(
+            e,
+            "strata_pending_compaction_bytes",
+            "Estimated bytes compaction must rewrite to bring every level under its target",
+            s.pending_compaction_bytes,
+        )?;
+        counter(
+            e,
+            "strata_compactions",
+            "Compactions run (moves included)",
+            s.compactions,
+        )?;
+        counter(
+            e,
+            "strata_compaction_read_bytes",
+            "Bytes read by compactions",
+            s.compaction_bytes_read,
+        )?;
+        counter(
+            e,
+            "strata_compaction_written_bytes",
+            "Bytes written by compactions",
+            s.compaction_bytes_written,
+        )?;
+        let c = self.db.compaction_status();
+        gauge(
+            e,
+            "strata_compaction_running",
+            "1 while a compaction runs",
+            u64::from(c.running),
+        )?;
+        let (input, output) = c.current.map_or((0, 0), |p| (p.bytes_in, p.bytes_out));
+        gauge(
+            e,
+            "strata_compaction_current_input_bytes",
+            "Bytes the running compaction reads (0 between compactions)",
+            input,
+        )?;
+        gauge(
+            e,
+            "strata_compaction_current_output_bytes",
+            "Bytes of the running compaction's finished output tables",
+            output,
+        )?;
         Ok(())
     }
 }

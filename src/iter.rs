@@ -243,16 +243,18 @@ impl Range {
         let out = 'scan: loop {
             let c = front.as_mut()?;
             let boundary = if *front_capped {
-                state.tables.progress().map(|(b, _)| b)
+                state.tables.progress_boundary()
             } else {
                 None
             };
-            // The inner loop ends only where a capped cursor has nothing more to say: at its
-            // end or past its boundary.
-            loop {
+            // The inner loop ends (with the boundary) only where a capped cursor has nothing
+            // more to say: at its end or past its boundary.
+            let b = loop {
                 let Some(k) = c.entry_key() else {
-                    if boundary.is_some() && c.status().is_ok() {
-                        break;
+                    if let Some(b) = boundary
+                        && c.status().is_ok()
+                    {
+                        break b;
                     }
                     break 'scan c.status().err();
                 };
@@ -274,8 +276,10 @@ impl Range {
                 if beyond(upper, p.user_key) {
                     break 'scan None;
                 }
-                if boundary.is_some_and(|b| key::compare_bytes(p.user_key, b).is_gt()) {
-                    break;
+                if let Some(b) = boundary
+                    && key::compare_bytes(p.user_key, b).is_gt()
+                {
+                    break b;
                 }
                 if p.seq > snap {
                     c.next();
@@ -297,10 +301,9 @@ impl Range {
                 remember(front_last, p.user_key);
                 *front_on_entry = true;
                 return Some(Ok(()));
-            }
+            };
             // Past what the compaction has finished: go on over the whole tree, from the
             // boundary key's versions on, which the capped cursor has read already.
-            let b = boundary.unwrap_or_default();
             let mut whole = state.cursor();
             whole.seek(&key::encode(b, SeqNo::MAX, KIND_SEEK));
             scratch.clear();

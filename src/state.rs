@@ -44,15 +44,13 @@ impl LsmState {
 
     /// A cursor for a forward scan from user key `start` (the first key if `None`). While a
     /// compaction shows its finished part and `start` lies within it, the cursor reads that
-    /// part and the second value is `true`: it is exact only up to the boundary the tables'
-    /// [`progress`](TableSet::progress) names, and the scan must move to [`cursor`](Self::cursor)
+    /// part and the second value is `true`: it is exact only up to the tables'
+    /// [`progress_boundary`](TableSet::progress_boundary), and the scan must move to [`cursor`](Self::cursor)
     /// past it.
     pub(crate) fn scan_cursor(&self, start: Option<&[u8]>) -> (MergeCursor, bool) {
-        match self.tables.progress() {
-            Some((boundary, finished)) if start.is_none_or(|s| s <= boundary) => {
-                (self.cursor_over(finished), true)
-            }
-            _ => (self.cursor(), false),
+        match self.tables.finished_part_for(start) {
+            Some(finished) => (self.cursor_over(finished), true),
+            None => (self.cursor(), false),
         }
     }
 

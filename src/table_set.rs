@@ -102,12 +102,18 @@ impl TableSet {
         }
     }
 
-    /// The running compaction's finished part: the highest user key it accounts for and
-    /// the set to read keys up to it from.
-    pub(crate) fn progress(&self) -> Option<(&[u8], &TableSet)> {
+    /// The highest user key the running compaction's finished part accounts for.
+    pub(crate) fn progress_boundary(&self) -> Option<&[u8]> {
+        self.progress.as_ref().map(|p| &p.boundary[..])
+    }
+
+    /// The set to read user key `key` from in place of this one (`None` stands for the
+    /// smallest key): the running compaction's finished part, when it accounts for `key`.
+    pub(crate) fn finished_part_for(&self, key: Option<&[u8]>) -> Option<&TableSet> {
         self.progress
             .as_ref()
-            .map(|p| (&p.boundary[..], &*p.tables))
+            .filter(|p| key.is_none_or(|k| key::compare_bytes(k, &p.boundary).is_le()))
+            .map(|p| &*p.tables)
     }
 
     /// `apply` without the progress.
@@ -148,9 +154,7 @@ impl TableSet {
     /// The newest version of `user_key` at or below `snap`; `hash` is
     /// [`hash64`](crate::hash::hash64) of `user_key`.
     pub(crate) fn get(&self, user_key: &[u8], hash: u64, snap: u64) -> Result<Option<Hit>> {
-        if let Some((boundary, finished)) = self.progress()
-            && user_key <= boundary
-        {
+        if let Some(finished) = self.finished_part_for(Some(user_key)) {
             return finished.get(user_key, hash, snap);
         }
         for t in self.level(0) {
@@ -306,7 +310,7 @@ mod tests {
 
         // Without the progress every read goes to the inputs.
         let set = set.without_progress();
-        assert!(set.progress().is_none());
+        assert!(set.progress_boundary().is_none());
         assert_eq!(value_of(&set, 11).as_deref(), Some(&b"in"[..]));
         assert!(scan(&set, Some(0)).iter().all(|(_, v)| &v[..] != b"out"));
     }

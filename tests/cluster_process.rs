@@ -237,13 +237,24 @@ async fn a_held_port_is_kept_from_other_sockets_and_open_to_its_node() {
             !picked.contains(&held.port()),
             "a free pick got a held port"
         );
-        // The node listens; a connection reaches it, not the holder.
+        // The node listens; a connection reaches it, not the holder. Each step is bounded,
+        // so that a connection that goes astray fails the test instead of hanging it.
+        let within = Duration::from_secs(10);
         let node = node_process::listen_on(held.port()).unwrap();
-        let mut dial = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut accepted, _) = node.accept().await.unwrap();
+        let mut dial = tokio::time::timeout(within, tokio::net::TcpStream::connect(addr))
+            .await
+            .expect("connect took over 10 s")
+            .unwrap();
+        let (mut accepted, _) = tokio::time::timeout(within, node.accept())
+            .await
+            .expect("accept took over 10 s")
+            .unwrap();
         dial.write_all(&[incarnation]).await.unwrap();
         let mut got = [0u8; 1];
-        accepted.read_exact(&mut got).await.unwrap();
+        tokio::time::timeout(within, accepted.read_exact(&mut got))
+            .await
+            .expect("read took over 10 s")
+            .unwrap();
         assert_eq!(got, [incarnation]);
         assert!(std::net::TcpListener::bind(addr).is_err());
         drop((node, accepted, dial));

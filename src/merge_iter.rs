@@ -167,7 +167,7 @@ impl MergeCursor {
         if self.children.len() < 2 {
             return;
         }
-        let asked: Vec<(&Table, BlockHandle)> = self
+        let asked: Vec<(&Table, (usize, BlockHandle))> = self
             .children
             .iter()
             .filter_map(|c| c.table_for_seek(target))

@@ -18,6 +18,21 @@ pub(crate) fn lines<T>(items: &[T], at: &[usize]) {
     }
 }
 
+/// Asks for the cache line holding the byte at `address`, which need not be live (a hint
+/// never reads it).
+#[inline]
+pub(crate) fn address(address: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` only hints the cache: it performs no access the program can
+    // observe and never faults, whatever the address.
+    unsafe {
+        use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>(address.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
+}
+
 /// Asks for the cache line holding `item`.
 #[inline]
 fn line<T>(item: &T) {

@@ -152,23 +152,25 @@ pub fn ask_for_restart_keys(data: &[u8]) {
     prefetch::lines(data, at.get(..asked).unwrap_or_default());
 }
 
-/// A data block as a read hands it out: read in place from the table's map, or
-/// decompressed into memory.
-#[derive(Debug, Clone)]
+/// A data block as a read hands it out: read in place from the table's map, decompressed
+/// into memory of its own, or lent from the table's cached blocks.
+#[derive(Debug)]
 pub enum BlockRef {
     /// Stored uncompressed and read in place.
     Mapped(Block),
-    /// Decompressed; shared with the block cache when the read found it there or put it
-    /// there.
-    Decompressed(std::sync::Arc<Block>),
+    /// Decompressed for this read alone.
+    Decompressed(Block),
+    /// Cached in the table's slots ([`TableBlocks`](super::table_blocks::TableBlocks)):
+    /// valid while the reader's pin on them is held, so nothing may take a [`Bytes`] out
+    /// of it (values are copied).
+    Pinned(Block),
 }
 
 impl BlockRef {
     /// The block.
     pub fn block(&self) -> &Block {
         match self {
-            BlockRef::Mapped(b) => b,
-            BlockRef::Decompressed(b) => b,
+            BlockRef::Mapped(b) | BlockRef::Decompressed(b) | BlockRef::Pinned(b) => b,
         }
     }
 }
@@ -215,6 +217,11 @@ impl<B: Borrow<Block> + Send> BlockCursor<B> {
             next: end,
             err: None,
         }
+    }
+
+    /// What the cursor holds its block by.
+    pub fn holder(&self) -> &B {
+        &self.block
     }
 
     /// Gives up the cursor for its key buffer.

@@ -1,30 +1,25 @@
-//! The cache of decompressed data blocks, shared by every table of a store.
+//! The cache of decompressed data blocks, shared by every table of a store: the bound on
+//! their memory, and which table gives its blocks back when a new block needs room.
 //!
 //! Only blocks stored compressed are cached: an uncompressed block is read straight from the
-//! table's memory map, which costs nothing to repeat. Entries are keyed by a number unique
-//! to each opened table in this process (never reused, so a deleted table's blocks cannot be
-//! mistaken for another's) and the block's file offset, and weighed by their size; the
-//! total weight never exceeds the configured capacity (a block heavier than what the cache
-//! can hold is simply not kept).
+//! table's memory map, which costs nothing to repeat. The blocks themselves live in their
+//! table's slots ([`TableBlocks`]), found by the block's index ordinal; this module keeps
+//! the total weight (contents plus a fixed overhead per block), which never exceeds the
+//! configured capacity, and the list of tables that hold blocks. A block that needs room
+//! frees it by a clock sweep: the hand goes from table to table, and within a table from
+//! block to block ([`TableBlocks::evict`]), sparing once each block read since it last
+//! passed. A table pinned by other readers is skipped. A block heavier than what the cache
+//! can hold, or arriving when the room cannot be had, is simply not kept.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
-use quick_cache::Weighter;
-use quick_cache::sync::Cache;
+use parking_lot::Mutex;
 
-use super::block::Block;
+use super::table_blocks::TableBlocks;
 
-/// Bytes an entry costs beyond its block contents (key, handle, bookkeeping).
-const ENTRY_OVERHEAD: u64 = 96;
-
-/// Process-wide source of table ids.
-static NEXT_TABLE_ID: AtomicU64 = AtomicU64::new(1);
-
-/// A number no other table opened by this process has or will have.
-pub fn next_table_id() -> u64 {
-    NEXT_TABLE_ID.fetch_add(1, Ordering::Relaxed)
-}
+/// Bytes a block costs beyond its contents (its slot, the allocator's header).
+const ENTRY_OVERHEAD: u64 = 32;
 
 /// Figures of the block cache, as reported in [`Stats`](crate::Stats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,74 +37,141 @@ pub struct BlockCacheStats {
     pub misses: u64,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct BlockWeight;
-
-impl Weighter<(u64, u64), Arc<Block>> for BlockWeight {
-    fn weight(&self, _key: &(u64, u64), block: &Arc<Block>) -> u64 {
-        block.size() as u64 + ENTRY_OVERHEAD
-    }
+/// The tables that may hold blocks, and the clock hand over them.
+#[derive(Debug, Default)]
+struct Clock {
+    tables: Vec<Weak<TableBlocks>>,
+    hand: usize,
 }
 
-/// A bounded, concurrent cache of decompressed blocks.
+/// The bound and eviction policy of the decompressed blocks of a store.
+#[derive(Debug)]
 pub struct BlockCache {
-    cache: Option<Cache<(u64, u64), Arc<Block>, BlockWeight>>,
     capacity: u64,
+    bytes: AtomicU64,
+    blocks: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
-}
-
-impl std::fmt::Debug for BlockCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlockCache")
-            .field("stats", &self.stats())
-            .finish()
-    }
+    clock: Mutex<Clock>,
 }
 
 impl BlockCache {
     /// A cache holding at most `capacity` bytes; 0 keeps nothing.
     pub fn new(capacity: u64) -> BlockCache {
-        let cache = (capacity > 0).then(|| {
-            let items = usize::try_from(capacity / 4096)
-                .unwrap_or(usize::MAX)
-                .max(16);
-            Cache::with_weighter(items, capacity, BlockWeight)
-        });
         BlockCache {
-            cache,
             capacity,
+            bytes: AtomicU64::new(0),
+            blocks: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            clock: Mutex::new(Clock::default()),
         }
     }
 
-    /// The decompressed block at `offset` of table `table_id`, if cached (counted as a hit
-    /// or a miss).
-    pub fn get(&self, table_id: u64, offset: u64) -> Option<Arc<Block>> {
-        let found = self.cache.as_ref().and_then(|c| c.get(&(table_id, offset)));
-        let counter = if found.is_some() {
-            &self.hits
-        } else {
-            &self.misses
+    /// The weight of a block of `len` bytes of contents.
+    pub fn weight(len: usize) -> u64 {
+        len as u64 + ENTRY_OVERHEAD
+    }
+
+    /// Slots for a table of `data_blocks` blocks, or `None` when the cache keeps nothing.
+    pub fn register(self: &Arc<Self>, data_blocks: usize) -> Option<Arc<TableBlocks>> {
+        if self.capacity == 0 || data_blocks == 0 {
+            return None;
+        }
+        let t = Arc::new(TableBlocks::new(data_blocks, Arc::clone(self)));
+        let mut clock = self.clock.lock();
+        clock.tables.retain(|w| w.strong_count() > 0);
+        clock.tables.push(Arc::downgrade(&t));
+        Some(t)
+    }
+
+    /// Counts a read that found its block cached.
+    pub fn hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a read that decompressed its block.
+    pub fn miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes `weight` bytes of the bound for a new block, evicting other tables' blocks when
+    /// needed; false when the room cannot be had.
+    /// `own` is the table the block is for, pinned by the caller alone.
+    pub(super) fn reserve(&self, weight: u64, own: &TableBlocks) -> bool {
+        if weight > self.capacity {
+            return false;
+        }
+        let mut swept = false;
+        loop {
+            let held = self.bytes.load(Ordering::Relaxed);
+            if held + weight <= self.capacity {
+                if self
+                    .bytes
+                    .compare_exchange_weak(
+                        held,
+                        held + weight,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    return true;
+                }
+                continue;
+            }
+            if swept || !self.make_room(weight, own) {
+                return false;
+            }
+            swept = true;
+        }
+    }
+
+    /// Gives back the weight of `blocks` blocks (or of a reservation, with 0 blocks).
+    pub(super) fn release(&self, weight: u64, blocks: u64) {
+        self.bytes.fetch_sub(weight, Ordering::Relaxed);
+        self.blocks.fetch_sub(blocks, Ordering::Relaxed);
+    }
+
+    /// Counts blocks that took a reservation.
+    pub(super) fn added(&self, blocks: u64) {
+        self.blocks.fetch_add(blocks, Ordering::Relaxed);
+    }
+
+    /// Sweeps the clock until `weight` more bytes fit, at most twice round the tables;
+    /// false when they still do not, or when another reader is sweeping (it frees room for
+    /// both, and this block is not worth the wait).
+    fn make_room(&self, weight: u64, own: &TableBlocks) -> bool {
+        let Some(mut clock) = self.clock.try_lock() else {
+            return false;
         };
-        counter.fetch_add(1, Ordering::Relaxed);
-        found
-    }
-
-    /// Keeps a decompressed block.
-    pub fn insert(&self, table_id: u64, offset: u64, block: Arc<Block>) {
-        if let Some(c) = &self.cache {
-            c.insert((table_id, offset), block);
+        clock.tables.retain(|w| w.strong_count() > 0);
+        let n = clock.tables.len();
+        for _ in 0..2 * n {
+            let held = self.bytes.load(Ordering::Relaxed);
+            if held + weight <= self.capacity {
+                return true;
+            }
+            let hand = clock.hand % n;
+            if let Some(t) = clock.tables.get(hand).and_then(Weak::upgrade)
+                && t.bytes() > 0
+            {
+                let need = held + weight - self.capacity;
+                if t.evict(need, std::ptr::eq(&*t, own)) >= need {
+                    continue;
+                }
+            }
+            clock.hand = hand + 1;
         }
+        self.bytes.load(Ordering::Relaxed) + weight <= self.capacity
     }
 
     /// Current figures.
     pub fn stats(&self) -> BlockCacheStats {
         BlockCacheStats {
             capacity_bytes: self.capacity,
-            bytes: self.cache.as_ref().map_or(0, |c| c.weight()),
-            blocks: self.cache.as_ref().map_or(0, |c| c.len() as u64),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            blocks: self.blocks.load(Ordering::Relaxed),
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
         }
@@ -117,60 +179,77 @@ impl BlockCache {
 }
 
 #[cfg(test)]
+#[allow(unsafe_code)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
-    fn block(size: usize) -> Arc<Block> {
-        let mut b = super::super::block_builder::BlockBuilder::new(16);
-        let mut i = 0u64;
-        while b.estimated_size() < size {
-            let k = crate::key::encode(
-                format!("k{i:08}").as_bytes(),
-                crate::seqno::SeqNo::new(i + 1),
-                1,
-            );
-            b.add(&k, &[7; 50]);
-            i += 1;
-        }
-        Arc::new(Block::new(Bytes::from(b.finish()), 0).unwrap())
+    /// Caches block `ordinal` of `t` (pinning around it); whether it was kept.
+    fn put(t: &TableBlocks, ordinal: usize, len: usize) -> bool {
+        assert!(t.pin());
+        // SAFETY: pinned; the bytes are dropped before the unpin.
+        let kept = unsafe {
+            t.insert(ordinal, vec![ordinal as u8; len]);
+            t.get(ordinal).is_some()
+        };
+        // SAFETY: nothing read under the pin is held.
+        unsafe { t.unpin() };
+        kept
     }
 
     #[test]
     fn holds_no_more_than_its_capacity() {
-        let cache = BlockCache::new(64 << 10);
-        let b = block(4096);
-        for i in 0..1000 {
-            cache.insert(1, i * 4096, b.clone());
-            let s = cache.stats();
-            assert!(s.bytes <= 64 << 10, "{s:?}");
+        let cache = Arc::new(BlockCache::new(64 << 10));
+        let tables: Vec<_> = (0..8).map(|_| cache.register(64).unwrap()).collect();
+        for round in 0..4 {
+            for (i, t) in tables.iter().enumerate() {
+                for o in 0..64 {
+                    put(t, o, 4000 + i + round);
+                    let s = cache.stats();
+                    assert!(s.bytes <= 64 << 10, "{s:?}");
+                }
+            }
         }
         let s = cache.stats();
-        assert!(s.blocks > 0 && s.blocks < 16, "{s:?}");
-        // Blocks too big for the cache are not kept at all.
-        cache.insert(2, 0, block(200 << 10));
-        assert!(cache.stats().bytes <= 64 << 10);
+        assert!(s.blocks > 0 && s.blocks < 17, "{s:?}");
+        let held: u64 = tables.iter().map(|t| t.bytes()).sum();
+        assert_eq!(held, s.bytes, "the tables hold what the cache counts");
+        // Blocks too big for the cache, or for a slot, are not kept at all.
+        let t = cache.register(1).unwrap();
+        assert!(!put(&t, 0, 200 << 10));
+        let big = Arc::new(BlockCache::new(1 << 20));
+        let t = big.register(1).unwrap();
+        assert!(!put(&t, 0, 100 << 10));
+        assert_eq!(big.stats().bytes, 0);
     }
 
     #[test]
-    fn counts_hits_and_misses() {
-        let cache = BlockCache::new(1 << 20);
-        assert!(cache.get(1, 0).is_none());
-        cache.insert(1, 0, block(1000));
-        assert!(cache.get(1, 0).is_some());
-        assert!(cache.get(2, 0).is_none());
-        let s = cache.stats();
-        assert_eq!((s.hits, s.misses, s.blocks), (1, 2, 1));
-        let none = BlockCache::new(0);
-        none.insert(1, 0, block(100));
-        assert!(none.get(1, 0).is_none());
-        assert_eq!(none.stats().bytes, 0);
+    fn a_block_that_needs_room_evicts_another_table_unless_it_is_pinned() {
+        let cache = Arc::new(BlockCache::new(10_000));
+        let a = cache.register(4).unwrap();
+        let b = cache.register(4).unwrap();
+        assert!(put(&a, 0, 4000) && put(&a, 1, 4000));
+        // Pinned, `a` keeps its blocks and `b`'s block finds no room.
+        assert!(a.pin());
+        assert!(!put(&b, 0, 4000));
+        assert_eq!(a.bytes(), 2 * BlockCache::weight(4000));
+        // SAFETY: nothing read under the pin is held.
+        unsafe { a.unpin() };
+        // Unpinned, `a` gives back a block (both were read: the first pass of the hand
+        // spares them).
+        assert!(put(&b, 0, 4000));
+        assert_eq!(a.bytes(), BlockCache::weight(4000));
+        assert_eq!(cache.stats().blocks, 2);
+        // A table pinned by its only reader makes room in itself.
+        assert!(put(&b, 1, 4000));
+        assert!(put(&b, 2, 4000));
+        assert_eq!(a.bytes(), 0);
+        assert!(cache.stats().bytes <= 10_000);
     }
 
     #[test]
-    fn table_ids_are_unique() {
-        let a = next_table_id();
-        let b = next_table_id();
-        assert_ne!(a, b);
+    fn a_cache_of_nothing_registers_no_table() {
+        let cache = Arc::new(BlockCache::new(0));
+        assert!(cache.register(10).is_none());
+        assert_eq!(cache.stats(), BlockCacheStats::default());
     }
 }

@@ -7,7 +7,10 @@
 //! reported as corruption rather than returned, without re-hashing hot blocks on every read.
 //!
 //! An uncompressed data block is read in place from the map (no copy). A compressed one is
-//! looked up in the store's [`BlockCache`] and decompressed into it on a miss.
+//! looked up in the table's slots of decompressed blocks ([`TableBlocks`], bounded by the
+//! store's [`BlockCache`]) and decompressed into them on a miss. Readers pin the table's
+//! slots while they hold blocks read from them: a cursor from its first such block until it
+//! is dropped, a point lookup for its duration.
 #![deny(clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
@@ -17,13 +20,14 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 
 use super::block::{self, Block, BlockCursor, BlockRef};
-use super::block_cache::{BlockCache, next_table_id};
+use super::block_cache::BlockCache;
 use super::compression::{Compression, decompress};
 use super::filter::Filter;
 use super::format::{
     BlockHandle, BlockType, FOOTER_LEN, Footer, Properties, StoredBlock, trailer_len,
 };
 use super::index_summary::IndexSummary;
+use super::table_blocks::TableBlocks;
 use crate::cursor::Cursor;
 use crate::error::{Corrupt, Error, IoContext, Result};
 use crate::fs::{FileSystem, MappedFile};
@@ -46,12 +50,13 @@ pub struct Table {
     verified: Box<[AtomicU64]>,
     /// The table format version (from the footer).
     version: u32,
-    /// This open table's key in the block cache.
-    id: u64,
-    /// Where decompressed blocks are kept, if anywhere.
+    /// The store's block cache, which counts reads of compressed blocks.
     cache: Option<Arc<BlockCache>>,
-    /// Every data block is stored compressed (as the properties say): reads look in the
-    /// cache before they touch the stored block.
+    /// Where decompressed blocks are kept, if anywhere (a table with compressed blocks, in a
+    /// store whose block cache holds anything).
+    blocks: Option<Arc<TableBlocks>>,
+    /// Every data block is stored compressed (as the properties say): seeks ask for the
+    /// lines of cached blocks rather than of stored ones.
     all_compressed: bool,
     /// The file's map, when `data` is one: sequential cursors hand back the pages behind
     /// them.
@@ -142,18 +147,26 @@ impl Table {
             fs: None,
             verified,
             version: footer.version,
-            id: next_table_id(),
             cache: None,
+            blocks: None,
             all_compressed,
             mapped: None,
             summary: OnceLock::new(),
         })
     }
 
-    /// Keeps this table's decompressed blocks in `cache`.
+    /// Keeps this table's decompressed blocks within `cache`'s bound.
     pub fn with_cache(mut self, cache: Arc<BlockCache>) -> Table {
+        if self.props.compressed_blocks > 0 {
+            self.blocks = cache.register(self.index.num_restarts());
+        }
         self.cache = Some(cache);
         self
+    }
+
+    /// Pins the table's decompressed blocks for a read, when it keeps any.
+    fn pin(&self) -> Option<super::table_blocks::Pin<'_>> {
+        self.blocks.as_ref().and_then(|b| b.try_pin())
     }
 
     /// The table's format version.
@@ -201,51 +214,72 @@ impl Table {
     }
 
     /// The data block the index cursor points at, checksummed unless it passed before. A
-    /// compressed block missing from the cache is decompressed, and put in the cache when
-    /// `fill_cache` (one pass over a table, as a compaction makes, would only evict the
-    /// blocks that readers use).
-    fn data_block(&self, index: &BlockCursor, fill_cache: bool) -> Result<BlockRef, Corrupt> {
+    /// compressed block is taken from the table's slots when `pinned` (the caller holds a pin
+    /// on them and drops the block before releasing it), and otherwise decompressed, and put
+    /// in the slots when `fill_cache` (one pass over a table, as a compaction makes, would
+    /// only evict the blocks that readers use). `forward`: a scan goes on to the next block,
+    /// whose lines are asked for when it is cached.
+    fn data_block(
+        &self,
+        index: &BlockCursor,
+        fill_cache: bool,
+        pinned: bool,
+        forward: bool,
+    ) -> Result<BlockRef, Corrupt> {
         let h = BlockHandle::decode(&index.value())?;
-        self.block_at(index.ordinal(), h, fill_cache)
+        let ordinal = index.ordinal();
+        if forward && let (Some(b), Some(o)) = (&self.blocks, ordinal) {
+            b.ask_for(o + 1, &[0, 64], &[64, 1]);
+        }
+        self.block_at(ordinal, h, fill_cache, pinned)
     }
 
     /// [`data_block`](Self::data_block) for the block `h` names, the index's entry
-    /// `ordinal` (used to remember that its checksum passed).
+    /// `ordinal` (used to remember that its checksum passed, and to find it in the slots).
+    /// `pinned` promises that the caller holds a pin on the table's blocks and no block
+    /// read under it, and that it drops the returned block before releasing the pin.
+    #[allow(unsafe_code)]
     fn block_at(
         &self,
         ordinal: Option<usize>,
         h: BlockHandle,
         fill_cache: bool,
+        pinned: bool,
     ) -> Result<BlockRef, Corrupt> {
-        // A table written compressed throughout asks the cache first: a hit needs neither
-        // the stored block nor its trailer (it was checked when it was decompressed).
-        let cache_first = self.all_compressed && self.cache.is_some();
-        if cache_first && let Some(b) = self.cache.as_ref().and_then(|c| c.get(self.id, h.offset)) {
-            return Ok(BlockRef::Decompressed(b));
+        let slot = self.blocks.as_ref().filter(|_| pinned).zip(ordinal);
+        // A cached block needs neither the stored block nor its trailer (it was checked
+        // when it was decompressed).
+        if let Some((b, o)) = slot
+            // SAFETY: `pinned` says the caller holds a pin, and drops the block before
+            // releasing it.
+            && let Some(data) = unsafe { b.get(o) }
+        {
+            b.cache().hit();
+            return Ok(BlockRef::Pinned(Block::new(data, h.offset)?));
         }
-        let slot = ordinal.and_then(|o| self.verified.get(o / 64).map(|w| (w, 1u64 << (o % 64))));
-        let known_good = slot.is_some_and(|(w, bit)| w.load(Ordering::Relaxed) & bit != 0);
+        let check = ordinal.and_then(|o| self.verified.get(o / 64).map(|w| (w, 1u64 << (o % 64))));
+        let known_good = check.is_some_and(|(w, bit)| w.load(Ordering::Relaxed) & bit != 0);
         let stored = StoredBlock::locate(&self.data, self.footer_start(), h, self.version)?;
         stored.check(BlockType::Data, !known_good)?;
         let codec = stored.codec()?;
-        let cached = || {
-            (!cache_first)
-                .then(|| self.cache.as_ref().and_then(|c| c.get(self.id, h.offset)))
-                .flatten()
-        };
         let block = if codec == Compression::None {
             BlockRef::Mapped(Block::new(stored.stored, h.offset)?)
-        } else if let Some(b) = cached() {
-            BlockRef::Decompressed(b)
         } else {
-            let raw = decompress(&stored.stored, codec, h.offset)?;
-            let b = Arc::new(Block::new(Bytes::from(raw), h.offset)?);
-            if fill_cache && let Some(c) = &self.cache {
-                c.insert(self.id, h.offset, Arc::clone(&b));
+            if let Some(c) = &self.cache {
+                c.miss();
             }
-            BlockRef::Decompressed(b)
+            let raw = decompress(&stored.stored, codec, h.offset)?;
+            match slot.filter(|_| fill_cache) {
+                Some((b, o)) => {
+                    // SAFETY: as above; besides, `pinned` says the caller holds no other
+                    // block of this table read under its pin.
+                    let data = unsafe { b.insert(o, raw) };
+                    BlockRef::Pinned(Block::new(data, h.offset)?)
+                }
+                None => BlockRef::Decompressed(Block::new(Bytes::from(raw), h.offset)?),
+            }
         };
-        if let Some((w, bit)) = slot {
+        if let Some((w, bit)) = check {
             w.fetch_or(bit, Ordering::Relaxed);
         }
         Ok(block)
@@ -254,22 +288,32 @@ impl Table {
     /// For a seek over several sorted runs, which asks every run for the lines it will read
     /// before it searches any (see [`MergeCursor`](crate::merge_iter::MergeCursor)): the data
     /// block a seek for `target` lands in, when the index summary names it and the table is
-    /// read in place, after asking for the cache lines of its restart array.
-    pub(crate) fn ask_for_seek(&self, target: &[u8]) -> Option<BlockHandle> {
-        if self.all_compressed {
-            return None;
-        }
+    /// read in place or cached, after asking for the cache lines of its restart array; with
+    /// its index ordinal.
+    pub(crate) fn ask_for_seek(&self, target: &[u8]) -> Option<(usize, BlockHandle)> {
         let s = self.summary()?;
-        let (_, h) = s.block_in(&s.narrow(key::user_key(target)))?;
+        let (ordinal, h) = s.block_in(&s.narrow(key::user_key(target)))?;
+        if self.all_compressed {
+            self.blocks.as_ref()?.ask_for(ordinal, &[], &[64, 1]);
+            return Some((ordinal, h));
+        }
         let end = usize::try_from(h.offset.checked_add(h.size)?).ok()?;
         prefetch::lines(&self.data, &[end.saturating_sub(64), end]);
-        Some(h)
+        Some((ordinal, h))
     }
 
     /// The second step of [`ask_for_seek`](Self::ask_for_seek), once the restart array of
-    /// the block `h` names has had time to arrive: asks for the lines of its restart keys
-    /// (see [`block::ask_for_restart_keys`]).
-    pub(crate) fn ask_for_restart_keys(&self, h: BlockHandle) {
+    /// the block it named (index entry `ordinal`, stored at `h`) has had time to arrive:
+    /// asks for the lines of its restart keys (see [`block::ask_for_restart_keys`]).
+    pub(crate) fn ask_for_restart_keys(&self, (ordinal, h): (usize, BlockHandle)) {
+        if self.all_compressed {
+            if let Some(pin) = self.pin()
+                && let Some(body) = pin.get(ordinal)
+            {
+                block::ask_for_restart_keys(body);
+            }
+            return;
+        }
         let (Ok(start), Ok(size)) = (usize::try_from(h.offset), usize::try_from(h.size)) else {
             return;
         };
@@ -321,9 +365,11 @@ impl Table {
         let summary = self.summary();
         let equal = summary.map(|s| s.narrow(user_key));
         let named = summary.zip(equal.as_ref()).and_then(|(s, e)| s.block_in(e));
+        let pin = self.pin();
+        let pinned = pin.is_some();
         let block = match named {
             // The summary names the block: the index block is not read at all.
-            Some((ordinal, h)) => self.block_at(Some(ordinal), h, true),
+            Some((ordinal, h)) => self.block_at(Some(ordinal), h, true, pinned),
             None => {
                 let mut index = self.index.cursor();
                 seek_narrowed(&mut index, &target, equal);
@@ -332,16 +378,20 @@ impl Table {
                         .corruption()
                         .map_or(Ok(None), |e| Err(self.corrupt(e.clone())));
                 }
-                self.data_block(&index, true)
+                self.data_block(&index, true, pinned, false)
             }
         }
         .map_err(|e| self.corrupt(e))?;
-        self.search(&block, &target, user_key)
+        let found = self.search(&block, &target, user_key);
+        // The block goes before the pin it was read under.
+        drop(block);
+        drop(pin);
+        found
     }
 
     /// The entry for `user_key` at or after internal key `target` in `block`, if any. A
-    /// value from a decompressed block is copied out rather than keeping the block alive
-    /// outside the cache's bound.
+    /// value from a decompressed block is copied out: a cached one is only valid under the
+    /// read's pin, and a private one would keep its whole block alive.
     fn search(&self, block: &BlockRef, target: &[u8], user_key: &[u8]) -> Result<Option<Hit>> {
         let mut c = BlockCursor::new(block.block());
         c.seek(target);
@@ -361,7 +411,9 @@ impl Table {
             kind: parsed.kind,
             value: match block {
                 BlockRef::Mapped(_) => c.value(),
-                BlockRef::Decompressed(_) => Bytes::copy_from_slice(c.value_ref()),
+                BlockRef::Decompressed(_) | BlockRef::Pinned(_) => {
+                    Bytes::copy_from_slice(c.value_ref())
+                }
             },
         }))
     }
@@ -376,6 +428,7 @@ impl Table {
             sequential: false,
             released: 0,
             pending_index: None,
+            pinned: false,
         }
     }
 
@@ -418,6 +471,23 @@ pub struct TableCursor {
     /// entry naming that block, where the index cursor is to be positioned before it is
     /// used. A seek that stays in its block, the common case, never reads the index block.
     pending_index: Option<usize>,
+    /// Holds a pin on the table's decompressed blocks (taken at the first block read from
+    /// them, released when the cursor is dropped).
+    pinned: bool,
+}
+
+impl Drop for TableCursor {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        self.data = None;
+        if self.pinned
+            && let Some(b) = &self.table.blocks
+        {
+            // SAFETY: the pin was taken by `pin_blocks`, and the only block read under it
+            // was just dropped.
+            unsafe { b.unpin() };
+        }
+    }
 }
 
 impl TableCursor {
@@ -436,6 +506,19 @@ impl TableCursor {
             m.release(self.released, upto);
         }
         self.released = upto;
+    }
+
+    /// Pins the table's decompressed blocks for the rest of the cursor's life, unless it
+    /// already did, is a sequential cursor (which reads around the cache) or the table
+    /// keeps none; whether it holds a pin.
+    fn pin_blocks(&mut self) -> bool {
+        if !self.pinned
+            && !self.sequential
+            && let Some(b) = &self.table.blocks
+        {
+            self.pinned = b.pin();
+        }
+        self.pinned
     }
 
     /// Positions the index cursor where a seek through the summary left it logically.
@@ -465,9 +548,14 @@ impl TableCursor {
             self.release_until(self.table.data.len(), 0);
             return false;
         }
-        match self.table.data_block(&self.index, !self.sequential) {
+        let pinned = self.pin_blocks();
+        let buffer = self.release_block();
+        match self
+            .table
+            .data_block(&self.index, !self.sequential, pinned, forward)
+        {
             Ok(b) => {
-                self.put_block(b, forward);
+                self.put_block(b, forward, buffer);
                 true
             }
             Err(e) => {
@@ -477,16 +565,29 @@ impl TableCursor {
         }
     }
 
-    /// Makes `b` the current data block (not positioned), handing the previous block's key
-    /// buffer on; `forward` when a scan goes on to the block after it.
-    fn put_block(&mut self, b: BlockRef, forward: bool) -> &mut BlockCursor<BlockRef> {
+    /// Drops the current data block, for its key buffer. A cursor reads its next block with
+    /// none held: to make room for a block it caches, it may evict its own table's blocks.
+    fn release_block(&mut self) -> Vec<u8> {
+        self.data
+            .take()
+            .map(BlockCursor::into_buffer)
+            .unwrap_or_default()
+    }
+
+    /// Makes `b` the current data block (not positioned), with the key buffer `buffer`
+    /// (the previous block's, handed on); `forward` when a scan goes on to the block after
+    /// it.
+    fn put_block(
+        &mut self,
+        b: BlockRef,
+        forward: bool,
+        buffer: Vec<u8>,
+    ) -> &mut BlockCursor<BlockRef> {
         self.release_until(b.block().offset() as usize, RELEASE_STEP);
         if forward {
             self.ask_for_following_block(&b);
         }
-        let buffer = self.data.take().map(BlockCursor::into_buffer);
-        self.data
-            .insert(BlockCursor::reusing(b, buffer.unwrap_or_default()))
+        self.data.insert(BlockCursor::reusing(b, buffer))
     }
 
     /// Asks for the cache lines a forward scan needs first from the block stored after `b`
@@ -561,8 +662,13 @@ impl Cursor for TableCursor {
         if let Some((ordinal, h)) = named {
             // The summary names the block: go there, and leave the index for later.
             self.pending_index = Some(ordinal);
-            match self.table.block_at(Some(ordinal), h, !self.sequential) {
-                Ok(b) => self.put_block(b, true).seek(target),
+            let pinned = self.pin_blocks();
+            let buffer = self.release_block();
+            match self
+                .table
+                .block_at(Some(ordinal), h, !self.sequential, pinned)
+            {
+                Ok(b) => self.put_block(b, true, buffer).seek(target),
                 Err(e) => self.fail(e),
             }
             self.skip_forward();
@@ -641,7 +747,14 @@ impl Cursor for TableCursor {
     }
 
     fn value(&self) -> Bytes {
-        self.data.as_ref().map(|d| d.value()).unwrap_or_default()
+        match &self.data {
+            // A cached block's bytes are valid under the cursor's pin only.
+            Some(d) if matches!(d.holder(), BlockRef::Pinned(_)) => {
+                Bytes::copy_from_slice(d.value_ref())
+            }
+            Some(d) => d.value(),
+            None => Bytes::new(),
+        }
     }
 
     fn value_ref(&self) -> &[u8] {

@@ -42,16 +42,17 @@ impl LsmState {
         self.cursor_over(&self.tables)
     }
 
-    /// A cursor for a forward scan from user key `start` (the first key if `None`). While a
-    /// compaction shows its finished part and `start` lies within it, the cursor reads that
-    /// part and the second value is `true`: it is exact only up to the tables'
-    /// [`progress_boundary`](TableSet::progress_boundary), and the scan must move to [`cursor`](Self::cursor)
-    /// past it.
-    pub(crate) fn scan_cursor(&self, start: Option<&[u8]>) -> (MergeCursor, bool) {
-        match self.tables.finished_part_for(start) {
-            Some(finished) => (self.cursor_over(finished), true),
-            None => (self.cursor(), false),
-        }
+    /// A cursor for a forward scan from user key `start` (the first key if `None`), and
+    /// whether it reads a running compaction's finished part (exact only up to the tables'
+    /// [`progress_boundary`](TableSet::progress_boundary), past which the scan must move to
+    /// [`cursor`](Self::cursor)).
+    ///
+    /// Scans read the whole tree for now: with the finished part, the model test found a
+    /// forward scan that ended after its first entry (about one run in ten, always while a
+    /// background compaction showed its progress), and the cause is not yet found. Point
+    /// reads still use the finished part.
+    pub(crate) fn scan_cursor(&self, _start: Option<&[u8]>) -> (MergeCursor, bool) {
+        (self.cursor(), false)
     }
 
     fn cursor_over(&self, tables: &TableSet) -> MergeCursor {

@@ -6,7 +6,9 @@
 //! table's slots ([`TableBlocks`]), found by the block's index ordinal; this module keeps
 //! the total weight (contents plus a fixed overhead per block), which never exceeds the
 //! configured capacity, and the list of tables that hold blocks. A block that needs room
-//! frees it by a clock sweep: the hand goes from table to table, and within a table from
+//! frees it by giving up the block its table cached last, unless a read found it since (so a
+//! block read once leaves first, as in a probation queue, and a scan does not sweep the
+//! cache), then by a clock sweep: the hand goes from table to table, and within a table from
 //! block to block ([`TableBlocks::evict`]), sparing once each block read since it last
 //! passed. A table pinned by other readers is skipped. A block heavier than what the cache
 //! can hold, or arriving when the room cannot be had, is simply not kept.
@@ -145,6 +147,8 @@ impl BlockCache {
         let Some(mut clock) = self.clock.try_lock() else {
             return false;
         };
+        // The block the table cached last, unless read since, goes first.
+        own.evict_probation(true);
         clock.tables.retain(|w| w.strong_count() > 0);
         let n = clock.tables.len();
         for _ in 0..2 * n {
@@ -244,6 +248,40 @@ mod tests {
         assert!(put(&b, 2, 4000));
         assert_eq!(a.bytes(), 0);
         assert!(cache.stats().bytes <= 10_000);
+    }
+
+    /// Caches block `ordinal` of `t` without reading it afterwards.
+    fn cache_unread(t: &TableBlocks, ordinal: usize, len: usize) {
+        assert!(t.pin());
+        // SAFETY: pinned; the bytes are dropped before the unpin.
+        drop(unsafe { t.insert(ordinal, vec![1; len]) });
+        // SAFETY: nothing read under the pin is held.
+        unsafe { t.unpin() };
+    }
+
+    /// Whether block `ordinal` of `t` is cached, without marking it read.
+    fn cached(t: &TableBlocks, ordinal: usize) -> bool {
+        t.try_pin().unwrap().get(ordinal).is_some()
+    }
+
+    #[test]
+    fn the_block_cached_last_goes_first_unless_it_was_read() {
+        let cache = Arc::new(BlockCache::new(2 * BlockCache::weight(1000)));
+        let t = cache.register(4).unwrap();
+        cache_unread(&t, 1, 1000);
+        cache_unread(&t, 3, 1000);
+        // The sweep would take block 1 first; the one cached last, never read, goes instead.
+        cache_unread(&t, 2, 1000);
+        assert!(cached(&t, 1) && cached(&t, 2) && !cached(&t, 3));
+        // Read, the last one stays, and the sweep makes the room.
+        assert!(t.pin());
+        // SAFETY: pinned; the bytes are dropped at once.
+        assert!(unsafe { t.get(2) }.is_some());
+        // SAFETY: nothing read under the pin is held.
+        unsafe { t.unpin() };
+        cache_unread(&t, 3, 1000);
+        assert!(cached(&t, 2) && cached(&t, 3) && !cached(&t, 1));
+        assert!(cache.stats().bytes <= 2 * BlockCache::weight(1000));
     }
 
     #[test]

@@ -70,6 +70,9 @@ pub struct TableBlocks {
     pins: AtomicU32,
     /// The slot the eviction sweep looks at next (moved only while evicting).
     hand: AtomicUsize,
+    /// 1 + the ordinal of the block cached last, 0 when none waits: the first block given up
+    /// to make room for the next one unless a read found it in between.
+    probation: AtomicUsize,
     /// Blocks held and their bytes (contents plus the cache's overhead per block).
     blocks: AtomicU64,
     bytes: AtomicU64,
@@ -126,6 +129,7 @@ impl TableBlocks {
             slots: (0..data_blocks).map(|_| AtomicU64::new(0)).collect(),
             pins: AtomicU32::new(0),
             hand: AtomicUsize::new(0),
+            probation: AtomicUsize::new(0),
             blocks: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             cache,
@@ -226,6 +230,7 @@ impl TableBlocks {
         };
         match slot.compare_exchange(0, word, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
+                self.probation.store(ordinal + 1, Ordering::Relaxed);
                 self.blocks.fetch_add(1, Ordering::Relaxed);
                 self.bytes.fetch_add(weight, Ordering::Relaxed);
                 self.cache.added(1);
@@ -252,10 +257,33 @@ impl TableBlocks {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Frees blocks not read since the hand last passed, until `need` bytes are freed or the
-    /// hand went once round; the bytes freed. `by_own_reader`: the caller holds the only pin
-    /// on the table and no block read under it. Frees nothing when another reader holds a pin.
-    pub(super) fn evict(&self, need: u64, by_own_reader: bool) -> u64 {
+    /// Frees the block cached last, if no read found it since (a block read once, as a scan
+    /// or a random read over more data than the cache holds leaves them, goes before blocks
+    /// read again, and while its memory is still warm); the bytes freed. `by_own_reader` as
+    /// for [`evict`](Self::evict).
+    pub(super) fn evict_probation(&self, by_own_reader: bool) -> u64 {
+        let Some(ordinal) = self.probation.swap(0, Ordering::Relaxed).checked_sub(1) else {
+            return 0;
+        };
+        self.exclusive(by_own_reader, || {
+            let Some(slot) = self.slots.get(ordinal) else {
+                return (0, 0);
+            };
+            let word = slot.load(Ordering::Relaxed);
+            if word == 0 || word & REFERENCED != 0 {
+                return (0, 0);
+            }
+            slot.store(0, Ordering::Relaxed);
+            // SAFETY: as in `evict`.
+            unsafe { free(word) };
+            (1, BlockCache::weight(unpack(word).1))
+        })
+    }
+
+    /// Runs `free` (which empties slots, returning the blocks and bytes it freed) with the
+    /// table to itself: no other reader pinned, and none able to pin until it returns. Does
+    /// nothing and returns 0 when another reader holds a pin.
+    fn exclusive(&self, by_own_reader: bool, free: impl FnOnce() -> (u64, u64)) -> u64 {
         let pinned = u32::from(by_own_reader);
         if self
             .pins
@@ -269,38 +297,48 @@ impl TableBlocks {
         {
             return 0;
         }
-        let n = self.slots.len();
-        let mut hand = self.hand.load(Ordering::Relaxed);
-        let (mut blocks, mut bytes) = (0, 0);
-        for _ in 0..n {
-            hand = (hand + 1) % n;
-            let Some(slot) = self.slots.get(hand) else {
-                break;
-            };
-            let word = slot.load(Ordering::Relaxed);
-            if word == 0 {
-                continue;
-            }
-            if word & REFERENCED != 0 {
-                slot.store(word & !REFERENCED, Ordering::Relaxed);
-                continue;
-            }
-            slot.store(0, Ordering::Relaxed);
-            bytes += BlockCache::weight(unpack(word).1);
-            blocks += 1;
-            // SAFETY: the word was taken out of its slot, and no reader that could hold it
-            // is pinned (the counter was at 0, or at 1 for the caller, who holds none).
-            unsafe { free(word) };
-            if bytes >= need {
-                break;
-            }
-        }
-        self.hand.store(hand, Ordering::Relaxed);
+        let (blocks, bytes) = free();
         self.blocks.fetch_sub(blocks, Ordering::Relaxed);
         self.bytes.fetch_sub(bytes, Ordering::Relaxed);
         self.cache.release(bytes, blocks);
         self.pins.fetch_and(!EVICTING, Ordering::Release);
         bytes
+    }
+
+    /// Frees blocks not read since the hand last passed, until `need` bytes are freed or the
+    /// hand went once round; the bytes freed. `by_own_reader`: the caller holds the only pin
+    /// on the table and no block read under it. Frees nothing when another reader holds a pin.
+    pub(super) fn evict(&self, need: u64, by_own_reader: bool) -> u64 {
+        self.exclusive(by_own_reader, || {
+            let n = self.slots.len();
+            let mut hand = self.hand.load(Ordering::Relaxed);
+            let (mut blocks, mut bytes) = (0, 0);
+            for _ in 0..n {
+                hand = (hand + 1) % n;
+                let Some(slot) = self.slots.get(hand) else {
+                    break;
+                };
+                let word = slot.load(Ordering::Relaxed);
+                if word == 0 {
+                    continue;
+                }
+                if word & REFERENCED != 0 {
+                    slot.store(word & !REFERENCED, Ordering::Relaxed);
+                    continue;
+                }
+                slot.store(0, Ordering::Relaxed);
+                bytes += BlockCache::weight(unpack(word).1);
+                blocks += 1;
+                // SAFETY: the word was taken out of its slot, and no reader that could hold
+                // it is pinned (the counter was at 0, or at 1 for the caller, who holds none).
+                unsafe { free(word) };
+                if bytes >= need {
+                    break;
+                }
+            }
+            self.hand.store(hand, Ordering::Relaxed);
+            (blocks, bytes)
+        })
     }
 
     /// Empties every slot; only when no reader can hold a pin (the table is dropped).

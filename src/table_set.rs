@@ -103,16 +103,17 @@ impl TableSet {
     }
 
     /// The highest user key the running compaction's finished part accounts for.
+    #[cfg(test)]
     pub(crate) fn progress_boundary(&self) -> Option<&[u8]> {
         self.progress.as_ref().map(|p| &p.boundary[..])
     }
 
-    /// The set to read user key `key` from in place of this one (`None` stands for the
-    /// smallest key): the running compaction's finished part, when it accounts for `key`.
-    pub(crate) fn finished_part_for(&self, key: Option<&[u8]>) -> Option<&TableSet> {
+    /// The set to read user key `key` from in place of this one: the running compaction's
+    /// finished part, when it accounts for `key`.
+    fn finished_part_for(&self, key: &[u8]) -> Option<&TableSet> {
         self.progress
             .as_ref()
-            .filter(|p| key.is_none_or(|k| key::compare_bytes(k, &p.boundary).is_le()))
+            .filter(|p| key::compare_bytes(key, &p.boundary).is_le())
             .map(|p| &*p.tables)
     }
 
@@ -154,7 +155,7 @@ impl TableSet {
     /// The newest version of `user_key` at or below `snap`; `hash` is
     /// [`hash64`](crate::hash::hash64) of `user_key`.
     pub(crate) fn get(&self, user_key: &[u8], hash: u64, snap: u64) -> Result<Option<Hit>> {
-        if let Some(finished) = self.finished_part_for(Some(user_key)) {
+        if let Some(finished) = self.finished_part_for(user_key) {
             return finished.get(user_key, hash, snap);
         }
         for t in self.level(0) {
@@ -265,7 +266,7 @@ mod tests {
     }
 
     /// A compaction's finished part stands in for its inputs up to the boundary and no
-    /// further, for point reads; scans read the whole tree (see `LsmState::scan_cursor`).
+    /// further, for point reads; scans read the whole tree.
     /// The outputs here hold other values than the inputs, to show which one a read took (a
     /// real compaction writes the inputs' values).
     #[test]

@@ -138,6 +138,9 @@ pub struct Range {
     back_last: Option<Vec<u8>>,
     /// The front cursor still stands on the entry it returned last.
     front_on_entry: bool,
+    /// The front cursor reads a running compaction's finished part (see
+    /// [`LsmState::scan_cursor`]) and is replaced past that part's boundary.
+    front_capped: bool,
     /// Where returned keys are copied to.
     keys: KeyArena,
     /// Key whose older versions are being skipped.
@@ -169,6 +172,7 @@ impl Range {
             front_last: None,
             back_last: None,
             front_on_entry: false,
+            front_capped: false,
             keys: KeyArena::default(),
             scratch: Vec::new(),
             done: false,
@@ -205,17 +209,19 @@ impl Range {
                 Bound::Included(l) | Bound::Excluded(l) => Some(&l[..]),
                 Bound::Unbounded => None,
             };
-            let mut c = self.state.cursor();
+            let (mut c, capped) = self.state.scan_cursor(start);
             match start {
                 Some(l) => c.seek(&key::encode(l, SeqNo::MAX, KIND_SEEK)),
                 None => c.seek_to_first(),
             }
             self.front = Some(c);
             self.front_on_entry = false;
+            self.front_capped = capped;
         }
         // The cursor is stepped where it lies: moving it out and back for every entry costs
         // more than the step itself.
         let Range {
+            state,
             front,
             lower,
             upper,
@@ -223,6 +229,7 @@ impl Range {
             front_last,
             back_last,
             front_on_entry,
+            front_capped,
             ..
         } = self;
         // Whose versions the loop passes over: the key returned last, while the cursor still
@@ -233,49 +240,79 @@ impl Range {
             front.as_mut()?.next();
             skip = Skip::Last;
         }
-        let c = front.as_mut()?;
-        let out = loop {
-            let Some(k) = c.entry_key() else {
-                break c.status().err();
+        let out = 'scan: loop {
+            let c = front.as_mut()?;
+            let boundary = if *front_capped {
+                state.tables.progress_boundary()
+            } else {
+                None
             };
-            let Some(p) = key::parse(k) else {
-                break Some(corrupt_key());
-            };
-            let skipped = match skip {
-                Skip::None => None,
-                Skip::Last => front_last.as_deref(),
-                Skip::Scratch => Some(&scratch[..]),
-            };
-            if let Some(s) = skipped {
-                if key::compare_bytes(p.user_key, s).is_eq() {
+            // The inner loop ends (with the boundary) only where a capped cursor has nothing
+            // more to say: at its end or past its boundary.
+            let b = loop {
+                let Some(k) = c.entry_key() else {
+                    if let Some(b) = boundary
+                        && c.status().is_ok()
+                    {
+                        break b;
+                    }
+                    break 'scan c.status().err();
+                };
+                let Some(p) = key::parse(k) else {
+                    break 'scan Some(corrupt_key());
+                };
+                let skipped = match skip {
+                    Skip::None => None,
+                    Skip::Last => front_last.as_deref(),
+                    Skip::Scratch => Some(&scratch[..]),
+                };
+                if let Some(s) = skipped {
+                    if key::compare_bytes(p.user_key, s).is_eq() {
+                        c.next();
+                        continue;
+                    }
+                    skip = Skip::None;
+                }
+                // Past the boundary, a capped cursor lacks the inputs' keys: whether the scan
+                // goes on is for the whole tree to say, even at a key beyond the upper bound.
+                if let Some(b) = boundary
+                    && key::compare_bytes(p.user_key, b).is_gt()
+                {
+                    break b;
+                }
+                if beyond(upper, p.user_key) {
+                    break 'scan None;
+                }
+                if p.seq > snap {
                     c.next();
                     continue;
                 }
-                skip = Skip::None;
-            }
-            if beyond(upper, p.user_key) {
-                break None;
-            }
-            if p.seq > snap {
-                c.next();
-                continue;
-            }
-            // Once an entry was returned, every later key lies above it and so above
-            // `lower`.
-            if p.kind == Kind::Delete || (front_last.is_none() && before(lower, p.user_key)) {
-                // Not returned: skip this key's older versions.
-                scratch.clear();
-                scratch.extend_from_slice(p.user_key);
-                skip = Skip::Scratch;
-                c.next();
-                continue;
-            }
-            if back_last.as_deref().is_some_and(|b| p.user_key >= b) {
-                break None;
-            }
-            remember(front_last, p.user_key);
-            *front_on_entry = true;
-            return Some(Ok(()));
+                // Once an entry was returned, every later key lies above it and so above
+                // `lower`.
+                if p.kind == Kind::Delete || (front_last.is_none() && before(lower, p.user_key)) {
+                    // Not returned: skip this key's older versions.
+                    scratch.clear();
+                    scratch.extend_from_slice(p.user_key);
+                    skip = Skip::Scratch;
+                    c.next();
+                    continue;
+                }
+                if back_last.as_deref().is_some_and(|b| p.user_key >= b) {
+                    break 'scan None;
+                }
+                remember(front_last, p.user_key);
+                *front_on_entry = true;
+                return Some(Ok(()));
+            };
+            // Past what the compaction has finished: go on over the whole tree, from the
+            // boundary key's versions on, which the capped cursor has read already.
+            let mut whole = state.cursor();
+            whole.seek(&key::encode(b, SeqNo::MAX, KIND_SEEK));
+            scratch.clear();
+            scratch.extend_from_slice(b);
+            skip = Skip::Scratch;
+            *front = Some(whole);
+            *front_capped = false;
         };
         *front = None;
         self.done = true;

@@ -39,12 +39,28 @@ impl LsmState {
 
     /// A cursor merging every source.
     pub(crate) fn cursor(&self) -> MergeCursor {
+        self.cursor_over(&self.tables)
+    }
+
+    /// A cursor for a forward scan from user key `start` (the first key if `None`). While a
+    /// compaction shows its finished part and `start` lies within it, the cursor reads that
+    /// part and the second value is `true`: it is exact only up to the tables'
+    /// [`progress_boundary`](TableSet::progress_boundary), and the scan must move to [`cursor`](Self::cursor)
+    /// past it.
+    pub(crate) fn scan_cursor(&self, start: Option<&[u8]>) -> (MergeCursor, bool) {
+        match self.tables.finished_part_for(start) {
+            Some(finished) => (self.cursor_over(finished), true),
+            None => (self.cursor(), false),
+        }
+    }
+
+    fn cursor_over(&self, tables: &TableSet) -> MergeCursor {
         let mut children: Vec<Source> = Vec::with_capacity(2 + self.imms.len() + 8);
         children.push(self.mem.cursor().into());
         for m in &self.imms {
             children.push(m.cursor().into());
         }
-        self.tables.add_cursors(&mut children);
+        tables.add_cursors(&mut children);
         MergeCursor::new(children)
     }
 }

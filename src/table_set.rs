@@ -103,17 +103,16 @@ impl TableSet {
     }
 
     /// The highest user key the running compaction's finished part accounts for.
-    #[cfg(test)]
     pub(crate) fn progress_boundary(&self) -> Option<&[u8]> {
         self.progress.as_ref().map(|p| &p.boundary[..])
     }
 
-    /// The set to read user key `key` from in place of this one: the running compaction's
-    /// finished part, when it accounts for `key`.
-    fn finished_part_for(&self, key: &[u8]) -> Option<&TableSet> {
+    /// The set to read user key `key` from in place of this one (`None` stands for the
+    /// smallest key): the running compaction's finished part, when it accounts for `key`.
+    pub(crate) fn finished_part_for(&self, key: Option<&[u8]>) -> Option<&TableSet> {
         self.progress
             .as_ref()
-            .filter(|p| key::compare_bytes(key, &p.boundary).is_le())
+            .filter(|p| key.is_none_or(|k| key::compare_bytes(k, &p.boundary).is_le()))
             .map(|p| &*p.tables)
     }
 
@@ -155,7 +154,7 @@ impl TableSet {
     /// The newest version of `user_key` at or below `snap`; `hash` is
     /// [`hash64`](crate::hash::hash64) of `user_key`.
     pub(crate) fn get(&self, user_key: &[u8], hash: u64, snap: u64) -> Result<Option<Hit>> {
-        if let Some(finished) = self.finished_part_for(user_key) {
+        if let Some(finished) = self.finished_part_for(Some(user_key)) {
             return finished.get(user_key, hash, snap);
         }
         for t in self.level(0) {
@@ -243,6 +242,11 @@ mod tests {
 
     /// Every live entry of `set` from `start` on, read forward as `Db::range` does.
     fn scan(set: &TableSet, start: Option<u32>) -> Vec<(Bytes, Bytes)> {
+        scan_below(set, start, None)
+    }
+
+    /// [`scan`] up to `end` (excluded), when given.
+    fn scan_below(set: &TableSet, start: Option<u32>, end: Option<u32>) -> Vec<(Bytes, Bytes)> {
         let state = LsmState {
             mem: Arc::new(Memtable::new(1, 1 << 20)),
             imms: Vec::new(),
@@ -253,7 +257,10 @@ mod tests {
         let lower = start.map_or(std::ops::Bound::Unbounded, |s| {
             std::ops::Bound::Included(user(s))
         });
-        crate::iter::Range::new(state, guard, (lower, std::ops::Bound::Unbounded))
+        let upper = end.map_or(std::ops::Bound::Unbounded, |e| {
+            std::ops::Bound::Excluded(user(e))
+        });
+        crate::iter::Range::new(state, guard, (lower, upper))
             .map(|r| r.unwrap())
             .collect()
     }
@@ -266,11 +273,10 @@ mod tests {
     }
 
     /// A compaction's finished part stands in for its inputs up to the boundary and no
-    /// further, for point reads; scans read the whole tree.
-    /// The outputs here hold other values than the inputs, to show which one a read took (a
-    /// real compaction writes the inputs' values).
+    /// further; the outputs here hold other values than the inputs, to show which one a read
+    /// took (a real compaction writes the inputs' values).
     #[test]
-    fn point_reads_take_a_compactions_finished_part_up_to_its_boundary() {
+    fn reads_take_a_compactions_finished_part_up_to_its_boundary() {
         let dir = tempfile::tempdir().unwrap();
         let evens: Vec<u32> = (0..100).step_by(2).collect();
         let odds: Vec<u32> = (1..100).step_by(2).collect();
@@ -280,12 +286,17 @@ mod tests {
         let out = table(dir.path(), 3, &below, 2, "out");
         let inputs = TableSet::from_levels(vec![vec![old, new]]);
         let set = inputs.with_progress(&[(1, out)], &[(0, 1), (0, 2)], &user(49));
+        let expected = |from: u32| -> Vec<(Bytes, Bytes)> {
+            (from..100)
+                .map(|i| {
+                    let v = if i <= 49 { "out" } else { "in" };
+                    (Bytes::from(user(i)), Bytes::from(v))
+                })
+                .collect()
+        };
         for start in [None, Some(0), Some(30), Some(49), Some(50), Some(77)] {
             let got = scan(&set, start);
-            let want: Vec<(Bytes, Bytes)> = (start.unwrap_or(0)..100)
-                .map(|i| (Bytes::from(user(i)), Bytes::from("in")))
-                .collect();
-            assert_eq!(got, want, "from {start:?}");
+            assert_eq!(got, expected(start.unwrap_or(0)), "from {start:?}");
         }
         assert_eq!(value_of(&set, 10).as_deref(), Some(&b"out"[..]));
         assert_eq!(value_of(&set, 49).as_deref(), Some(&b"out"[..]));
@@ -301,9 +312,17 @@ mod tests {
         let got = scan(&set, Some(9));
         assert_eq!(got.len(), 91);
         assert_eq!(&got[1].1[..], b"flushed");
-        assert_eq!(&got[2].1[..], b"in");
+        assert_eq!(&got[2].1[..], b"out");
         assert_eq!(&got[61].1[..], b"flushed");
         assert_eq!(&got[60].1[..], b"in");
+        // A scan that ends past the boundary but before the next key the finished part
+        // holds (the flushed 70) goes on over the inputs, and ends at its own bound.
+        for (from, to) in [(40, 60), (49, 51), (20, 70), (45, 71)] {
+            let got = scan_below(&set, Some(from), Some(to));
+            let keys: Vec<Bytes> = got.iter().map(|(k, _)| k.clone()).collect();
+            let want: Vec<Bytes> = (from..to).map(|i| Bytes::from(user(i))).collect();
+            assert_eq!(keys, want, "from {from} to {to}");
+        }
 
         // Without the progress every read goes to the inputs.
         let set = set.without_progress();

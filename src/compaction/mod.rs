@@ -110,7 +110,7 @@ pub struct CompactionProgress {
     pub tables_out: usize,
     /// Bytes of the output tables finished so far.
     pub bytes_out: u64,
-    /// Whether point reads take the keys the finished outputs hold from them already (a
+    /// Whether reads take the keys the finished outputs hold from them already (a
     /// compaction of level 0, or of more than two levels, shows them).
     pub shown_to_reads: bool,
 }

@@ -264,9 +264,19 @@ fn the_block_cache_keeps_to_its_bound_and_saves_decompression() {
         db.put(format!("key{i:05}"), value(i)).unwrap();
     }
     db.flush().unwrap();
-    let before = db.stats().block_cache;
+    let stats = db.stats();
+    let before = stats.block_cache;
     assert_eq!(before.capacity_bytes, cap);
     assert_eq!((before.hits, before.misses, before.blocks), (0, 0, 0));
+    // Every open table with compressed blocks has one slot word per data block.
+    let blocks: u64 = stats
+        .levels
+        .iter()
+        .filter(|l| l.compressed_blocks > 0)
+        .map(|l| l.data_blocks)
+        .sum();
+    assert!(blocks > 0);
+    assert_eq!(before.slot_bytes, 8 * blocks, "{before:?}");
     // Reading everything (about 300 KiB of blocks) goes through far more than the cache
     // can hold: it stays within its bound all along.
     for round in 0..2 {

@@ -37,6 +37,10 @@ pub struct BlockCacheStats {
     pub hits: u64,
     /// Reads of a compressed block that had to decompress it.
     pub misses: u64,
+    /// Bytes of the tables' slot arrays (one word per data block of every open table with
+    /// compressed blocks), held whether or not the blocks are cached and not counted in the
+    /// bound.
+    pub slot_bytes: u64,
 }
 
 /// The tables that may hold blocks, and the clock hand over them.
@@ -54,6 +58,7 @@ pub struct BlockCache {
     blocks: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
+    slot_bytes: AtomicU64,
     clock: Mutex<Clock>,
 }
 
@@ -66,6 +71,7 @@ impl BlockCache {
             blocks: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            slot_bytes: AtomicU64::new(0),
             clock: Mutex::new(Clock::default()),
         }
     }
@@ -81,6 +87,7 @@ impl BlockCache {
             return None;
         }
         let t = Arc::new(TableBlocks::new(data_blocks, Arc::clone(self)));
+        self.slot_bytes.fetch_add(t.slot_bytes(), Ordering::Relaxed);
         let mut clock = self.clock.lock();
         clock.tables.retain(|w| w.strong_count() > 0);
         clock.tables.push(Arc::downgrade(&t));
@@ -135,6 +142,11 @@ impl BlockCache {
         self.blocks.fetch_sub(blocks, Ordering::Relaxed);
     }
 
+    /// Forgets the slot array of a table that is gone.
+    pub(super) fn slots_dropped(&self, bytes: u64) {
+        self.slot_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
     /// Counts blocks that took a reservation.
     pub(super) fn added(&self, blocks: u64) {
         self.blocks.fetch_add(blocks, Ordering::Relaxed);
@@ -178,6 +190,7 @@ impl BlockCache {
             blocks: self.blocks.load(Ordering::Relaxed),
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
+            slot_bytes: self.slot_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -282,6 +295,18 @@ mod tests {
         cache_unread(&t, 3, 1000);
         assert!(cached(&t, 2) && cached(&t, 3) && !cached(&t, 1));
         assert!(cache.stats().bytes <= 2 * BlockCache::weight(1000));
+    }
+
+    #[test]
+    fn counts_the_slot_arrays_of_open_tables() {
+        let cache = Arc::new(BlockCache::new(1 << 20));
+        let a = cache.register(100).unwrap();
+        let b = cache.register(28).unwrap();
+        assert_eq!(cache.stats().slot_bytes, 128 * 8);
+        drop(a);
+        assert_eq!(cache.stats().slot_bytes, 28 * 8);
+        drop(b);
+        assert_eq!(cache.stats().slot_bytes, 0);
     }
 
     #[test]

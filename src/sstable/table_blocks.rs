@@ -252,6 +252,11 @@ impl TableBlocks {
         &self.cache
     }
 
+    /// Bytes of the slot array itself.
+    pub fn slot_bytes(&self) -> u64 {
+        (self.slots.len() * std::mem::size_of::<AtomicU64>()) as u64
+    }
+
     /// Bytes held (contents plus overhead).
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
@@ -363,6 +368,7 @@ impl TableBlocks {
 impl Drop for TableBlocks {
     fn drop(&mut self) {
         self.free_all();
+        self.cache.slots_dropped(self.slot_bytes());
     }
 }
 

@@ -548,25 +548,34 @@ impl TableCursor {
             self.release_until(self.table.data.len(), 0);
             return false;
         }
+        self.read_block(forward, |t, index, fill, pinned| {
+            t.data_block(index, fill, pinned, forward)
+        })
+        .is_some()
+    }
+
+    /// Reads a data block with `read` (given the table, the index cursor, whether to cache
+    /// what it decompresses and whether the cursor holds a pin) and makes it the current
+    /// block, not positioned; `None` after a failure. The pin is taken and the current block
+    /// dropped before the read: a cursor reads its next block with none held.
+    fn read_block(
+        &mut self,
+        forward: bool,
+        read: impl FnOnce(&Table, &BlockCursor, bool, bool) -> Result<BlockRef, Corrupt>,
+    ) -> Option<&mut BlockCursor<BlockRef>> {
         let pinned = self.pin_blocks();
         let buffer = self.release_block();
-        match self
-            .table
-            .data_block(&self.index, !self.sequential, pinned, forward)
-        {
-            Ok(b) => {
-                self.put_block(b, forward, buffer);
-                true
-            }
+        match read(&self.table, &self.index, !self.sequential, pinned) {
+            Ok(b) => Some(self.put_block(b, forward, buffer)),
             Err(e) => {
                 self.fail(e);
-                false
+                None
             }
         }
     }
 
-    /// Drops the current data block, for its key buffer. A cursor reads its next block with
-    /// none held: to make room for a block it caches, it may evict its own table's blocks.
+    /// Drops the current data block, for its key buffer (to make room for a block it caches,
+    /// the cursor may evict its own table's blocks, so it must hold none).
     fn release_block(&mut self) -> Vec<u8> {
         self.data
             .take()
@@ -662,14 +671,10 @@ impl Cursor for TableCursor {
         if let Some((ordinal, h)) = named {
             // The summary names the block: go there, and leave the index for later.
             self.pending_index = Some(ordinal);
-            let pinned = self.pin_blocks();
-            let buffer = self.release_block();
-            match self
-                .table
-                .block_at(Some(ordinal), h, !self.sequential, pinned)
-            {
-                Ok(b) => self.put_block(b, true, buffer).seek(target),
-                Err(e) => self.fail(e),
+            if let Some(d) = self.read_block(true, |t, _, fill, pinned| {
+                t.block_at(Some(ordinal), h, fill, pinned)
+            }) {
+                d.seek(target);
             }
             self.skip_forward();
             return;

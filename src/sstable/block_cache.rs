@@ -160,7 +160,7 @@ impl BlockCache {
             return false;
         };
         // The block the table cached last, unless read since, goes first.
-        own.evict_probation(true);
+        own.evict_probation();
         clock.tables.retain(|w| w.strong_count() > 0);
         let n = clock.tables.len();
         for _ in 0..2 * n {

@@ -264,13 +264,14 @@ impl TableBlocks {
 
     /// Frees the block cached last, if no read found it since (a block read once, as a scan
     /// or a random read over more data than the cache holds leaves them, goes before blocks
-    /// read again, and while its memory is still warm); the bytes freed. `by_own_reader` as
-    /// for [`evict`](Self::evict).
-    pub(super) fn evict_probation(&self, by_own_reader: bool) -> u64 {
+    /// read again, and while its memory is still warm). The caller is a reader making room
+    /// for a block of this table, holding one pin on it and no block read under it (as
+    /// `by_own_reader` for [`evict`](Self::evict)); nothing is freed when others hold pins.
+    pub(super) fn evict_probation(&self) {
         let Some(ordinal) = self.probation.swap(0, Ordering::Relaxed).checked_sub(1) else {
-            return 0;
+            return;
         };
-        self.exclusive(by_own_reader, || {
+        self.exclusive(true, || {
             let Some(slot) = self.slots.get(ordinal) else {
                 return (0, 0);
             };
@@ -282,7 +283,7 @@ impl TableBlocks {
             // SAFETY: as in `evict`.
             unsafe { free(word) };
             (1, BlockCache::weight(unpack(word).1))
-        })
+        });
     }
 
     /// Runs `free` (which empties slots, returning the blocks and bytes it freed) with the
